@@ -1,0 +1,41 @@
+"""``harness``: a thin command line. Each subcommand parses its arguments, calls one library
+function and prints; the commands of each concern live beside it in ``<package>/commands.py``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Each module defines ``register(subparsers)``; a parser sets ``func(args) -> exit code``.
+COMMAND_MODULES = (
+    "harness.submission.commands",
+    "harness.tasks.commands",
+    "harness.finetune.commands",
+    "harness.metrics.commands",
+    "harness.leaderboard.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from harness import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Evaluate SSL3D pre-training submissions: validate, fine-tune, score, rank.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

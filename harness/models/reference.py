@@ -1,0 +1,141 @@
+"""Reference architectures of the two SSL3D tracks, built with dynamic-network-architectures.
+
+The hyper-parameters are the challenge's (shared/reference/SSL3D.md section 1); nothing here is
+planned by nnU-Net. Shapes are derived on the ``meta`` device, so checking a submission's
+tensor shapes never allocates a model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import torch
+from torch import nn
+
+TRACKS: tuple[str, ...] = ("ResEncL", "PrimusM")
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    """What the harness needs to know about one track's network."""
+
+    name: str
+    key_to_encoder: str
+    key_to_stem: str
+    keys_to_in_proj: tuple[str, ...]
+    key_to_lpe: str | None
+    #: Primus patch embedding (tokens are patch_embed voxels wide); None for CNNs.
+    patch_embed_size: tuple[int, int, int] | None
+    #: Smallest patch edge the network trains at (5 stride-2 stages need 64 for ResEnc-L).
+    min_train_patch: int
+    #: Edge of the cube the intake canary runs on.
+    canary_patch: int
+
+    @property
+    def transferred_prefixes(self) -> tuple[str, ...]:
+        return (self.key_to_stem, self.key_to_encoder)
+
+    def is_transferred(self, key: str) -> bool:
+        """True for state-dict keys of the stem and encoder: the only weights fine-tuning loads."""
+        return any(key == p or key.startswith(p + ".") for p in self.transferred_prefixes)
+
+
+_TRACK_SPECS = {
+    "ResEncL": TrackSpec(
+        name="ResEncL",
+        key_to_encoder="encoder.stages",
+        key_to_stem="encoder.stem",
+        keys_to_in_proj=("encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"),
+        key_to_lpe=None,
+        patch_embed_size=None,
+        min_train_patch=64,
+        canary_patch=64,
+    ),
+    "PrimusM": TrackSpec(
+        name="PrimusM",
+        key_to_encoder="eva",
+        key_to_stem="down_projection",
+        keys_to_in_proj=("down_projection.proj",),
+        key_to_lpe="eva.pos_embed",
+        patch_embed_size=(8, 8, 8),
+        min_train_patch=32,
+        canary_patch=32,
+    ),
+}
+
+
+def get_track(name: str) -> TrackSpec:
+    try:
+        return _TRACK_SPECS[name]
+    except KeyError:
+        raise ValueError(f"unknown track {name!r}; accepted tracks: {', '.join(TRACKS)}") from None
+
+
+def build_network(
+    track: str,
+    input_channels: int = 1,
+    num_classes: int = 1,
+    patch_size: Sequence[int] = (160, 160, 160),
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """Build the track's reference network without deep supervision.
+
+    ``patch_size`` fixes Primus' token grid (and so its ``eva.pos_embed`` length); the CNN
+    is patch-size agnostic. ``device="meta"`` gives shapes without allocating memory.
+    """
+    from dynamic_network_architectures.architectures.primus import PrimusM
+    from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+
+    spec = get_track(track)
+    patch_size = tuple(int(p) for p in patch_size)
+    with torch.device(device or "cpu"):
+        if spec.name == "ResEncL":
+            return ResidualEncoderUNet(
+                input_channels=input_channels,
+                n_stages=6,
+                features_per_stage=(32, 64, 128, 256, 320, 320),
+                conv_op=nn.Conv3d,
+                kernel_sizes=[[3, 3, 3]] * 6,
+                strides=[[1, 1, 1]] + [[2, 2, 2]] * 5,
+                n_blocks_per_stage=(1, 3, 4, 6, 6, 6),
+                num_classes=num_classes,
+                n_conv_per_stage_decoder=(1, 1, 1, 1, 1),
+                conv_bias=True,
+                norm_op=nn.InstanceNorm3d,
+                norm_op_kwargs={"eps": 1e-5, "affine": True},
+                nonlin=nn.LeakyReLU,
+                nonlin_kwargs={"inplace": True},
+                deep_supervision=False,
+            )
+        check_primus_patch(patch_size, spec)
+        return PrimusM(
+            input_channels=input_channels,
+            output_channels=num_classes,
+            patch_embed_size=spec.patch_embed_size,
+            input_shape=patch_size,
+        )
+
+
+def check_primus_patch(patch_size: Sequence[int], spec: TrackSpec | None = None) -> None:
+    spec = spec or get_track("PrimusM")
+    if len(patch_size) != 3 or any(p <= 0 or p % e for p, e in zip(patch_size, spec.patch_embed_size)):
+        raise ValueError(
+            f"patch size {tuple(patch_size)} is not three positive multiples of the "
+            f"patch embedding {spec.patch_embed_size}"
+        )
+
+
+def token_grid(patch_size: Sequence[int], track: str = "PrimusM") -> tuple[int, int, int]:
+    spec = get_track(track)
+    check_primus_patch(patch_size, spec)
+    return tuple(int(p) // e for p, e in zip(patch_size, spec.patch_embed_size))
+
+
+@lru_cache(maxsize=8)
+def reference_state_shapes(
+    track: str, patch_size: tuple[int, int, int] = (160, 160, 160), input_channels: int = 1
+) -> dict[str, tuple[int, ...]]:
+    """Every state-dict key of the reference network and its shape (built on ``meta``)."""
+    net = build_network(track, input_channels=input_channels, num_classes=1, patch_size=patch_size, device="meta")
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
