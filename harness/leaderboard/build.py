@@ -1,0 +1,165 @@
+"""``build_leaderboard``: collect -> rank -> bootstrap -> test -> write, per track.
+
+Files in ``out`` (each written atomically, the report last)::
+
+    leaderboard_<track>.csv      public: one row per entry, best first (aggregates only)
+    stability_<track>.csv        public: per task, Kendall's tau of the bootstrap rankings
+    significance_<track>.csv     public: pairwise one-sided p-values, Holm-adjusted
+    plots/<track>_{blobs,significance,ranks}.png
+    leaderboard.json             provenance: scheme, N, seed, source, notes, file list
+    report.html                  everything above in one self-contained page
+    private/cases_<track>.csv    PRIVATE: per-case values and flags (hidden test cases)
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness import __version__
+from harness.leaderboard import AGGREGATE_THEN_RANK, ALPHA, DEFAULT_BOOTSTRAP, DEFAULT_SCHEME, DEFAULT_SEED
+from harness.leaderboard.collect import (
+    FLAG_NOT_APPLICABLE,
+    ClassificationTask,
+    LeaderboardInputError,
+    PerCaseTask,
+    TrackData,
+    collect_csv,
+    collect_runs,
+    private_case_table,
+)
+from harness.leaderboard.plots import blob_plot, rank_heatmap, significance_map
+from harness.leaderboard.ranking import TrackRanking, check_scheme, rank_track
+from harness.leaderboard.report import leaderboard_table, render_html, significance_table, stability_table
+from harness.leaderboard.stability import TrackStability, bootstrap_track, significance_track
+from harness.runs import write_json_atomic, write_text_atomic
+
+PRIVATE_DIR = "private"
+
+
+@dataclass
+class TrackOutcome:
+    track: str
+    ranking: TrackRanking
+    stability: TrackStability
+    leaderboard: pd.DataFrame
+    notes: list[str]
+
+
+@dataclass
+class LeaderboardOutcome:
+    out: Path
+    scheme: str
+    tracks: list[TrackOutcome]
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.html"
+
+
+def track_notes(track: TrackData, ranking: TrackRanking, stability: TrackStability) -> list[str]:
+    """What a reader must know to trust the table: gaps, dropped cases, fallbacks."""
+    notes = []
+    for p in track.job_problems:
+        fold = "" if p.fold is None else f" fold {p.fold}"
+        detail = f" ({p.detail})" if p.detail else ""
+        notes.append(f"{p.entry}: {p.task}{fold} is {p.status}{detail}; its cases count as worst")
+    if track.baseline() is None:
+        notes.append(f"no unique baseline in track {track.track}: gain_<task> columns are empty")
+    for task in track.tasks:
+        if not task.metrics:
+            notes.append(f"{task.task}: no finished run, so no metric: every entry ties on it")
+        if isinstance(task, PerCaseTask):
+            for m, metric in enumerate(task.metrics):
+                dropped = int((task.flags[m] == FLAG_NOT_APPLICABLE).all(axis=0).sum())
+                if dropped:
+                    notes.append(f"{task.task}/{metric.name}: {dropped} not-applicable case(s) left out for every entry")
+        elif isinstance(task, ClassificationTask) and ranking.scheme != AGGREGATE_THEN_RANK:
+            notes.append(f"{task.task}: pooled classification metrics are ranked by their pooled value under every scheme")
+    notes.extend(f"{s.task}: {s.note}" for s in stability.tasks if s.note)
+    return notes
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_leaderboard(
+    out: Path,
+    *,
+    results: Path | None = None,
+    from_csv: Path | None = None,
+    scheme: str = DEFAULT_SCHEME,
+    n_bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = DEFAULT_SEED,
+    plots: bool = True,
+) -> LeaderboardOutcome:
+    """Rank every track found in ``results`` run folders or in ``from_csv`` and write ``out``."""
+    check_scheme(scheme)
+    if n_bootstrap < 0:
+        raise LeaderboardInputError(f"--bootstrap must be >= 0, got {n_bootstrap}")
+    if (results is None) == (from_csv is None):
+        raise LeaderboardInputError("give exactly one of results (run folders) or from_csv")
+    tracks = collect_csv(from_csv) if from_csv is not None else collect_runs(results)
+    out = Path(out)
+    outcome = LeaderboardOutcome(out, scheme, [])
+    sections = []
+    for track in tracks:
+        ranking = rank_track(track, scheme)
+        stability = bootstrap_track(ranking, n_bootstrap, seed)
+        tests = significance_track(ranking, stability, ALPHA)
+        notes = track_notes(track, ranking, stability)
+        board = leaderboard_table(ranking, stability)
+        stab = stability_table(ranking, stability)
+        name = track.track
+        text_files = {
+            out / f"leaderboard_{name}.csv": board.to_csv(index=False),
+            out / f"stability_{name}.csv": stab.to_csv(index=False),
+            out / f"significance_{name}.csv": significance_table(ranking, tests).to_csv(index=False),
+            out / PRIVATE_DIR / f"cases_{name}.csv": private_case_table(track).to_csv(index=False),
+        }
+        for path, text in text_files.items():
+            write_text_atomic(path, text)
+            outcome.files.append(path)
+        figures = []
+        if plots:
+            figures = [
+                ("Rank heat map", rank_heatmap(ranking)),
+                ("Bootstrap ranks (blob plot)", blob_plot(ranking, stability)),
+                ("Significance map", significance_map(ranking, tests)),
+            ]
+            for (title, png), stem in zip(figures, ("ranks", "blobs", "significance")):
+                path = out / "plots" / f"{name}_{stem}.png"
+                _write_bytes_atomic(path, png)
+                outcome.files.append(path)
+        sections.append({"track": name, "leaderboard": board, "stability": stab, "notes": notes, "figures": figures})
+        outcome.tracks.append(TrackOutcome(name, ranking, stability, board, notes))
+    meta = {
+        "scheme": scheme,
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+        "alpha": ALPHA,
+        "source": str(from_csv if from_csv is not None else results),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "harness_version": __version__,
+        "tracks": {t.track: {"entries": len(t.ranking.track.entries), "baseline": t.ranking.track.baseline(),
+                             "notes": t.notes} for t in outcome.tracks},
+    }
+    meta["files"] = [str(p.relative_to(out)) for p in outcome.files] + ["report.html"]
+    write_json_atomic(out / "leaderboard.json", meta)
+    write_text_atomic(outcome.report, render_html(sections, meta))
+    outcome.files += [out / "leaderboard.json", outcome.report]
+    return outcome

@@ -1,0 +1,670 @@
+"""Read run folders (or a long CSV) into per-track, per-task arrays with every gap flagged.
+
+Two kinds of task:
+
+* ``PerCaseTask`` - a value per case and metric (segmentation, ``--from-csv``). A segmentation
+  case's value is the nan-mean over its labels. A case whose value is NaN ("not applicable":
+  reference and prediction both empty for every label) for any entry that has it is dropped
+  for *every* entry of the task, for that metric: it tests nothing comparable, and neither
+  rewarding nor punishing "predicted nothing" is a choice the ranking should make silently.
+  The private per-case table keeps it, flagged ``not_applicable``.
+* ``ClassificationTask`` - predictions per case; AUROC and balanced accuracy are computed over
+  the cases pooled across folds (``harness.leaderboard.scores``).
+
+Expected work is the union over the track: every entry of a track is expected to have every
+(task, fold) that any entry of the track has, and every case that any finished run of that
+(task, fold) has. A missing run, a FAILED or unfinished run, or a missing case is never dropped:
+it counts as the worst value for that case and is flagged (``FLAG_*``).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from harness.runs import BASELINE_PREFIX, RunFolder, entry_name, iter_run_folders, read_json
+
+#: Metric name -> higher_is_better. All of them live in [0, 1], so their worst value is 0.
+KNOWN_METRICS: dict[str, bool] = {
+    "dice": True,
+    "nsd": True,
+    "auroc": True,
+    "balanced_accuracy": True,
+    "f1": True,
+    "average_precision": True,
+}
+#: Classification metrics the leaderboard can recompute on resampled cases.
+POOLED_METRICS: tuple[str, ...] = ("auroc", "balanced_accuracy")
+SEGMENTATION = "segmentation"
+CLASSIFICATION = "classification"
+TASK_TYPES = (SEGMENTATION, CLASSIFICATION)
+
+FLAG_OK = "ok"
+FLAG_NOT_APPLICABLE = "not_applicable"
+FLAG_MISSING_CASE = "missing_case"
+FLAG_FAILED_JOB = "failed_job"
+FLAG_UNFINISHED_JOB = "unfinished_job"
+FLAG_MISSING_JOB = "missing_job"
+MISSING_FLAGS = (FLAG_MISSING_CASE, FLAG_FAILED_JOB, FLAG_UNFINISHED_JOB, FLAG_MISSING_JOB)
+
+
+class LeaderboardInputError(ValueError):
+    """An input cannot be ranked; the message names the file, the field and the problem."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+
+    @property
+    def sign(self) -> float:
+        """Multiply by this to make higher better."""
+        return 1.0 if self.higher_is_better else -1.0
+
+    @property
+    def known_worst(self) -> float | None:
+        """The metric's worst possible value, when the metric is one the harness knows."""
+        return 0.0 if self.name in KNOWN_METRICS else None
+
+
+@dataclass(frozen=True)
+class JobProblem:
+    """One expected job that produced nothing usable."""
+
+    entry: str
+    task: str
+    fold: int | None
+    status: str  # one of FLAG_FAILED_JOB, FLAG_UNFINISHED_JOB, FLAG_MISSING_JOB
+    detail: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class PerCaseTask:
+    """Values per (metric, entry, case); cases sorted, so input order never matters.
+
+    ``values`` is (M, E, C) in the metric's own direction, NaN where missing or not applicable;
+    ``flags`` is the same shape (``FLAG_*`` strings); ``applicable`` is (M, C).
+    """
+
+    task: str
+    entries: tuple[str, ...]
+    cases: tuple[str, ...]
+    metrics: tuple[Metric, ...]
+    values: np.ndarray
+    flags: np.ndarray
+
+    kind = "per_case"
+
+    @property
+    def applicable(self) -> np.ndarray:
+        return (self.flags != FLAG_NOT_APPLICABLE).all(axis=1)
+
+    @property
+    def missing(self) -> np.ndarray:
+        """(M, E, C) True where the value counts as the worst one."""
+        return np.isin(self.flags, MISSING_FLAGS) & self.applicable[:, None, :]
+
+    def worst_oriented(self) -> np.ndarray:
+        """(M,) the value (higher better) a missing case gets where a number is needed.
+
+        A known metric's bound (0); for an unknown metric the worst value any entry reached on
+        this task, so that a gap never beats a real result.
+        """
+        worst = np.zeros(len(self.metrics))
+        for m, metric in enumerate(self.metrics):
+            if metric.known_worst is not None:
+                worst[m] = metric.sign * metric.known_worst
+            else:
+                observed = metric.sign * self.values[m][~np.isnan(self.values[m])]
+                worst[m] = observed.min() if observed.size else 0.0
+        return worst
+
+
+@dataclass(frozen=True, eq=False)
+class ClassificationTask:
+    """Predictions per (entry, case), pooled across folds.
+
+    ``y_true`` (C,) class indices; ``probs`` (E, C, K) and ``pred`` (E, C) hold, where a case is
+    missing for an entry, the most wrong answer possible (true class scored below every real
+    probability, the others above; a wrong label), so that pooled metrics stay computable and
+    the gap counts as the worst value.
+    """
+
+    task: str
+    entries: tuple[str, ...]
+    cases: tuple[str, ...]
+    metrics: tuple[Metric, ...]
+    classes: tuple[str, ...]
+    y_true: np.ndarray
+    probs: np.ndarray
+    pred: np.ndarray
+    flags: np.ndarray  # (E, C)
+
+    kind = "classification"
+
+    @property
+    def missing(self) -> np.ndarray:
+        return np.isin(self.flags, MISSING_FLAGS)
+
+
+Task = PerCaseTask | ClassificationTask
+
+
+@dataclass(frozen=True, eq=False)
+class TrackData:
+    track: str
+    entries: tuple[str, ...]
+    baselines: frozenset[str]
+    tasks: tuple[Task, ...]
+    job_problems: tuple[JobProblem, ...] = ()
+    source: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def failed_jobs(self) -> dict[str, int]:
+        counts = {entry: 0 for entry in self.entries}
+        for problem in self.job_problems:
+            counts[problem.entry] += 1
+        return counts
+
+    def baseline(self) -> str | None:
+        """The track's from-scratch baseline: ``baseline-<track>``, else the only baseline."""
+        preferred = f"{BASELINE_PREFIX}{self.track}"
+        if preferred in self.baselines:
+            return preferred
+        return next(iter(self.baselines)) if len(self.baselines) == 1 else None
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def resolve_metric(name: str, higher_is_better: Any, where: str) -> Metric:
+    """A metric with its direction; an unknown name must say its direction."""
+    if not isinstance(name, str) or not name:
+        raise LeaderboardInputError(f"{where}: metric name must be a non-empty string, got {name!r}")
+    known = KNOWN_METRICS.get(name)
+    if higher_is_better is None:
+        if known is None:
+            raise LeaderboardInputError(
+                f"{where}: metric {name!r} is unknown and has no higher_is_better; give it, or use "
+                f"one of {', '.join(sorted(KNOWN_METRICS))}"
+            )
+        return Metric(name, known)
+    if not isinstance(higher_is_better, bool):
+        raise LeaderboardInputError(f"{where}: higher_is_better of {name!r} must be true or false")
+    if known is not None and known != higher_is_better:
+        raise LeaderboardInputError(
+            f"{where}: metric {name!r} is higher_is_better={known}, not {higher_is_better}"
+        )
+    return Metric(name, higher_is_better)
+
+
+def _check_range(metric: Metric, values: np.ndarray, where: str) -> None:
+    if metric.known_worst is None:
+        return
+    finite = values[np.isfinite(values)]
+    if np.isinf(values).any() or (finite.size and (finite.min() < 0 or finite.max() > 1)):
+        raise LeaderboardInputError(f"{where}: {metric.name} values must lie in [0, 1]")
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+@dataclass(frozen=True)
+class _Job:
+    run: RunFolder
+    entry: str
+    track: str
+    is_baseline: bool
+    task: str
+    task_type: str
+    fold: int
+
+    @property
+    def status(self) -> str:
+        if self.run.is_done():
+            return FLAG_OK
+        return FLAG_FAILED_JOB if self.run.is_failed() else FLAG_UNFINISHED_JOB
+
+
+def _read_job(run: RunFolder) -> _Job:
+    where = str(run.job_json)
+    try:
+        job = read_json(run.job_json)
+    except (OSError, ValueError) as exc:
+        raise LeaderboardInputError(f"{where}: cannot read: {exc}") from None
+    if not isinstance(job, dict):
+        raise LeaderboardInputError(f"{where}: expected a JSON object")
+    expected = {"entry": str, "track": str, "is_baseline": bool, "task": str, "task_type": str, "fold": int}
+    for key, kind in expected.items():
+        if key not in job:
+            raise LeaderboardInputError(f"{where}: missing field {key!r}")
+        if not isinstance(job[key], kind) or (kind is int and isinstance(job[key], bool)):
+            raise LeaderboardInputError(f"{where}: field {key!r} must be {kind.__name__}, got {job[key]!r}")
+    if job["task_type"] not in TASK_TYPES:
+        raise LeaderboardInputError(
+            f"{where}: task_type {job['task_type']!r} is not one of {', '.join(TASK_TYPES)}"
+        )
+    _check_track_name(job["track"], where)
+    return _Job(run, job["entry"], job["track"], job["is_baseline"], job["task"], job["task_type"], job["fold"])
+
+
+def _check_track_name(track: str, where: str) -> None:
+    try:
+        safe = entry_name(track)
+    except ValueError:
+        safe = ""
+    if safe != track:
+        raise LeaderboardInputError(f"{where}: track {track!r} is not a file-name safe name")
+
+
+def _ranking_metrics(job: _Job) -> tuple[tuple[Metric, ...], tuple[str, ...]]:
+    where = str(job.run.metrics_json)
+    try:
+        data = read_json(job.run.metrics_json)
+    except (OSError, ValueError) as exc:
+        raise LeaderboardInputError(f"{where}: cannot read a finished run's metrics: {exc}") from None
+    listed = data.get("ranking_metrics") if isinstance(data, dict) else None
+    if not isinstance(listed, list) or not listed:
+        raise LeaderboardInputError(f"{where}: field 'ranking_metrics' must be a non-empty list")
+    metrics = []
+    for item in listed:
+        if not isinstance(item, dict) or "name" not in item:
+            raise LeaderboardInputError(f"{where}: each ranking_metrics item needs a 'name', got {item!r}")
+        metrics.append(resolve_metric(item["name"], item.get("higher_is_better"), where))
+    names = [m.name for m in metrics]
+    if len(set(names)) != len(names):
+        raise LeaderboardInputError(f"{where}: ranking_metrics lists a metric twice: {names}")
+    classes: tuple[str, ...] = ()
+    if job.task_type == CLASSIFICATION:
+        unsupported = [n for n in names if n not in POOLED_METRICS]
+        if unsupported:
+            raise LeaderboardInputError(
+                f"{where}: classification ranking metrics {unsupported} cannot be recomputed on "
+                f"resampled cases; supported: {', '.join(POOLED_METRICS)}"
+            )
+        raw = data.get("classes")
+        if not isinstance(raw, list) or len(raw) < 2 or len({str(c) for c in raw}) != len(raw):
+            raise LeaderboardInputError(f"{where}: field 'classes' must list at least two distinct classes")
+        classes = tuple(str(c) for c in raw)
+    return tuple(metrics), classes
+
+
+def _read_cases_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise LeaderboardInputError(f"{path}: cannot read: {exc}") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise LeaderboardInputError(f"{path}: missing column(s) {missing}; has {list(frame.columns)}")
+    if (frame["case"] == "").any():
+        raise LeaderboardInputError(f"{path}: empty 'case' on line(s) {_lines(frame['case'] == '')}")
+    return frame
+
+
+def _lines(mask: pd.Series | np.ndarray, limit: int = 5) -> str:
+    """1-based file line numbers (header is line 1) of the true rows."""
+    rows = np.flatnonzero(np.asarray(mask))[:limit] + 2
+    return ", ".join(str(r) for r in rows)
+
+
+def _numeric(frame: pd.DataFrame, column: str, where: Path | str) -> np.ndarray:
+    """Floats from text; empty or nan is NaN, anything else unparsable is an error."""
+    text = frame[column].str.strip()
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(values) & ~text.str.lower().isin(["", "nan"]).to_numpy()
+    if bad.any():
+        raise LeaderboardInputError(f"{where}: column {column!r} is not a number on line(s) {_lines(bad)}")
+    return values
+
+
+def _segmentation_cases(path: Path, metrics: tuple[Metric, ...]) -> pd.DataFrame:
+    """Per-case values: the nan-mean over the case's labels (NaN when every label is NaN)."""
+    frame = _read_cases_csv(path, ["case", "label", *(m.name for m in metrics)])
+    duplicated = frame.duplicated(["case", "label"], keep=False)
+    if duplicated.any():
+        raise LeaderboardInputError(f"{path}: duplicate (case, label) on line(s) {_lines(duplicated)}")
+    numbers = pd.DataFrame({"case": frame["case"]})
+    for metric in metrics:
+        numbers[metric.name] = _numeric(frame, metric.name, path)
+        _check_range(metric, numbers[metric.name].to_numpy(), f"{path} column {metric.name!r}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return numbers.groupby("case", sort=True).mean()  # pandas' mean skips NaN: a nan-mean
+
+
+def _classification_cases(path: Path, classes: tuple[str, ...]) -> pd.DataFrame:
+    prob_columns = [f"prob_{c}" for c in classes]
+    frame = _read_cases_csv(path, ["case", "true_label", "pred_label", *prob_columns])
+    duplicated = frame.duplicated(["case"], keep=False)
+    if duplicated.any():
+        raise LeaderboardInputError(f"{path}: duplicate case on line(s) {_lines(duplicated)}")
+    for column in ("true_label", "pred_label"):
+        unknown = ~frame[column].isin(classes)
+        if unknown.any():
+            raise LeaderboardInputError(
+                f"{path}: column {column!r} has a label that is not one of classes {list(classes)} "
+                f"on line(s) {_lines(unknown)}"
+            )
+    out = pd.DataFrame(
+        {
+            "true": frame["true_label"].map(classes.index).to_numpy(),
+            "pred": frame["pred_label"].map(classes.index).to_numpy(),
+        },
+        index=frame["case"].to_numpy(),
+    )
+    for column in prob_columns:
+        values = _numeric(frame, column, path)
+        if not np.isfinite(values).all():
+            raise LeaderboardInputError(f"{path}: column {column!r} must be finite on every line")
+        out[column] = values
+    return out
+
+
+def collect_runs(results: Path) -> list[TrackData]:
+    """Every track found under ``results/runs``, sorted by track name."""
+    jobs = [_read_job(run) for run in iter_run_folders(results)]
+    if not jobs:
+        raise LeaderboardInputError(f"{Path(results) / 'runs'}: no run folder with a job.json")
+    seen: dict[tuple[str, str, str, int], _Job] = {}
+    for job in jobs:
+        key = (job.track, job.entry, job.task, job.fold)
+        if key in seen:
+            raise LeaderboardInputError(
+                f"{job.run.job_json} and {seen[key].run.job_json}: both claim entry {job.entry!r}, "
+                f"task {job.task!r}, fold {job.fold} of track {job.track!r}"
+            )
+        seen[key] = job
+    tracks = sorted({job.track for job in jobs})
+    return [_track_from_jobs(track, [j for j in jobs if j.track == track], str(results)) for track in tracks]
+
+
+def _baselines(pairs: Iterable[tuple[str, bool]], where: str) -> frozenset[str]:
+    flags: dict[str, bool] = {}
+    for entry, is_baseline in pairs:
+        if flags.setdefault(entry, is_baseline) != is_baseline:
+            raise LeaderboardInputError(f"{where}: entry {entry!r} is marked is_baseline both true and false")
+    return frozenset(e for e, b in flags.items() if b)
+
+
+def _track_from_jobs(track: str, jobs: list[_Job], source: str) -> TrackData:
+    entries = tuple(sorted({j.entry for j in jobs}))
+    baselines = _baselines(((j.entry, j.is_baseline) for j in jobs), f"{source} track {track!r}")
+    task_types: dict[str, str] = {}
+    for job in jobs:
+        if task_types.setdefault(job.task, job.task_type) != job.task_type:
+            raise LeaderboardInputError(
+                f"{job.run.job_json}: task {job.task!r} is {job.task_type!r} here but "
+                f"{task_types[job.task]!r} in another run of track {track!r}"
+            )
+    by_key = {(j.entry, j.task, j.fold): j for j in jobs}
+    problems: list[JobProblem] = []
+    tasks: list[Task] = []
+    for task in sorted(task_types):
+        folds = sorted({j.fold for j in jobs if j.task == task})
+        status: dict[tuple[str, int], str] = {}
+        for entry in entries:
+            for fold in folds:
+                job = by_key.get((entry, task, fold))
+                state = FLAG_MISSING_JOB if job is None else job.status
+                status[entry, fold] = state
+                if state != FLAG_OK:
+                    problems.append(JobProblem(entry, task, fold, state, _failure_detail(job)))
+        done = [j for j in jobs if j.task == task and j.status == FLAG_OK]
+        build = _segmentation_task if task_types[task] == SEGMENTATION else _classification_task
+        tasks.append(build(task, entries, folds, done, status))
+    return TrackData(track, entries, baselines, tuple(tasks), tuple(problems), source)
+
+
+def _failure_detail(job: _Job | None) -> str:
+    if job is None or not job.run.is_failed():
+        return ""
+    try:
+        info = read_json(job.run.failed_marker)
+        return f"{info.get('error_class', '')}: {info.get('message', '')}".strip(": ")
+    except (OSError, ValueError, AttributeError):
+        return "FAILED marker unreadable"
+
+
+def _agreed_metrics(done: list[_Job], task: str) -> tuple[tuple[Metric, ...], tuple[str, ...]]:
+    first: tuple[tuple[Metric, ...], tuple[str, ...]] | None = None
+    first_path = None
+    for job in done:
+        found = _ranking_metrics(job)
+        if first is None:
+            first, first_path = found, job.run.metrics_json
+        elif found != first:
+            raise LeaderboardInputError(
+                f"{job.run.metrics_json}: ranking metrics/classes of task {task!r} {found} differ from "
+                f"{first_path} {first}"
+            )
+    return first if first is not None else ((), ())
+
+
+def _unit(fold: int, case: str) -> str:
+    return f"fold_{fold}/{case}"
+
+
+def _segmentation_task(task, entries, folds, done, status) -> PerCaseTask:
+    metrics, _ = _agreed_metrics(done, task)
+    per_run = {(j.entry, j.fold): _segmentation_cases(j.run.cases_csv, metrics) for j in done}
+    units = sorted({(fold, case) for (_, fold), table in per_run.items() for case in table.index})
+    cases = tuple(_unit(f, c) for f, c in units)
+    values = np.full((len(metrics), len(entries), len(cases)), np.nan)
+    flags = np.full(values.shape, FLAG_OK, dtype=object)
+    for e, entry in enumerate(entries):
+        for u, (fold, case) in enumerate(units):
+            state = status[entry, fold]
+            table = per_run.get((entry, fold))
+            if state != FLAG_OK:
+                flags[:, e, u] = state
+            elif case not in table.index:
+                flags[:, e, u] = FLAG_MISSING_CASE
+            else:
+                values[:, e, u] = table.loc[case, [m.name for m in metrics]].to_numpy(dtype=float)
+    return _per_case_task(task, entries, cases, metrics, values, flags)
+
+
+def _per_case_task(task, entries, cases, metrics, values, flags) -> PerCaseTask:
+    """Flag present-but-NaN values and drop those cases for every entry (see module doc)."""
+    present_nan = np.isnan(values) & (flags == FLAG_OK)
+    not_applicable = present_nan.any(axis=1)  # (M, C)
+    flags = flags.copy()
+    for m in range(len(metrics)):
+        flags[m][:, not_applicable[m]] = FLAG_NOT_APPLICABLE
+    return PerCaseTask(task, tuple(entries), tuple(cases), tuple(metrics), values, flags.astype(str))
+
+
+def _classification_task(task, entries, folds, done, status) -> ClassificationTask:
+    metrics, classes = _agreed_metrics(done, task)
+    per_run = {(j.entry, j.fold): _classification_cases(j.run.cases_csv, classes) for j in done}
+    truth: dict[tuple[int, str], tuple[int, Path]] = {}
+    for job in done:
+        table = per_run[job.entry, job.fold]
+        for case, label in zip(table.index, table["true"]):
+            known = truth.setdefault((job.fold, case), (int(label), job.run.cases_csv))
+            if known[0] != label:
+                raise LeaderboardInputError(
+                    f"{job.run.cases_csv}: case {case!r} has true_label {classes[label]!r} but "
+                    f"{classes[known[0]]!r} in {known[1]}"
+                )
+    units = sorted(truth)
+    cases = tuple(_unit(f, c) for f, c in units)
+    y_true = np.array([truth[u][0] for u in units], dtype=int)
+    n_classes = len(classes)  # 0 only when no run of the task finished, and then there are no cases
+    # The most wrong answer: true class below every real probability, the others above.
+    worst_probs = np.where(np.eye(n_classes, dtype=bool)[y_true], -1.0, 2.0)
+    probs = np.broadcast_to(worst_probs, (len(entries), len(units), n_classes)).copy()
+    pred = np.broadcast_to((y_true + 1) % max(n_classes, 1), (len(entries), len(units))).copy()
+    flags = np.full((len(entries), len(units)), FLAG_OK, dtype=object)
+    prob_columns = [f"prob_{c}" for c in classes]
+    for e, entry in enumerate(entries):
+        for u, (fold, case) in enumerate(units):
+            state = status[entry, fold]
+            table = per_run.get((entry, fold))
+            if state != FLAG_OK:
+                flags[e, u] = state
+            elif case not in table.index:
+                flags[e, u] = FLAG_MISSING_CASE
+            else:
+                probs[e, u] = table.loc[case, prob_columns].to_numpy(dtype=float)
+                pred[e, u] = table.loc[case, "pred"]
+    return ClassificationTask(
+        task, tuple(entries), cases, metrics, classes, y_true, probs, pred, flags.astype(str)
+    )
+
+
+# --------------------------------------------------------------------------- long CSV
+
+CSV_COLUMNS = ("track", "entry", "task", "metric", "case", "value")
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def _optional_bool(frame: pd.DataFrame, column: str, path: Path) -> list[bool | None]:
+    if column not in frame.columns:
+        return [None] * len(frame)
+    text = frame[column].str.strip().str.lower()
+    bad = ~text.isin(_TRUE | _FALSE | {""})
+    if bad.any():
+        raise LeaderboardInputError(f"{path}: column {column!r} must be true/false on line(s) {_lines(bad)}")
+    return [None if t == "" else t in _TRUE for t in text]
+
+
+def collect_csv(path: Path) -> list[TrackData]:
+    """Tracks from a long table ``track,entry,task,metric,case,value[,higher_is_better][,is_baseline]``.
+
+    A present row with an empty/NaN value is "not applicable"; a row that other entries have and
+    this entry lacks is missing (worst). Without ``is_baseline`` an entry is a baseline when its
+    name starts with ``baseline-``.
+    """
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise LeaderboardInputError(f"{path}: cannot read: {exc}") from None
+    return collect_long(frame, str(path))
+
+
+def collect_long(frame: pd.DataFrame, path: str = "<table>") -> list[TrackData]:
+    """Tracks from the long table already in memory (every column as text, like the CSV)."""
+    frame = frame.astype(object).fillna("").astype(str).reset_index(drop=True)
+    missing = [c for c in CSV_COLUMNS if c not in frame.columns]
+    if missing:
+        raise LeaderboardInputError(f"{path}: missing column(s) {missing}; has {list(frame.columns)}")
+    if frame.empty:
+        raise LeaderboardInputError(f"{path}: no rows")
+    for column in CSV_COLUMNS[:-1]:
+        frame[column] = frame[column].str.strip()
+        empty = frame[column] == ""
+        if empty.any():
+            raise LeaderboardInputError(f"{path}: empty {column!r} on line(s) {_lines(empty)}")
+    keys = ["track", "entry", "task", "metric", "case"]
+    duplicated = frame.duplicated(keys, keep=False)
+    if duplicated.any():
+        raise LeaderboardInputError(
+            f"{path}: duplicate (track, entry, task, metric, case) on line(s) {_lines(duplicated)}"
+        )
+    frame["value_"] = _numeric(frame, "value", path)
+    directions = _optional_bool(frame, "higher_is_better", path)
+    baseline_flags = _optional_bool(frame, "is_baseline", path)
+    metrics: dict[str, Metric] = {}
+    for row, (name, direction) in enumerate(zip(frame["metric"], directions)):
+        where = f"{path} line {row + 2}"
+        metric = resolve_metric(name, direction, where)
+        if direction is not None or name not in metrics:
+            if metrics.setdefault(name, metric) != metric:
+                raise LeaderboardInputError(f"{where}: higher_is_better of {name!r} disagrees with an earlier line")
+    for name, metric in metrics.items():
+        rows = frame["metric"] == name
+        _check_range(metric, frame.loc[rows, "value_"].to_numpy(), f"{path} metric {name!r}")
+    for track in frame["track"].unique():
+        _check_track_name(track, f"{path} column 'track'")
+    entry_baseline = [
+        flag if flag is not None else entry.startswith(BASELINE_PREFIX)
+        for entry, flag in zip(frame["entry"], baseline_flags)
+    ]
+    tracks = []
+    for track in sorted(frame["track"].unique()):
+        rows = frame[frame["track"] == track]
+        baselines = _baselines(
+            ((e, entry_baseline[i]) for i, e in zip(rows.index, rows["entry"])), f"{path} track {track!r}"
+        )
+        tracks.append(_track_from_long(track, rows, metrics, baselines, str(path)))
+    return tracks
+
+
+def _track_from_long(track: str, rows: pd.DataFrame, metrics: dict[str, Metric], baselines, source) -> TrackData:
+    entries = tuple(sorted(rows["entry"].unique()))
+    tasks: list[Task] = []
+    problems: list[JobProblem] = []
+    for task in sorted(rows["task"].unique()):
+        task_rows = rows[rows["task"] == task]
+        task_metrics = tuple(metrics[name] for name in task_rows["metric"].unique())  # file order
+        cases = tuple(sorted(task_rows["case"].unique()))
+        table = task_rows.set_index(["metric", "entry", "case"])["value_"]
+        full = pd.MultiIndex.from_product([[m.name for m in task_metrics], entries, cases])
+        present = full.isin(table.index).reshape(len(task_metrics), len(entries), len(cases))
+        values = table.reindex(full).to_numpy(dtype=float).reshape(present.shape)
+        flags = np.where(present, FLAG_OK, FLAG_MISSING_CASE).astype(object)
+        has_task = present.any(axis=(0, 2))
+        for e, entry in enumerate(entries):
+            if not has_task[e]:
+                flags[:, e, :] = FLAG_MISSING_JOB
+                problems.append(JobProblem(entry, task, None, FLAG_MISSING_JOB, "no row for this task"))
+        tasks.append(_per_case_task(task, entries, cases, task_metrics, values, flags))
+    return TrackData(track, entries, baselines, tuple(tasks), tuple(problems), source)
+
+
+# --------------------------------------------------------------------------- private table
+
+
+def private_case_table(track: TrackData) -> pd.DataFrame:
+    """Per-case values with their flags: PRIVATE (holds per-case results of hidden tasks)."""
+    frames = []
+    for task in track.tasks:
+        if isinstance(task, PerCaseTask):
+            m_idx, e_idx, c_idx = np.indices(task.values.shape).reshape(3, -1)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "task": task.task,
+                        "entry": np.asarray(task.entries)[e_idx],
+                        "case": np.asarray(task.cases)[c_idx],
+                        "metric": np.asarray([m.name for m in task.metrics])[m_idx],
+                        "value": task.values.reshape(-1),
+                        "flag": task.flags.reshape(-1),
+                    }
+                )
+            )
+        else:
+            e_idx, c_idx = np.indices(task.flags.shape).reshape(2, -1)
+            ok = ~task.missing.reshape(-1)
+            prob_true = np.take_along_axis(task.probs, task.y_true[None, :, None], axis=2)[..., 0].reshape(-1)
+            correct = (task.pred == task.y_true[None, :]).reshape(-1).astype(float)
+            for metric, value in (("prob_true_class", prob_true), ("correct", correct)):
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "task": task.task,
+                            "entry": np.asarray(task.entries)[e_idx],
+                            "case": np.asarray(task.cases)[c_idx],
+                            "metric": metric,
+                            "value": np.where(ok, value, math.nan),
+                            "flag": task.flags.reshape(-1),
+                        }
+                    )
+                )
+    columns = ["track", "entry", "is_baseline", "task", "case", "metric", "value", "flag"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True)
+    table.insert(0, "track", track.track)
+    table.insert(2, "is_baseline", table["entry"].isin(track.baselines))
+    return table[columns].sort_values(["task", "entry", "case", "metric"], kind="stable").reset_index(drop=True)

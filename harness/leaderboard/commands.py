@@ -1,0 +1,57 @@
+"""``harness leaderboard``: rank the entries of each track from per-case results."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.leaderboard import DEFAULT_BOOTSTRAP, DEFAULT_SCHEME, DEFAULT_SEED, SCHEMES
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "leaderboard",
+        help="per-track leaderboards with bootstrap stability, significance maps and an HTML report",
+        description=(
+            "Read every run's cases.csv under RESULTS/runs (or a long CSV track,entry,task,metric,case,"
+            "value[,higher_is_better][,is_baseline]) and rank the entries of each track: per task and "
+            "metric, then the mean of task ranks. Missing, failed or unfinished work counts as the "
+            "worst value and is flagged. Per-case values go only to OUT/private/."
+        ),
+    )
+    p.add_argument("--results", type=Path, default=Path("results"), help="results folder holding runs/ (default results)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default RESULTS/leaderboard)")
+    p.add_argument("--scheme", choices=SCHEMES, default=DEFAULT_SCHEME, help=f"ranking scheme (default {DEFAULT_SCHEME})")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="N",
+                   help=f"bootstrap resamples of the cases, 0 to skip (default {DEFAULT_BOOTSTRAP})")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
+    p.add_argument("--from-csv", type=Path, default=None, metavar="FILE",
+                   help="rank a long per-case table instead of run folders")
+    p.set_defaults(func=_leaderboard)
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from harness.leaderboard.build import build_leaderboard
+    from harness.leaderboard.collect import LeaderboardInputError
+
+    out = args.out if args.out is not None else args.results / "leaderboard"
+    try:
+        outcome = build_leaderboard(
+            out,
+            results=None if args.from_csv is not None else args.results,
+            from_csv=args.from_csv,
+            scheme=args.scheme,
+            n_bootstrap=args.bootstrap,
+            seed=args.seed,
+        )
+    except LeaderboardInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for track in outcome.tracks:
+        print(f"== {track.track} ({outcome.scheme}, {track.stability.n_bootstrap} bootstrap resamples)")
+        shown = ["rank", "entry", "is_baseline", "mean_task_rank", "rank_lo", "rank_hi", "failed_jobs"]
+        print(track.leaderboard[shown].head(20).to_string(index=False))
+        for note in track.notes:
+            print(f"  note: {note}")
+    print(f"wrote {len(outcome.files)} files to {outcome.out}; report: {outcome.report}")
+    return 0
