@@ -1,3 +1,5 @@
 from harness.cli import main
 
-raise SystemExit(main())
+# Guarded: nnU-Net's worker pools use the "spawn" start method, which imports the main module.
+if __name__ == "__main__":
+    raise SystemExit(main())
