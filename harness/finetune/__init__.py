@@ -1,0 +1,1 @@
+"""Fine-tuning runners: segmentation through nnU-Net, classification with encoder + head."""

@@ -1,0 +1,167 @@
+"""One fine-tuning job (entry x task x fold) and the run-folder lifecycle shared by the
+segmentation and classification runners: start (job.json), finish (cases.csv, metrics.json,
+then DONE, written last), provenance."""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from harness.models import TOKEN_ORDERS
+from harness.runs import RunFolder, baseline_entry, entry_name, write_json_atomic, write_text_atomic
+
+#: Bump when a change to the fine-tuning code changes results: it is part of every job's identity.
+RECIPE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    """What determines a run's result. ``submission=None`` is the track's from-scratch baseline."""
+
+    task: Any  # SegmentationTask | ClassificationTask
+    fold: int
+    track: str
+    results: Path
+    submission: Path | None = None
+    entry: str | None = None
+    device: str = "cpu"
+    token_order: str = "nnssl"
+    submission_sha256: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.token_order not in TOKEN_ORDERS:
+            raise ValueError(f"unknown token order {self.token_order!r}; choose one of {', '.join(TOKEN_ORDERS)}")
+        if self.entry is None:
+            name = baseline_entry(self.track) if self.submission is None else entry_name(Path(self.submission).stem)
+            object.__setattr__(self, "entry", name)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.submission is None
+
+    @cached_property
+    def run(self) -> RunFolder:
+        return RunFolder.of(self.results, self.entry, self.task.name, self.fold)
+
+    @property
+    def seed(self) -> int:
+        return int(self.task.seed) * 1000 + int(self.fold)
+
+    def description(self) -> dict:
+        return {
+            "entry": self.entry,
+            "track": self.track,
+            "is_baseline": self.is_baseline,
+            "task": self.task.name,
+            "task_type": self.task.type,
+            "task_file": str(self.task.source) if self.task.source else None,
+            "fold": int(self.fold),
+            "submission": str(self.submission) if self.submission else None,
+            "submission_sha256": self.submission_sha256,
+            "task_spec_hash": self.task.spec_hash(),
+            "recipe_version": RECIPE_VERSION,
+            "token_order": self.token_order,
+            "device": self.device,
+            "seed": self.seed,
+        }
+
+    def job_id(self) -> str:
+        """Stable hash of what determines the result: unchanged inputs, same id."""
+        d = self.description()
+        key = {k: d[k] for k in ("entry", "track", "task", "fold", "submission_sha256", "task_spec_hash",
+                                 "recipe_version", "token_order")}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def start_run(job: FinetuneJob) -> RunFolder:
+    """Create the run folder and write job.json; clears a stale FAILED marker."""
+    run = job.run
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.failed_marker.unlink(missing_ok=True)
+    write_json_atomic(run.job_json, {**job.description(), "job_id": job.job_id()})
+    return run
+
+
+def finish_run(
+    job: FinetuneJob,
+    cases: pd.DataFrame,
+    aggregates: dict,
+    ranking_metrics: Sequence[tuple[str, bool]],
+    extra: dict | None = None,
+    started: float | None = None,
+) -> dict:
+    """Write cases.csv and metrics.json, drop the scratch folder (checkpoints are big), then DONE."""
+    run = job.run
+    write_text_atomic(run.cases_csv, cases.to_csv(index=False))
+    metrics = {
+        **job.description(),
+        "job_id": job.job_id(),
+        "aggregates": aggregates,
+        "ranking_metrics": [{"name": n, "higher_is_better": bool(h)} for n, h in ranking_metrics],
+        "provenance": collect_provenance(job.device),
+        **(extra or {}),
+    }
+    if started is not None:
+        metrics["wall_seconds"] = round(time.time() - started, 1)
+    write_json_atomic(run.metrics_json, metrics)
+    shutil.rmtree(run.work_dir, ignore_errors=True)
+    run.mark_done({"job_id": job.job_id(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return metrics
+
+
+def collect_provenance(device: str = "cpu") -> dict:
+    """Versions, code revision and machine: enough to tell two results apart later."""
+    import torch
+
+    from harness import __version__
+
+    versions = {"harness": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    for pkg in ("nnunetv2", "dynamic_network_architectures", "batchgeneratorsv2", "numpy", "SimpleITK", "scikit-learn"):
+        versions[pkg] = _package_version(pkg)
+    device_name = "cpu"
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        device_name = torch.cuda.get_device_name()
+    return {
+        "versions": versions,
+        "git_revision": harness_git_revision(),
+        "device": str(device),
+        "device_name": device_name,
+        "hostname": platform.node(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for candidate in (name, name.replace("_", "-")):
+        try:
+            return version(candidate)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def harness_git_revision() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return out.stdout.strip() + ("+dirty" if dirty else "")

@@ -1,0 +1,144 @@
+"""The harness's nnU-Net trainer: nnunetv2's own training loop, data loading, augmentation, loss
+and checkpointing, with the challenge's network, weight transfer and schedule.
+
+PyPI nnunetv2 has no nnssl fine-tuning trainer, so this subclass brings one. It differs from
+``nnUNetTrainer`` only where the challenge requires it:
+
+* ``build_network_architecture``: the track's reference network (not what nnU-Net would plan),
+  with the submission's stem and encoder loaded (harness.models.transfer);
+* ``configure_optimizers``: SGD (ResEnc-L) or AdamW (Primus-M), linear warm-up then poly decay;
+* ``train_step``: the schedule's gradient clip (1 for Primus, nnU-Net's 12 otherwise);
+* no deep supervision;
+* no "best" checkpoint: the held-out cases are predicted with the final network, so writing a
+  full checkpoint whenever the validation EMA improves would only cost time and disk.
+
+The schedule is handed over with ``configure_finetuning`` (not smuggled through the plans), and
+the trainer is passed to the runner as a class, never looked up by name.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast, nn
+
+from harness.models import build_network, load_pretrained_encoder
+
+
+class WarmupPolyLRScheduler(PolyLRScheduler):
+    """Linear warm-up over ``warmup_steps`` epochs (lr/w, 2lr/w, ..., lr), then nnU-Net's poly decay
+    over the remaining epochs."""
+
+    def __init__(self, optimizer, initial_lr: float, max_steps: int, warmup_steps: int, exponent: float = 0.9):
+        self.warmup_steps = int(warmup_steps)
+        super().__init__(optimizer, initial_lr, max_steps, exponent)
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.initial_lr * (step + 1) / self.warmup_steps
+        decay_steps = max(1, self.max_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
+        return self.initial_lr * (1 - progress) ** self.exponent
+
+    def step(self, current_step=None):
+        if current_step is None or current_step == -1:
+            current_step = self.ctr
+            self.ctr += 1
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(current_step)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+class SSL3DFinetuneTrainer(nnUNetTrainer):
+    """nnU-Net trainer for SSL3D fine-tuning; call ``configure_finetuning`` before training."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+        self.track: str | None = None
+        self.schedule = None
+        self.submission = None
+        self.token_order = "nnssl"
+        self.transfer_report = None
+
+    def configure_finetuning(self, *, track: str, schedule, submission=None, token_order: str = "nnssl") -> None:
+        """Set the track, its schedule and the pre-trained weights (``submission=None``: from scratch)."""
+        self.track = track
+        self.schedule = schedule
+        self.submission = submission
+        self.token_order = token_order
+        self.initial_lr = schedule.lr if submission is not None else schedule.from_scratch_lr
+        self.weight_decay = schedule.weight_decay
+        self.num_epochs = schedule.epochs
+        self.num_iterations_per_epoch = schedule.iterations_per_epoch
+        self.num_val_iterations_per_epoch = schedule.val_iterations_per_epoch
+        self.save_every = schedule.checkpoint_every
+
+    # -- network ------------------------------------------------------------------------------
+    def build_network_architecture(self, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision=False) -> nn.Module:
+        if self.track is None:
+            raise RuntimeError("configure_finetuning() must be called before the trainer is initialized")
+        patch = tuple(configuration_manager.patch_size)
+        network = build_network(self.track, num_input_channels, num_output_channels, patch)
+        if self.submission is not None:
+            self.transfer_report = load_pretrained_encoder(
+                network,
+                self.submission.weights,
+                self.track,
+                pretrain_patch_size=self.submission.pretrain_patch_size,
+                target_patch_size=patch,
+                token_order=self.token_order,
+            )
+            self.print_to_log_file(f"loaded pre-trained stem+encoder: {self.transfer_report.to_dict()}")
+        else:
+            self.print_to_log_file("from-scratch baseline: no pre-trained weights loaded")
+        return network
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        # Primus has no deep-supervision switch; the ResEnc-L reference is built without it.
+        decoder = getattr(self.network, "decoder", None)
+        if decoder is not None and hasattr(decoder, "deep_supervision"):
+            decoder.deep_supervision = enabled
+
+    def save_checkpoint(self, filename: str) -> None:
+        if os.path.basename(filename) == "checkpoint_best.pth":
+            return
+        super().save_checkpoint(filename)
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        s = self.schedule
+        params = self.network.parameters()
+        if s.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, self.initial_lr, weight_decay=s.weight_decay,
+                                        momentum=s.momentum, nesterov=True)
+        else:
+            optimizer = torch.optim.AdamW(params, self.initial_lr, weight_decay=s.weight_decay, betas=tuple(s.betas))
+        scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, s.warmup_epochs, s.poly_exponent)
+        return optimizer, scheduler
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        # mixed precision exactly where nnU-Net uses it: on CUDA only
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            loss = self.loss(self.network(data), target)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.schedule.grad_clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.schedule.grad_clip)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}

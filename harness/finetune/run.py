@@ -1,0 +1,32 @@
+"""The one entry point of a fine-tuning job, whatever the task type: what the CLI, the local
+executor and Slurm workers all call."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.finetune.job import FinetuneJob
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_finetune_job(*, task, fold: int, track: str, results: Path, submission: Path | None = None,
+                     submission_sha256: str | None = None, device: str | None = None,
+                     token_order: str = "nnssl", entry: str | None = None) -> dict:
+    job = FinetuneJob(task=task, fold=fold, track=track, results=Path(results), submission=submission,
+                      submission_sha256=submission_sha256, device=device or default_device(),
+                      token_order=token_order, entry=entry)
+    return run_job(job)
+
+
+def run_job(job: FinetuneJob) -> dict:
+    if job.task.type == "segmentation":
+        from harness.finetune.segmentation import run_segmentation
+
+        return run_segmentation(job)
+    from harness.finetune.classification import run_classification
+
+    return run_classification(job)

@@ -1,0 +1,433 @@
+"""Segmentation fine-tuning through nnunetv2: preprocess once per task, train the harness trainer,
+predict the held-out cases with nnU-Net's sliding-window predictor, score each case and label.
+
+nnU-Net finds its folders through the ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results``
+environment variables, read when used. The harness gives every task its own nnU-Net root inside
+the results cache (so a task is always ``Dataset001_<task>`` there and ids never collide) and
+sets the variables around each nnU-Net call.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from harness.finetune.job import FinetuneJob, finish_run, start_run
+from harness.runs import write_json_atomic
+from harness.tasks.spec import SegmentationTask
+
+CONFIGURATION = "ssl3d"
+PLANS_NAME = "ssl3dPlans"
+DATASET_ID = 1
+
+
+class SegmentationDataError(ValueError):
+    """The task's nnU-Net dataset cannot be used; the message names the folder and the problem."""
+
+
+@contextlib.contextmanager
+def nnunet_paths(raw: Path | None = None, preprocessed: Path | None = None, results: Path | None = None) -> Iterator[None]:
+    """Point nnU-Net at the given folders for the duration of the block."""
+    with environment(nnUNet_raw=raw, nnUNet_preprocessed=preprocessed, nnUNet_results=results):
+        yield
+
+
+@contextlib.contextmanager
+def environment(**wanted) -> Iterator[None]:
+    """Set the given environment variables (None: leave as is) for the block, then restore them."""
+    old = {k: os.environ.get(k) for k in wanted}
+    try:
+        for k, v in wanted.items():
+            if v is not None:
+                os.environ[k] = str(v)
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock: concurrent jobs of one task preprocess it once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------ dataset & cases
+def _dataset_json(task: SegmentationTask) -> dict:
+    path = task.dataset_dir / "dataset.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SegmentationDataError(f"{path}: cannot read dataset.json: {e}") from None
+    for field in ("channel_names", "labels", "file_ending"):
+        if field not in data:
+            raise SegmentationDataError(f"{path}: dataset.json has no '{field}'")
+    if any(not isinstance(v, int) for v in data["labels"].values()):
+        raise SegmentationDataError(f"{path}: region-based labels are not supported; labels must be integers")
+    return data
+
+
+def foreground_labels(dataset_json: dict) -> list[int]:
+    return sorted(v for v in dataset_json["labels"].values() if v != 0 and v != dataset_json["labels"].get("ignore"))
+
+
+def _case_images(folder: Path, case: str, n_channels: int, ending: str) -> list[Path]:
+    files = [folder / f"{case}_{c:04d}{ending}" for c in range(n_channels)]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise SegmentationDataError(f"{folder}: case {case!r} is missing channel file(s) {', '.join(missing)}")
+    return files
+
+
+def _cases_in(folder: Path, ending: str) -> list[str]:
+    return sorted({p.name[: -len(ending) - 5] for p in folder.glob(f"*_[0-9][0-9][0-9][0-9]{ending}")})
+
+
+def held_out_cases(task: SegmentationTask, dataset_json: dict) -> list[tuple[str, list[Path], Path]]:
+    """(case, image files, reference label file) for every held-out test case."""
+    root, ending = task.dataset_dir, dataset_json["file_ending"]
+    n_channels = len(dataset_json["channel_names"])
+    if task.test.cases is not None:
+        images, labels, cases = root / "imagesTr", root / "labelsTr", list(task.test.cases)
+    else:
+        images, labels = root / task.test.images, root / task.test.labels
+        cases = _cases_in(images, ending)
+        if not cases:
+            raise SegmentationDataError(f"{images}: no test images (<case>_0000{ending})")
+    out = []
+    for case in cases:
+        ref = labels / f"{case}{ending}"
+        if not ref.is_file():
+            raise SegmentationDataError(f"{labels}: no reference segmentation for test case {case!r} ({ref.name})")
+        out.append((case, _case_images(images, case, n_channels, ending), ref))
+    return out
+
+
+# ------------------------------------------------------------------------------ preprocessing
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A task's preprocessed nnU-Net dataset, shared by every submission and baseline."""
+
+    root: Path
+    dataset_name: str
+    plans: dict
+    dataset_json: dict
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.root / "preprocessed"
+
+
+def preprocessing_key(task: SegmentationTask, dataset_json: dict) -> str:
+    """Everything the preprocessed data depends on: the data files, spacing, normalisation, split."""
+    root = task.dataset_dir
+    files = []
+    for sub in ("imagesTr", "labelsTr"):
+        for p in sorted((root / sub).iterdir()):
+            st = p.stat()
+            files.append((sub, p.name, st.st_size, int(st.st_mtime)))
+    key = {
+        "dataset": str(root),
+        "dataset_json": dataset_json,
+        "files": files,
+        "spacing": list(task.target_spacing),
+        "normalization": "ZScoreNormalization",
+        "num_folds": task.num_folds,
+        "held_out_from_train": list(task.test.cases or []),
+        "version": 1,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def prepare_dataset(task: SegmentationTask, results: Path, log=print) -> PreparedDataset:
+    """Fingerprint, plan and preprocess ``task`` with nnunetv2, once; later calls reuse the cache."""
+    dataset_json = _dataset_json(task)
+    key = preprocessing_key(task, dataset_json)
+    root = Path(results).resolve() / "cache" / "nnunet" / f"{task.name}-{key}"
+    dataset_name = f"Dataset{DATASET_ID:03d}_{task.name}"
+    complete = root / "COMPLETE"
+    with file_lock(root.parent / f"{task.name}-{key}.lock"):
+        if not complete.is_file():
+            t0 = time.time()
+            log(f"preprocessing {task.name} into {root}")
+            shutil.rmtree(root, ignore_errors=True)
+            _preprocess(task, dataset_json, root, dataset_name)
+            write_json_atomic(complete, {"seconds": round(time.time() - t0, 1)})
+        else:
+            log(f"reusing preprocessed {task.name} from {root}")
+    plans = json.loads((root / "preprocessed" / dataset_name / f"{PLANS_NAME}.json").read_text())
+    return PreparedDataset(root=root, dataset_name=dataset_name, plans=plans, dataset_json=dataset_json)
+
+
+def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_name: str) -> None:
+    from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name  # noqa: F401
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+    raw = root / "raw"
+    pre = root / "preprocessed" / dataset_name
+    raw.mkdir(parents=True, exist_ok=True)
+    os.symlink(task.dataset_dir, raw / dataset_name, target_is_directory=True)
+    n_proc = max(1, int(os.environ.get("nnUNet_def_n_proc", "1")))
+    with nnunet_paths(raw=raw, preprocessed=root / "preprocessed"):
+        try:
+            verify_dataset_integrity(str(raw / dataset_name), n_proc)
+        except (AssertionError, RuntimeError) as e:
+            raise SegmentationDataError(f"{task.dataset_dir}: nnU-Net dataset check failed: {e}") from None
+        DatasetFingerprintExtractor(DATASET_ID, n_proc, verbose=False).run(overwrite_existing=True)
+        # nnU-Net's planner hands nnUNet_n_proc_DA to torch.set_num_threads, which rejects 0
+        # (0 is otherwise a valid setting: single-threaded data augmentation)
+        da_threads = str(max(1, int(os.environ.get("nnUNet_n_proc_DA", "1") or 1)))
+        planner = ExperimentPlanner(
+            DATASET_ID,
+            plans_name=PLANS_NAME,
+            overwrite_target_spacing=[float(s) for s in task.target_spacing[::-1]],
+            suppress_transpose=True,
+        )
+        with environment(nnUNet_n_proc_DA=da_threads):
+            planner.plan_experiment()
+        plans_file = pre / f"{PLANS_NAME}.json"
+        plans = json.loads(plans_file.read_text())
+        plans["configurations"] = {CONFIGURATION: _harness_configuration(plans, task, dataset_json)}
+        plans_file.write_text(json.dumps(plans, indent=2))
+
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        plans_manager = PlansManager(plans)
+        cm = plans_manager.get_configuration(CONFIGURATION)
+        preprocessor = cm.preprocessor_class(verbose=False)
+        out_dir = pre / cm.data_identifier
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cases = get_filenames_of_train_images_and_targets(str(raw / dataset_name), dataset_json)
+        for case, files in sorted(cases.items()):
+            preprocessor.run_case_save(str(out_dir / case), files["images"], files["label"], plans_manager, cm,
+                                       dataset_json)
+        held_out = set(task.test.cases or [])
+        unknown = held_out - set(cases)
+        if unknown:
+            raise SegmentationDataError(f"{task.source}: field 'test.cases': not in imagesTr: {sorted(unknown)}")
+        train_cases = sorted(set(cases) - held_out)
+        if len(train_cases) < task.num_folds:
+            raise SegmentationDataError(
+                f"{task.source}: {len(train_cases)} training cases cannot make {task.num_folds} folds"
+            )
+        splits = generate_crossval_split(train_cases, seed=12345, n_splits=task.num_folds)
+        (pre / "splits_final.json").write_text(json.dumps(splits, indent=2))
+
+
+def _harness_configuration(plans: dict, task: SegmentationTask, dataset_json: dict) -> dict:
+    """The one configuration the harness trains: nnU-Net's 3d_fullres plan with the challenge's
+    target spacing and per-channel z-scoring. Patch and batch size are set per run."""
+    cfg = deepcopy(plans["configurations"]["3d_fullres"])
+    n_channels = len(dataset_json["channel_names"])
+    spacing_id = "x".join(f"{s:g}" for s in task.target_spacing)
+    cfg.update(
+        data_identifier=f"ssl3d_{spacing_id}mm_zscore",
+        preprocessor_name="DefaultPreprocessor",
+        # nnU-Net arrays are (z, y, x); the task's spacing is given as (x, y, z)
+        spacing=[float(s) for s in task.target_spacing[::-1]],
+        normalization_schemes=["ZScoreNormalization"] * n_channels,
+        use_mask_for_norm=[False] * n_channels,
+        patch_size=list(task.patch_for("ResEncL")),
+    )
+    for stage_key in ("previous_stage", "next_stage"):
+        cfg.pop(stage_key, None)
+    return cfg
+
+
+def run_plans(prepared: PreparedDataset, patch_size, batch_size: int) -> dict:
+    """A copy of the cached plans with this run's patch and batch size (the cache is never mutated)."""
+    plans = deepcopy(prepared.plans)
+    cfg = plans["configurations"][CONFIGURATION]
+    cfg["patch_size"] = [int(p) for p in patch_size]
+    cfg["batch_size"] = int(batch_size)
+    return plans
+
+
+# ------------------------------------------------------------------------------ the job
+def run_segmentation(job: FinetuneJob) -> dict:
+    """Fine-tune one entry on one segmentation task and fold; write the run folder. Returns metrics."""
+    import torch
+
+    task: SegmentationTask = job.task
+    started = time.time()
+    run = start_run(job)
+    log = _Logger(run.log)
+    torch.manual_seed(job.seed)
+    np.random.seed(job.seed % 2**32)
+
+    submission = None
+    recommended = None
+    if job.submission is not None:
+        from harness.submission import load_submission
+
+        submission = load_submission(job.submission)
+        if submission.track != job.track:
+            raise ValueError(f"{job.submission}: submission is for track {submission.track}, job is {job.track}")
+        recommended = tuple(submission.plan.get("recommended_downstream_patchsize") or (160, 160, 160))
+        log(f"submission {submission.path} sha256 {submission.sha256} track {submission.track}")
+    patch = task.patch_for(job.track, recommended)
+    schedule = task.schedule[job.track]
+
+    prepared = prepare_dataset(task, job.results, log=log)
+    plans = run_plans(prepared, patch, schedule.batch_size)
+    device = torch.device(job.device)
+    nnunet_results = run.work_dir / "nnunet"
+
+    from harness.finetune.nnunet_trainer import SSL3DFinetuneTrainer
+
+    with nnunet_paths(raw=prepared.raw, preprocessed=prepared.preprocessed, results=nnunet_results):
+        plans["continue_training"] = False
+        trainer = SSL3DFinetuneTrainer(plans, CONFIGURATION, job.fold, prepared.dataset_json, device)
+        trainer.log_file = str(run.log)
+        trainer.configure_finetuning(track=job.track, schedule=schedule, submission=submission,
+                                     token_order=job.token_order)
+        # A requeued or re-run job resumes from nnU-Net's own checkpoints in its scratch folder:
+        # the final one skips training, the latest one continues it.
+        final = Path(trainer.output_folder) / "checkpoint_final.pth"
+        latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
+        t_train = time.time()
+        if final.is_file():
+            log(f"training already finished: loading {final}")
+            trainer.load_checkpoint(str(final))
+        else:
+            if latest.is_file():
+                log(f"resuming training from {latest}")
+                trainer.load_checkpoint(str(latest))
+            trainer.run_training()
+        train_seconds = time.time() - t_train
+        del submission  # the weights are in the network now; free the memory map
+        t_pred = time.time()
+        cases = predict_and_score(trainer, task, prepared, run.work_dir / "predictions")
+        predict_seconds = time.time() - t_pred
+
+    labels = foreground_labels(prepared.dataset_json)
+    aggregates = aggregate_segmentation(cases, labels)
+    log(f"done: {json.dumps(aggregates)}")
+    return finish_run(
+        job,
+        cases,
+        aggregates,
+        ranking_metrics=[(m.name, True) for m in task.metrics],
+        extra={
+            "labels": {str(v): k for k, v in prepared.dataset_json["labels"].items()},
+            "patch_size": list(patch),
+            "target_spacing": list(task.target_spacing),
+            "schedule": schedule.model_dump(mode="json"),
+            "initial_lr": trainer.initial_lr,
+            "transfer": trainer.transfer_report.to_dict() if trainer.transfer_report else None,
+            "token_order_policy": job.token_order,
+            "nsd_tolerance_mm": task.nsd_tolerance_mm,
+            "train_seconds": round(train_seconds, 1),
+            "predict_seconds": round(predict_seconds, 1),
+            "preprocessed": str(prepared.root),
+        },
+        started=started,
+    )
+
+
+def predict_and_score(trainer, task: SegmentationTask, prepared: PreparedDataset, out_dir: Path) -> pd.DataFrame:
+    """Sliding-window prediction of every held-out case with nnU-Net's predictor, then per-case,
+    per-label Dice and NSD against the reference (at the reference's own spacing)."""
+    import SimpleITK as sitk
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from harness.metrics.segmentation import score_case
+
+    test = held_out_cases(task, prepared.dataset_json)
+    ending = prepared.dataset_json["file_ending"]
+    predictor = nnUNetPredictor(
+        tile_step_size=0.5,
+        use_gaussian=True,
+        use_mirroring=task.test_time_mirroring,
+        perform_everything_on_device=trainer.device.type == "cuda",
+        device=trainer.device,
+        verbose=False,
+        verbose_preprocessing=False,
+        allow_tqdm=False,
+    )
+    network = trainer.network
+    network.eval()
+    predictor.manual_initialization(
+        network, trainer.plans_manager, trainer.configuration_manager,
+        [{k: v for k, v in network.state_dict().items()}],
+        trainer.dataset_json, type(trainer).__name__, trainer.inference_allowed_mirroring_axes,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        predictor.predict_from_files_sequential(
+            [[str(f) for f in images] for _, images, _ in test],
+            [str(out_dir / case) for case, _, _ in test],
+            save_probabilities=False,
+            overwrite=True,
+        )
+    labels = foreground_labels(prepared.dataset_json)
+    rows = []
+    for case, _, ref_file in test:
+        ref_img = sitk.ReadImage(str(ref_file))
+        pred_img = sitk.ReadImage(str(out_dir / f"{case}{ending}"))
+        spacing = tuple(float(s) for s in ref_img.GetSpacing()[::-1])
+        for row in score_case(sitk.GetArrayFromImage(pred_img), sitk.GetArrayFromImage(ref_img), spacing, labels,
+                              tolerance_mm=task.nsd_tolerance_mm):
+            rows.append({"case": case, **row})
+    return pd.DataFrame(rows, columns=["case", "label", "dice", "nsd", "ref_voxels", "pred_voxels"])
+
+
+def aggregate_segmentation(cases: pd.DataFrame, labels: list[int]) -> dict:
+    """Per-label nanmeans and the foreground mean (background is never scored); NaN means
+    reference and prediction were both empty, which is excluded, as nnU-Net does."""
+    out: dict = {"num_cases": int(cases["case"].nunique())}
+    for metric in ("dice", "nsd"):
+        per_label = {str(l): _nanmean(cases.loc[cases["label"] == l, metric]) for l in labels}
+        per_case = cases.groupby("case")[metric].apply(lambda s: _nanmean(s))
+        out[metric] = {"mean": _nanmean(per_case), "per_label": per_label}
+    return out
+
+
+def _nanmean(values) -> float | None:
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0 or np.all(np.isnan(arr)):
+        return None
+    return float(np.nanmean(arr))
+
+
+class _Logger:
+    """Appends timestamped lines to the run's log (nnU-Net's own lines go to the same file)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, *parts) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(str(p) for p in parts)}\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+        print(line, end="", flush=True)
