@@ -4,6 +4,10 @@ One YAML file per task. The spec is frozen and rejects unknown keys, so a typo i
 an error at load time, not a silently ignored setting. Per-track schedules start from the
 challenge defaults (shared/reference/SSL3D.md sections 2-3) and a task overrides only what it
 changes. Relative paths are resolved against the YAML file's folder.
+
+Axis order: spacings and patch sizes are given in array order, the order of the axes of the
+arrays nnU-Net and the networks see (SimpleITK's ``GetArrayFromImage`` order, i.e. (z, y, x) for
+a NIfTI file), the same order in which nnssl plans store their patch sizes.
 """
 from __future__ import annotations
 
