@@ -1,0 +1,516 @@
+"""The intake checks of an uploaded checkpoint and the report they produce.
+
+The work is ordered so that no second full copy of the weights ever exists: the file is hashed
+streaming, loaded memory-mapped (no tensor data read), keys and shapes are compared from metadata
+against shapes derived on the ``meta`` device, the canary network takes the mapped encoder tensors
+by assignment (``load_state_dict(assign=True)``; float32 tensors are used in place, float16 and
+bfloat16 ones are necessarily cast, i.e. copied, to float32), and only then every tensor is read
+once for the finite / dtype check. Peak memory is therefore about the interpreter plus one file
+size (file-backed pages) plus the canary network's decoder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from harness.submission.checkpoint import (
+    DEFAULT_MAX_SIZE,
+    SubmissionError,
+    UnreadableSubmissionError,
+    check_file,
+    format_bytes,
+    load_checkpoint_safely,
+    sha256_file,
+)
+from harness.submission.plan import PLAN_KEY, check_adaptation_plan
+
+WEIGHTS_KEY = "network_weights"
+#: The checks in report order (the canary runs before the value scan, see the module docstring).
+CHECK_NAMES: tuple[str, ...] = (
+    "file", "safe_load", "structure", "adaptation_plan", "weights_vs_reference", "tensor_values", "canary",
+)
+ACCEPTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
+#: How many keys each missing / unexpected / mismatched list shows.
+MAX_LISTED_KEYS = 20
+#: Seed of the canary input, so that a canary result is reproducible.
+CANARY_SEED = 0
+
+
+@dataclass
+class Check:
+    """One intake check. ``skipped`` checks could not run because an earlier one failed."""
+
+    name: str
+    ok: bool
+    detail: str
+    skipped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "skipped": self.skipped}
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of ``validate_submission``. ``valid`` is True when the path was readable and no
+    check produced an error; warnings never make a submission invalid."""
+
+    file: str
+    sha256: str | None = None
+    size_bytes: int | None = None
+    track: str | None = None
+    checks: list[Check] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    readable: bool = True
+
+    @property
+    def valid(self) -> bool:
+        return self.readable and not self.errors
+
+    @property
+    def exit_code(self) -> int:
+        """0 valid, 1 invalid, 2 the path itself is unreadable (as ``harness validate`` exits)."""
+        return 0 if self.valid else (1 if self.readable else 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "valid": self.valid,
+            "track": self.track,
+            "checks": [c.to_dict() for c in self.checks],
+            "errors": list(self.errors),
+            "warnings": list(self.warnings),
+        }
+
+    def format_text(self) -> str:
+        size = "-" if self.size_bytes is None else f"{format_bytes(self.size_bytes)} ({self.size_bytes} bytes)"
+        lines = [
+            f"file:    {self.file}",
+            f"size:    {size}",
+            f"sha256:  {self.sha256 or '-'}",
+            f"track:   {self.track or '-'}",
+            "checks:",
+        ]
+        width = max(len(n) for n in CHECK_NAMES)
+        for check in self.checks:
+            status = "SKIP" if check.skipped else ("OK" if check.ok else "FAIL")
+            lines.append(f"  {status:<4}  {check.name:<{width}}  {check.detail}")
+        for title, items in (("errors", self.errors), ("warnings", self.warnings)):
+            if items:
+                lines.append(f"{title} ({len(items)}):")
+                lines += [f"  - {item}" for item in items]
+        n_err, n_warn = len(self.errors), len(self.warnings)
+        verdict = "VALID" if self.valid else "INVALID"
+        lines.append(f"{verdict}: {n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A checkpoint that passed the structural intake checks, ready for fine-tuning.
+
+    ``weights`` is the full state dict with wrapper prefixes stripped; its tensors are
+    memory-mapped from ``path`` (and share storage where the file does, e.g. ResEnc-L's
+    ``decoder.encoder.*`` aliases). ``pretrain_patch_size`` is (x, y, z) voxels.
+    """
+
+    path: Path
+    sha256: str
+    size_bytes: int
+    track: str
+    plan: dict
+    weights: dict[str, torch.Tensor]
+    pretrain_patch_size: tuple[int, int, int]
+    warnings: list[str]
+
+
+def validate_submission(
+    path: str | Path,
+    track: str | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
+    canary: bool = True,
+) -> ValidationReport:
+    """Run every intake check on ``path`` and report; never raises for a bad file.
+
+    ``track`` (ResEncL / PrimusM) validates for that track; by default the plan's
+    ``arch_class_name`` decides. ``canary=False`` skips the forward pass.
+    """
+    if track is not None:
+        from harness.models import get_track
+
+        track = get_track(track).name
+    intake = _Intake(Path(path), track, max_size)
+    intake.run(structural_only=False, canary=canary)
+    return intake.report
+
+
+def load_submission(path: str | Path, max_size: int = DEFAULT_MAX_SIZE, track: str | None = None) -> Submission:
+    """Load a submission for use after the cheap structural checks (file, safe load, structure,
+    plan, keys and shapes; no value scan, no canary). Raises ``SubmissionError`` naming the file
+    and every problem found."""
+    if track is not None:
+        from harness.models import get_track
+
+        track = get_track(track).name
+    intake = _Intake(Path(path), track, max_size)
+    intake.run(structural_only=True, canary=False)
+    report = intake.report
+    if report.errors:
+        cls = SubmissionError if report.readable else UnreadableSubmissionError
+        raise cls(f"{path}: " + "; ".join(report.errors))
+    if intake.track is None or intake.pretrain_patch_size is None or intake.weights is None:
+        raise SubmissionError(f"{path}: the track or the pre-training patch size cannot be determined")
+    return Submission(
+        path=Path(path),
+        sha256=report.sha256,
+        size_bytes=report.size_bytes,
+        track=intake.track,
+        plan=dict(intake.plan),
+        weights=intake.weights,
+        pretrain_patch_size=intake.pretrain_patch_size,
+        warnings=list(report.warnings),
+    )
+
+
+class _Intake:
+    """Runs the checks in order, keeping what later checks need (weights, plan, track, patch)."""
+
+    def __init__(self, path: Path, requested_track: str | None, max_size: int):
+        self.path = path
+        self.requested_track = requested_track
+        self.max_size = int(max_size)
+        self.report = ValidationReport(file=str(path))
+        self.checks: dict[str, Check] = {}
+        # Kept per check so that the report lists them in check order, whatever the run order.
+        self.errors_by_check: dict[str, list[str]] = {}
+        self.warnings_by_check: dict[str, list[str]] = {}
+        self.checkpoint: Any = None
+        self.weights: dict[str, torch.Tensor] | None = None
+        self.plan: Mapping[str, Any] | None = None
+        self.track: str | None = None
+        self.pretrain_patch_size: tuple[int, int, int] | None = None
+        self.shapes_ok = False
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _record(self, name: str, errors: list[str], warnings: list[str], detail: str) -> bool:
+        ok = not errors
+        # The report names the file once; its errors say the problem (SubmissionError texts
+        # from the loader start with the path, which is dropped here).
+        errors = [e.removeprefix(f"{self.path}: ") for e in errors]
+        self.errors_by_check[name] = errors
+        self.warnings_by_check[name] = list(warnings)
+        self.checks[name] = Check(name, ok, detail if ok else errors[0] if len(errors) == 1 else
+                                  f"{len(errors)} problems (see errors)")
+        return ok
+
+    def _skip(self, name: str, reason: str) -> None:
+        self.checks.setdefault(name, Check(name, False, f"skipped: {reason}", skipped=True))
+
+    def run(self, *, structural_only: bool, canary: bool) -> None:
+        try:
+            self._run(structural_only=structural_only, canary=canary)
+        finally:
+            wanted = CHECK_NAMES[:5] if structural_only else CHECK_NAMES
+            for name in wanted:
+                self._skip(name, "an earlier check failed")
+            self.report.checks = [self.checks[n] for n in wanted]
+            self.report.errors = [e for n in wanted for e in self.errors_by_check.get(n, [])]
+            self.report.warnings = [w for n in wanted for w in self.warnings_by_check.get(n, [])]
+            self.report.track = self.track
+
+    def _run(self, *, structural_only: bool, canary: bool) -> None:
+        if not self._check_file():
+            return
+        if not self._check_safe_load():
+            return
+        self._check_structure()
+        self._check_plan()
+        self._check_weights_vs_reference()
+        if structural_only:
+            return
+        if not canary:
+            self.checks["canary"] = Check("canary", True, "not run (disabled)", skipped=True)
+        elif self.shapes_ok:
+            self._check_canary()
+        self._check_tensor_values()
+
+    # -- 1. file -----------------------------------------------------------------------------
+    def _check_file(self) -> bool:
+        try:
+            size = check_file(self.path, self.max_size)
+        except UnreadableSubmissionError as exc:
+            self.report.readable = False
+            return self._record("file", [str(exc)], [], "")
+        except SubmissionError as exc:
+            return self._record("file", [str(exc)], [], "")
+        self.report.size_bytes = size
+        try:
+            self.report.sha256 = sha256_file(self.path)
+        except OSError as exc:
+            self.report.readable = False
+            return self._record("file", [f"{self.path}: cannot read the file ({exc.strerror or exc})"], [], "")
+        return self._record("file", [], [], f"regular file, {format_bytes(size)} (limit {format_bytes(self.max_size)})")
+
+    # -- 2. safe load ------------------------------------------------------------------------
+    def _check_safe_load(self) -> bool:
+        try:
+            self.checkpoint, notes = load_checkpoint_safely(self.path)
+        except SubmissionError as exc:
+            return self._record("safe_load", [str(exc)], [], "")
+        return self._record("safe_load", [], notes, "loaded with torch.load(weights_only=True); no code executed")
+
+    # -- 3. structure ------------------------------------------------------------------------
+    def _check_structure(self) -> None:
+        from harness.models import strip_wrapper_prefixes
+
+        ckpt, errors, warnings = self.checkpoint, [], []
+        self.checkpoint = None  # the weights and plan are kept; the rest (optimizer state ...) is dropped
+        if not isinstance(ckpt, Mapping):
+            self._record("structure", [f"the checkpoint is a {type(ckpt).__name__}, expected a dict with "
+                                       f"'{WEIGHTS_KEY}' and '{PLAN_KEY}'"], [], "")
+            return
+        top_keys = ", ".join(map(repr, list(ckpt)[:12])) or "none"
+        weights = ckpt.get(WEIGHTS_KEY)
+        if weights is None:
+            errors.append(f"no '{WEIGHTS_KEY}' entry (the model state dict); top-level keys: {top_keys}")
+        elif not isinstance(weights, Mapping):
+            errors.append(f"'{WEIGHTS_KEY}' is a {type(weights).__name__}, expected a dict of name -> tensor")
+        elif not weights:
+            errors.append(f"'{WEIGHTS_KEY}' is empty")
+        else:
+            bad = [k for k, v in weights.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+            if bad:
+                shown = ", ".join(f"{k!r} ({type(weights[k]).__name__})" for k in bad[:5])
+                errors.append(f"'{WEIGHTS_KEY}' must map names to tensors; {_count(bad, 'entry')} "
+                              f"{'does' if len(bad) == 1 else 'do'} not: {shown}")
+            else:
+                stripped, prefixes = strip_wrapper_prefixes(weights)
+                for prefix in prefixes:
+                    warnings.append(f"every key in '{WEIGHTS_KEY}' carried the wrapper prefix {prefix!r} "
+                                    "(DDP / torch.compile); it was stripped")
+                self.weights = stripped
+        plan = ckpt.get(PLAN_KEY)
+        if plan is None:
+            errors.append(f"no '{PLAN_KEY}' entry (the nnssl adaptation plan); top-level keys: {top_keys}")
+        elif not isinstance(plan, Mapping):
+            errors.append(f"'{PLAN_KEY}' is a {type(plan).__name__}, expected a dict")
+        else:
+            self.plan = plan
+        detail = ""
+        if self.weights is not None:
+            distinct = _distinct_tensors(self.weights)
+            data = sum(t.untyped_storage().nbytes() for t in _distinct_storages(self.weights))
+            others = [k for k in ckpt if k not in (WEIGHTS_KEY, PLAN_KEY)]
+            detail = (f"{len(self.weights)} weight keys ({len(distinct)} distinct tensors, {format_bytes(data)}); "
+                      f"plan present; other entries ignored: {', '.join(map(str, others)) or 'none'}")
+        self._record("structure", errors, warnings, detail)
+
+    # -- 4. adaptation plan ------------------------------------------------------------------
+    def _check_plan(self) -> None:
+        if self.plan is None:
+            self.track = self.requested_track
+            self._skip("adaptation_plan", f"no usable '{PLAN_KEY}'")
+            return
+        found = check_adaptation_plan(self.plan, self.requested_track)
+        self.track = self.requested_track or found.track
+        self.pretrain_patch_size = found.pretrain_patch_size
+        config = f" (configuration {found.configuration!r})" if found.configuration else ""
+        detail = (f"track {self.track}, pre-training patch size {self.pretrain_patch_size}{config}, "
+                  "1 input channel, keys agree with the reference")
+        self._record("adaptation_plan", found.errors, found.warnings, detail)
+
+    # -- 5. keys and shapes ------------------------------------------------------------------
+    def _check_weights_vs_reference(self) -> None:
+        from harness.models import get_track, reference_state_shapes
+
+        name = "weights_vs_reference"
+        if self.weights is None:
+            return self._skip(name, f"no usable '{WEIGHTS_KEY}'")
+        if self.track is None:
+            return self._skip(name, "no track: the plan names none (pass --track)")
+        if self.pretrain_patch_size is None:
+            if self.track != "ResEncL":
+                return self._skip(name, "the pre-training patch size is unknown (needed for eva.pos_embed)")
+            patch = (160, 160, 160)  # the CNN's shapes do not depend on the patch size
+        else:
+            patch = self.pretrain_patch_size
+        spec = get_track(self.track)
+        reference = reference_state_shapes(spec.name, patch)
+        submitted = {k: tuple(v.shape) for k, v in self.weights.items()}
+        errors, warnings = [], []
+
+        ref_in = [k for k in reference if spec.is_transferred(k)]
+        missing = [k for k in ref_in if k not in submitted]
+        unexpected = [k for k in submitted if spec.is_transferred(k) and k not in reference]
+        mismatched = [k for k in ref_in if k in submitted and submitted[k] != reference[k]]
+        prefixes = " / ".join(spec.transferred_prefixes)
+        if missing:
+            errors.append(f"{_count(missing, 'stem/encoder key')} of the {spec.name} reference {_be(missing)} missing from "
+                          f"'{WEIGHTS_KEY}'{_first(missing)}: {', '.join(missing[:MAX_LISTED_KEYS])}")
+        if unexpected:
+            errors.append(f"{_count(unexpected, 'key')} under {prefixes} {_be(unexpected)} not in the {spec.name} reference"
+                          f"{_first(unexpected)}: {', '.join(unexpected[:MAX_LISTED_KEYS])}")
+        if mismatched:
+            shown = ", ".join(f"{k} {list(submitted[k])} (reference {list(reference[k])})"
+                              for k in mismatched[:MAX_LISTED_KEYS])
+            hint = ""
+            if spec.key_to_lpe in mismatched:
+                hint = f" ({spec.key_to_lpe} is checked against the plan's pre-training patch size {patch})"
+            errors.append(f"wrong shape for {_count(mismatched, 'stem/encoder tensor')}{_first(mismatched)}: "
+                          f"{shown}{hint}")
+
+        ref_out = [k for k in reference if not spec.is_transferred(k)]
+        out_missing = [k for k in ref_out if k not in submitted]
+        out_extra = [k for k in submitted if not spec.is_transferred(k) and k not in reference]
+        out_mismatched = [k for k in ref_out if k in submitted and submitted[k] != reference[k]]
+        if out_mismatched:
+            shown = ", ".join(f"{k} {list(submitted[k])} (reference {list(reference[k])})" for k in out_mismatched[:5])
+            warnings.append(f"shape differs from the reference for {_count(out_mismatched, 'key')} outside the stem "
+                            f"and encoder (not transferred, ignored): {shown}{', ...' if len(out_mismatched) > 5 else ''}")
+        if out_extra:
+            warnings.append(f"{_count(out_extra, 'key')} outside the stem and encoder {_be(out_extra)} not in the "
+                            f"reference (not transferred, ignored): {_few(out_extra)}")
+        if out_missing:
+            warnings.append(f"{_count(out_missing, 'reference key')} outside the stem and encoder {_be(out_missing)} "
+                            f"absent (decoder "
+                            f"and head are trained from scratch anyway): {_few(out_missing)}")
+        self.shapes_ok = not errors
+        self._record(name, errors, warnings,
+                     f"all {len(ref_in)} stem/encoder tensors present with the {spec.name} reference shapes "
+                     f"(pre-training patch {patch})")
+
+    # -- 6. values ---------------------------------------------------------------------------
+    def _check_tensor_values(self) -> None:
+        name = "tensor_values"
+        if self.weights is None:
+            return self._skip(name, f"no usable '{WEIGHTS_KEY}'")
+        bad_dtype, non_finite, unusable = [], [], []
+        distinct = _distinct_tensors(self.weights)
+        n_float = 0
+        for key, tensor in distinct.items():
+            if tensor.device.type != "cpu" or tensor.layout != torch.strided or tensor.is_quantized:
+                unusable.append(f"{key} ({tensor.device.type}, {tensor.layout}, {tensor.dtype})")
+                continue
+            if not (tensor.is_floating_point() or tensor.is_complex()):
+                continue
+            n_float += 1
+            if tensor.dtype not in ACCEPTED_DTYPES:
+                bad_dtype.append(f"{key} ({str(tensor.dtype).removeprefix('torch.')})")
+                continue
+            if not _all_finite(tensor):
+                n_nan = int(torch.isnan(tensor).sum())
+                n_inf = int(torch.isinf(tensor).sum())
+                non_finite.append(f"{key} ({n_nan} NaN, {n_inf} Inf of {tensor.numel()} values)")
+        errors = []
+        if unusable:
+            errors.append(f"{_count(unusable, 'tensor')} without dense CPU data{_first(unusable)}: "
+                          f"{', '.join(unusable[:MAX_LISTED_KEYS])}")
+        if bad_dtype:
+            errors.append(f"{_count(bad_dtype, 'floating tensor')} {_be(bad_dtype)} not float32, float16 or bfloat16"
+                          f"{_first(bad_dtype)}: {', '.join(bad_dtype[:MAX_LISTED_KEYS])}")
+        if non_finite:
+            errors.append(f"non-finite values in {_count(non_finite, 'tensor')}{_first(non_finite)}: "
+                          f"{', '.join(non_finite[:MAX_LISTED_KEYS])}")
+        dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in distinct.values() if t.is_floating_point()})
+        self._record(name, errors, [],
+                     f"{n_float} distinct floating tensors, all finite, dtype {', '.join(dtypes) or '-'}")
+
+    # -- 7. canary ---------------------------------------------------------------------------
+    def _check_canary(self) -> None:
+        from harness.models import TransferError, build_network, get_track, load_pretrained_encoder
+
+        spec = get_track(self.track)
+        edge = spec.canary_patch
+        patch = (edge, edge, edge)
+        try:
+            network = build_network(spec.name, input_channels=1, num_classes=1, patch_size=patch)
+            # assign=True: the network takes the mapped tensors instead of copying them, and the
+            # freshly initialised encoder it was built with is freed.
+            load_pretrained_encoder(
+                network, self.weights, spec.name,
+                pretrain_patch_size=self.pretrain_patch_size or patch,
+                target_patch_size=patch,
+                assign=True,
+            )
+            network.eval()
+            generator = torch.Generator().manual_seed(CANARY_SEED)
+            x = torch.randn((1, 1, *patch), generator=generator)
+            with torch.no_grad():
+                y = network(x)
+        except TransferError as exc:
+            self._record("canary", [f"canary: the weights cannot be loaded into the {spec.name} network: {exc}"], [], "")
+            return
+        except Exception as exc:  # noqa: BLE001 - a canary must report, never crash the intake
+            self._record("canary", [f"canary: the forward pass at {patch} failed: {type(exc).__name__}: {exc}"], [], "")
+            return
+        finally:
+            network = None  # noqa: F841 - release the decoder before the value scan
+        if isinstance(y, (list, tuple)):
+            y = y[0]
+        errors = []
+        if not bool(torch.isfinite(y).all()):
+            errors.append(f"canary: the {spec.name} network with the submitted stem and encoder gives "
+                          f"non-finite output on a {patch} input ({int(torch.isnan(y).sum())} NaN, "
+                          f"{int(torch.isinf(y).sum())} Inf of {y.numel()} values)")
+        self._record("canary", errors, [],
+                     f"{spec.name} with the submitted stem and encoder, one forward pass on a random "
+                     f"{'x'.join(map(str, patch))} input: output {list(y.shape)}, finite")
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """True when every value is finite. A NaN or Inf always makes the sum non-finite, so one
+    allocation-free reduction settles the common case; only a non-finite sum (bad values, or an
+    overflow of large finite ones) pays for the exact element-wise test."""
+    if bool(torch.isfinite(tensor.sum())):
+        return True
+    return bool(torch.isfinite(tensor).all())
+
+
+def _distinct_tensors(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """First key of every distinct tensor (aliases, e.g. ResEnc-L's ``decoder.encoder.*`` and
+    ``all_modules.N``, share a storage, offset, shape and stride)."""
+    seen: dict[tuple, str] = {}
+    out: dict[str, torch.Tensor] = {}
+    for key, t in weights.items():
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype) \
+            if t.device.type == "cpu" and t.layout == torch.strided else (id(t),)
+        if ident not in seen:
+            seen[ident] = key
+            out[key] = t
+    return out
+
+
+def _distinct_storages(weights: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    seen, out = set(), []
+    for t in weights.values():
+        if t.device.type != "cpu" or t.layout != torch.strided:
+            continue
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in seen:
+            seen.add(ptr)
+            out.append(t)
+    return out
+
+
+def _count(items: list, noun: str) -> str:
+    if len(items) == 1:
+        return f"1 {noun}"
+    consonant_y = noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u")
+    return f"{len(items)} {noun[:-1] + 'ies' if consonant_y else noun + 's'}"
+
+
+def _be(items: list) -> str:
+    return "is" if len(items) == 1 else "are"
+
+
+def _first(items: list) -> str:
+    return f" (first {MAX_LISTED_KEYS})" if len(items) > MAX_LISTED_KEYS else ""
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
