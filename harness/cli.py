@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 #: Each module defines ``register(subparsers)``; a parser sets ``func(args) -> exit code``.
 COMMAND_MODULES = (
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # timm (imported by dynamic-network-architectures) trips a deprecation warning on every run
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.interface.*", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.models import TOKEN_ORDERS, TRACKS
+from harness.tracks import TOKEN_ORDERS, TRACKS
 
 
 def register(sub) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from harness.models import TOKEN_ORDERS
-from harness.runs import RunFolder, baseline_entry, entry_name, write_json_atomic, write_text_atomic
+from harness.runs import RunFolder, baseline_entry, entry_name, read_json, write_json_atomic, write_text_atomic
 
 #: Bump when a change to the fine-tuning code changes results: it is part of every job's identity.
 RECIPE_VERSION = "1"
@@ -116,7 +116,7 @@ def finish_run(
     write_json_atomic(run.metrics_json, metrics)
     shutil.rmtree(run.work_dir, ignore_errors=True)
     run.mark_done({"job_id": job.job_id(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    return metrics
+    return read_json(run.metrics_json)  # exactly what readers of the run folder will see
 
 
 def collect_provenance(device: str = "cpu") -> dict:

@@ -208,7 +208,7 @@ def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_
         planner = ExperimentPlanner(
             DATASET_ID,
             plans_name=PLANS_NAME,
-            overwrite_target_spacing=[float(s) for s in task.target_spacing[::-1]],
+            overwrite_target_spacing=[float(s) for s in task.target_spacing],
             suppress_transpose=True,
         )
         with environment(nnUNet_n_proc_DA=da_threads):
@@ -251,8 +251,7 @@ def _harness_configuration(plans: dict, task: SegmentationTask, dataset_json: di
     cfg.update(
         data_identifier=f"ssl3d_{spacing_id}mm_zscore",
         preprocessor_name="DefaultPreprocessor",
-        # nnU-Net arrays are (z, y, x); the task's spacing is given as (x, y, z)
-        spacing=[float(s) for s in task.target_spacing[::-1]],
+        spacing=[float(s) for s in task.target_spacing],
         normalization_schemes=["ZScoreNormalization"] * n_channels,
         use_mask_for_norm=[False] * n_channels,
         patch_size=list(task.patch_for("ResEncL")),

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-TRACKS: tuple[str, ...] = ("ResEncL", "PrimusM")
+from harness.tracks import PRIMUS_PATCH_EMBED, TRACKS, check_primus_patch
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ _TRACK_SPECS = {
         key_to_stem="down_projection",
         keys_to_in_proj=("down_projection.proj",),
         key_to_lpe="eva.pos_embed",
-        patch_embed_size=(8, 8, 8),
+        patch_embed_size=PRIMUS_PATCH_EMBED,
         min_train_patch=32,
         canary_patch=32,
     ),
@@ -84,13 +84,12 @@ def build_network(
     ``patch_size`` fixes Primus' token grid (and so its ``eva.pos_embed`` length); the CNN
     is patch-size agnostic. ``device="meta"`` gives shapes without allocating memory.
     """
-    from dynamic_network_architectures.architectures.primus import PrimusM
-    from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
-
     spec = get_track(track)
     patch_size = tuple(int(p) for p in patch_size)
     with torch.device(device or "cpu"):
         if spec.name == "ResEncL":
+            from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+
             return ResidualEncoderUNet(
                 input_channels=input_channels,
                 n_stages=6,
@@ -108,7 +107,10 @@ def build_network(
                 nonlin_kwargs={"inplace": True},
                 deep_supervision=False,
             )
-        check_primus_patch(patch_size, spec)
+        check_primus_patch(patch_size)
+        # imported here: Primus pulls in timm and torchvision, which a ResEnc-L job never needs
+        from dynamic_network_architectures.architectures.primus import PrimusM
+
         return PrimusM(
             input_channels=input_channels,
             output_channels=num_classes,
@@ -117,18 +119,9 @@ def build_network(
         )
 
 
-def check_primus_patch(patch_size: Sequence[int], spec: TrackSpec | None = None) -> None:
-    spec = spec or get_track("PrimusM")
-    if len(patch_size) != 3 or any(p <= 0 or p % e for p, e in zip(patch_size, spec.patch_embed_size)):
-        raise ValueError(
-            f"patch size {tuple(patch_size)} is not three positive multiples of the "
-            f"patch embedding {spec.patch_embed_size}"
-        )
-
-
 def token_grid(patch_size: Sequence[int], track: str = "PrimusM") -> tuple[int, int, int]:
     spec = get_track(track)
-    check_primus_patch(patch_size, spec)
+    check_primus_patch(patch_size)
     return tuple(int(p) // e for p, e in zip(patch_size, spec.patch_embed_size))
 
 

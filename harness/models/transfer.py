@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.tracks import TOKEN_ORDERS
 from harness.models.reference import get_track, token_grid
 
-TOKEN_ORDERS: tuple[str, ...] = ("nnssl", "as-is")
 WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from harness.models.reference import TRACKS, check_primus_patch
+from harness.tracks import TRACKS, check_primus_patch
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]

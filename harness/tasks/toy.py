@@ -133,9 +133,7 @@ def write_toy_data(out: Path, seed: int = 0) -> list[Path]:
             seed=seed + 1,
         ),
     ]
-    try:
-        from harness.tasks.toy_classification import write_toy_classification
-    except ImportError:  # the classification toy task is optional until it lands
-        return written
+    from harness.tasks.toy_classification import write_toy_classification  # it builds on this module
+
     written.append(write_toy_classification(out, seed=seed + 2))
     return written
