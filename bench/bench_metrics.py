@@ -8,7 +8,6 @@ agree to 1e-6 (the bench aborts otherwise). Writes results/bench/metrics.json.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform

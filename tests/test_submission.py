@@ -286,7 +286,7 @@ def test_empty_file(tmp_path):
     path.touch()
     report = validate_submission(path)
     assert_only_failure(report, "file")
-    assert report.errors == [f"the file is empty"]
+    assert report.errors == ["the file is empty"]
 
 
 def test_size_over_the_limit_is_not_read(resencl_checkpoint):

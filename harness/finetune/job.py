@@ -6,14 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import random
 import shutil
 import subprocess
 import time
+import traceback
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from harness.models import TOKEN_ORDERS
@@ -81,6 +84,68 @@ class FinetuneJob:
         key = {k: d[k] for k in ("entry", "track", "task", "fold", "submission_sha256", "task_spec_hash",
                                  "recipe_version", "token_order")}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class RunLog:
+    """Appends timestamped lines to the run's ``train.log`` (and, with ``echo``, to stdout).
+    nnU-Net's trainer writes its own lines into the same file."""
+
+    def __init__(self, path: Path, echo: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.echo = echo
+
+    def __call__(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {message}\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+        if self.echo:
+            print(line, end="", flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    """Python, numpy's global generator (nnU-Net's and batchgeneratorsv2's augmentation draw from
+    it) and torch (CPU and CUDA)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_job_submission(job: FinetuneJob, log: RunLog):
+    """The job's submission, checked against what the job was planned with; None for a baseline."""
+    if job.submission is None:
+        return None
+    from harness.submission import load_submission
+
+    sub = load_submission(job.submission)
+    if sub.track != job.track:
+        raise ValueError(f"{job.submission}: the submission is for track {sub.track}, the job for {job.track}")
+    if job.submission_sha256 and sub.sha256 != job.submission_sha256:
+        raise ValueError(f"{job.submission}: sha256 {sub.sha256} differs from the job's {job.submission_sha256} "
+                         "(the file changed since the job was planned)")
+    log(f"submission {sub.path} sha256 {sub.sha256} track {sub.track} pre-training patch {sub.pretrain_patch_size}")
+    return sub
+
+
+def recommended_patch(sub) -> tuple[int, int, int] | None:
+    """The downstream patch the submission's plan recommends (None for a baseline)."""
+    if sub is None:
+        return None
+    return tuple(int(p) for p in (sub.plan.get("recommended_downstream_patchsize") or (160, 160, 160)))
+
+
+def run_logged(job: FinetuneJob, body) -> dict:
+    """Start the run, call ``body(log)``, and log any failure's traceback to ``train.log``
+    before re-raising it (the job matrix decides what a failure means)."""
+    start_run(job)
+    log = RunLog(job.run.log)
+    try:
+        return body(log)
+    except Exception as e:
+        log(f"FAILED: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+        raise
 
 
 def start_run(job: FinetuneJob) -> RunFolder:

@@ -23,7 +23,15 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from harness.finetune.job import FinetuneJob, finish_run, start_run
+from harness.finetune.job import (
+    FinetuneJob,
+    RunLog,
+    finish_run,
+    load_job_submission,
+    recommended_patch,
+    run_logged,
+    seed_everything,
+)
 from harness.runs import write_json_atomic
 from harness.tasks.spec import SegmentationTask
 
@@ -188,7 +196,6 @@ def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
     from nnunetv2.utilities.crossval_split import generate_crossval_split
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name  # noqa: F401
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
     raw = root / "raw"
@@ -272,27 +279,22 @@ def run_plans(prepared: PreparedDataset, patch_size, batch_size: int) -> dict:
 
 # ------------------------------------------------------------------------------ the job
 def run_segmentation(job: FinetuneJob) -> dict:
-    """Fine-tune one entry on one segmentation task and fold; write the run folder. Returns metrics."""
+    """Fine-tune one entry on one segmentation task and fold; write the run folder. Returns the
+    metrics written. Errors are logged to ``train.log`` and re-raised."""
+    started = time.time()
+    return run_logged(job, lambda log: _run(job, log, started))
+
+
+def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
     import torch
 
     task: SegmentationTask = job.task
-    started = time.time()
-    run = start_run(job)
-    log = _Logger(run.log)
-    torch.manual_seed(job.seed)
-    np.random.seed(job.seed % 2**32)
-
-    submission = None
-    recommended = None
-    if job.submission is not None:
-        from harness.submission import load_submission
-
-        submission = load_submission(job.submission)
-        if submission.track != job.track:
-            raise ValueError(f"{job.submission}: submission is for track {submission.track}, job is {job.track}")
-        recommended = tuple(submission.plan.get("recommended_downstream_patchsize") or (160, 160, 160))
-        log(f"submission {submission.path} sha256 {submission.sha256} track {submission.track}")
-    patch = task.patch_for(job.track, recommended)
+    run = job.run
+    log(f"job {job.job_id()}: entry {job.entry} track {job.track} task {task.name} fold {job.fold} "
+        f"device {job.device}")
+    seed_everything(job.seed)
+    submission = load_job_submission(job, log)
+    patch = task.patch_for(job.track, recommended_patch(submission))
     schedule = task.schedule[job.track]
 
     prepared = prepare_dataset(task, job.results, log=log)
@@ -322,7 +324,7 @@ def run_segmentation(job: FinetuneJob) -> dict:
                 trainer.load_checkpoint(str(latest))
             trainer.run_training()
         train_seconds = time.time() - t_train
-        del submission  # the weights are in the network now; free the memory map
+        trainer.submission = submission = None  # the weights are in the network now: unmap the file
         t_pred = time.time()
         cases = predict_and_score(trainer, task, prepared, run.work_dir / "predictions")
         predict_seconds = time.time() - t_pred
@@ -416,17 +418,3 @@ def _nanmean(values) -> float | None:
     if arr.size == 0 or np.all(np.isnan(arr)):
         return None
     return float(np.nanmean(arr))
-
-
-class _Logger:
-    """Appends timestamped lines to the run's log (nnU-Net's own lines go to the same file)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def __call__(self, *parts) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(str(p) for p in parts)}\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-        print(line, end="", flush=True)

@@ -8,7 +8,7 @@ only warned about when absent.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 PLAN_KEY = "nnssl_adaptation_plan"
 #: The pre-training configuration of the challenge (1 mm isotropic); chosen when several exist.

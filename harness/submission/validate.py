@@ -116,7 +116,8 @@ class Submission:
 
     ``weights`` is the full state dict with wrapper prefixes stripped; its tensors are
     memory-mapped from ``path`` (and share storage where the file does, e.g. ResEnc-L's
-    ``decoder.encoder.*`` aliases). ``pretrain_patch_size`` is (x, y, z) voxels.
+    ``decoder.encoder.*`` aliases). ``pretrain_patch_size`` is in array order, as nnssl plans
+    store it and as the network sees it.
     """
 
     path: Path

@@ -12,11 +12,8 @@ training cases when that is unset. Pre-trained entries use ``lr``, baselines ``f
 from __future__ import annotations
 
 import math
-import random
 import time
-import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -29,40 +26,21 @@ from harness.finetune.classification.data import (
     split_cases,
 )
 from harness.finetune.classification.model import build_classifier
-from harness.finetune.job import FinetuneJob, finish_run, start_run
+from harness.finetune.job import (
+    FinetuneJob,
+    RunLog,
+    finish_run,
+    load_job_submission,
+    recommended_patch,
+    run_logged,
+    seed_everything,
+)
 from harness.metrics.classification import prob_column, score_classification
 from harness.tasks.spec import ClassificationAugmentation, ClassificationSchedule, ClassificationTask
 
 #: nnU-Net's probabilities of a spatial transform per sample (its default training transforms).
 P_ROTATION = 0.2
 P_SCALING = 0.2
-
-
-class RunLog:
-    """Appends timestamped lines to the run's ``train.log`` (and, with ``echo``, to stdout)."""
-
-    def __init__(self, path: Path, echo: bool = False):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.echo = echo
-
-    def __call__(self, message: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {message}\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-        if self.echo:
-            print(line, end="", flush=True)
-
-
-def seed_everything(seed: int) -> None:
-    """Python, numpy's global generator (batchgeneratorsv2 draws from it) and torch (CPU and CUDA)."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -290,13 +268,7 @@ def run_classification(job: FinetuneJob) -> dict:
     started = time.time()
     if not isinstance(job.task, ClassificationTask):
         raise TypeError(f"run_classification needs a classification task, got {type(job.task).__name__}")
-    run = start_run(job)
-    log = RunLog(run.log, echo=True)
-    try:
-        return _run(job, log, started)
-    except Exception as e:
-        log(f"FAILED: {type(e).__name__}: {e}\n{traceback.format_exc()}")
-        raise
+    return run_logged(job, lambda log: _run(job, log, started))
 
 
 def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
@@ -307,22 +279,12 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
     log(f"job {job.job_id()}: entry {job.entry} track {job.track} task {task.name} fold {job.fold} "
         f"device {job.device}")
 
-    weights = pretrain_patch = None
-    recommended = None
-    submission_info = None
-    if job.submission is not None:
-        from harness.submission import load_submission
-
-        sub = load_submission(job.submission)
-        if sub.track != job.track:
-            raise ValueError(f"{job.submission}: the submission is for track {sub.track}, the job for {job.track}")
-        if job.submission_sha256 and sub.sha256 != job.submission_sha256:
-            raise ValueError(f"{job.submission}: sha256 {sub.sha256} differs from the job's {job.submission_sha256} "
-                             "(the file changed since the job was planned)")
-        recommended = tuple(sub.plan.get("recommended_downstream_patchsize") or (160, 160, 160))
+    weights = pretrain_patch = submission_info = None
+    sub = load_job_submission(job, log)
+    recommended = recommended_patch(sub)
+    if sub is not None:
         weights, pretrain_patch = sub.weights, sub.pretrain_patch_size
         submission_info = {"sha256": sub.sha256, "size_bytes": sub.size_bytes, "warnings": list(sub.warnings)}
-        log(f"submission {sub.path} sha256 {sub.sha256} track {sub.track} pre-training patch {pretrain_patch}")
         del sub
     patch = tuple(int(p) for p in task.patch_for(job.track, recommended))
 
