@@ -125,3 +125,11 @@ def test_toy_data_is_anisotropic_and_the_toy_registry_loads(tmp_path):
     listing = subprocess.run([sys.executable, "-m", "harness", "tasks", "--tasks", str(root / "task_registry" / "toy")],
                              capture_output=True, text=True, cwd=REPO)
     assert listing.returncode == 0 and "ToySegTwoChannel" in listing.stdout and "segmentation" in listing.stdout
+
+
+def test_classification_ranks_only_by_resamplable_metrics():
+    from harness.tasks.spec import CLASSIFICATION_METRICS, _check_metric_name
+
+    _check_metric_name("auroc", CLASSIFICATION_METRICS)
+    with pytest.raises(ValueError, match="unknown metric 'f1'"):
+        _check_metric_name("f1", CLASSIFICATION_METRICS)
