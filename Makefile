@@ -24,11 +24,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Tests keep nnU-Net lean on small machines: one preprocessing process, in-process augmentation.
+LEAN_NNUNET := nnUNet_def_n_proc=$${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=$${nnUNet_n_proc_DA:-0}
+
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(LEAN_NNUNET) $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+	$(LEAN_NNUNET) $(PY) -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
 
 # The example submission is made on demand: checkpoints are never committed.
 submissions/example_%.pth: | $(STAMP)
@@ -37,11 +40,24 @@ submissions/example_%.pth: | $(STAMP)
 validate: $(STAMP) $(SUB)
 	$(PY) -m harness validate "$(SUB)"
 
+# Intake, the job matrix (local executor; rerun to resume), then the leaderboard. The toy data
+# is generated on first use when TASKS is the toy registry. The leaderboard is rebuilt even when
+# some job failed (failures are flagged there); the exit status is evaluate's.
+TOY_DATA_FILES := data/toy/ToySegOneChannel/dataset.json data/toy/ToySegTwoChannel/dataset.json data/toy/ToyClsShape/labels.csv
 evaluate: $(STAMP) $(SUB)
-	$(PY) -m harness validate "$(SUB)"
+	@if [ "$(abspath $(TASKS))" = "$(abspath task_registry/toy)" ]; then \
+		for f in $(TOY_DATA_FILES); do [ -f "$$f" ] || { $(PY) -m harness make-toy-data --out data/toy && break; }; done; \
+	fi
+	@status=0; $(PY) -m harness evaluate "$(SUB)" --tasks "$(TASKS)" --results "$(RESULTS)" || status=$$?; \
+	$(PY) -m harness leaderboard --results "$(RESULTS)" || exit $$?; \
+	exit $$status
 
 bench: $(STAMP)
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+# Needs a CUDA device; see bench/gpu_train.py.
+bench-gpu: $(STAMP)
+	$(PY) bench/gpu_train.py
 
 clean:
 	rm -rf $(RESULTS)/bench

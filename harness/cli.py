@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "harness.finetune.commands",
     "harness.metrics.commands",
     "harness.leaderboard.commands",
+    "harness.jobs.commands",
 )
 
 

@@ -1,0 +1,113 @@
+"""``harness evaluate`` and ``harness status``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+TOKEN_ORDERS = ("nnssl", "as-is")  # spelled out so that parsing needs no torch import
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="run the job matrix (submissions x tasks x folds + baselines), resumably",
+        description="Validate each submission, then fine-tune it (and the from-scratch baseline of its "
+        "track) on every task and fold of the registry. State lives in RESULTS: rerunning the same "
+        "command after any crash finishes what is left. Exit status: 0 every job done, 1 some job "
+        "failed, was rejected or is left, 2 usage error or another evaluate holds RESULTS.",
+    )
+    p.add_argument("submissions", nargs="+", type=Path, metavar="SUB", help="nnssl checkpoint(s) (.pth)")
+    p.add_argument("--tasks", type=Path, default=Path("task_registry/toy"), help="registry folder (default: %(default)s)")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local", help="default: %(default)s")
+    p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K", help="only these folds")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="local executor: jobs in parallel (default 1)")
+    p.add_argument("--retry-failed", action="store_true", help="rerun failed jobs too (default: only pending ones)")
+    p.add_argument("--dry-run", action="store_true", help="print the matrix and what would run; run nothing")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--token-order", choices=TOKEN_ORDERS, default="nnssl",
+                   help="how a Primus pos_embed is read: nnssl order converted (default) or copied as-is")
+    g = p.add_argument_group("slurm executor (flags override the --slurm-config file)")
+    g.add_argument("--slurm-config", type=Path, default=None, metavar="FILE",
+                   help="YAML or JSON: partition, mem_gb, gpus_per_node, cpus_per_task, account, qos, "
+                   "constraint, signal_delay_s, max_requeues, array_parallelism, setup, extra (sbatch options)")
+    g.add_argument("--partition", default=None)
+    g.add_argument("--mem-gb", type=float, default=None)
+    g.add_argument("--gpus", type=int, default=None, dest="gpus_per_node", help="GPUs per job")
+    g.add_argument("--cpus", type=int, default=None, dest="cpus_per_task", help="CPUs per job")
+    g.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sbatch option, e.g. --sbatch exclude=node7 (repeatable)")
+    p.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("status", help="jobs per state in a results folder; failed jobs with error class and log")
+    s.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
+    s.add_argument("--json", action="store_true", help="one JSON object: counts (state -> number), failed, jobs")
+    s.set_defaults(func=_status)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def _slurm_config(args):
+    from harness.jobs.executors import SlurmConfig, SlurmConfigError
+
+    extra = {}
+    for item in args.sbatch:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SlurmConfigError(f"--sbatch {item!r}: expected KEY=VALUE, e.g. exclude=node7")
+        extra[key] = value
+    overrides = {"partition": args.partition, "mem_gb": args.mem_gb, "gpus_per_node": args.gpus_per_node,
+                 "cpus_per_task": args.cpus_per_task}
+    if args.slurm_config is not None:
+        config = SlurmConfig.from_file(args.slurm_config, **overrides)
+    else:
+        config = SlurmConfig.from_mapping({k: v for k, v in overrides.items() if v is not None}, "command line")
+    config.extra.update(extra)
+    return config
+
+
+def _evaluate(args) -> int:
+    from harness.jobs.evaluate import EvaluateError, EvaluateOptions, evaluate
+    from harness.jobs.executors import SlurmConfigError
+    from harness.jobs.lock import EvaluateLockedError
+    from harness.jobs.matrix import MatrixError
+
+    try:
+        slurm = _slurm_config(args) if args.executor == "slurm" else None
+        if args.executor != "slurm" and (args.slurm_config or args.partition or args.sbatch):
+            raise EvaluateError("Slurm options given without --executor slurm")
+        outcome = evaluate(EvaluateOptions(
+            submissions=args.submissions, tasks=args.tasks, results=args.results, executor=args.executor,
+            folds=args.folds, jobs=args.jobs, retry_failed=args.retry_failed, dry_run=args.dry_run,
+            device=args.device, token_order=args.token_order, slurm=slurm,
+        ))
+    except (EvaluateError, EvaluateLockedError, SlurmConfigError, MatrixError) as e:
+        print(f"harness evaluate: error: {e}", file=sys.stderr)
+        return 2
+    return 0 if args.dry_run else outcome.exit_code
+
+
+def _status(args) -> int:
+    from harness.jobs.status import collect_status
+
+    try:
+        report = collect_status(args.results)
+    except FileNotFoundError as e:
+        print(f"harness status: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        import json
+
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(report.format_text())
+    return 0

@@ -1,0 +1,381 @@
+"""``harness evaluate``: intake, plan the matrix, skip what is done, run the rest, record provenance.
+
+Everything it knows lives in the results folder, so the same command after any crash (kill -9 of
+the harness or of a job) finishes the matrix: done jobs (DONE with the current job id) are never
+run again, interrupted ones resume from their nnU-Net checkpoint, and nothing half-written counts
+because DONE is written last and atomically. One evaluate per results folder (``ResultsLock``).
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from harness.jobs.executors import Executor, LocalExecutor, SlurmConfig, SlurmExecutor, kill_orphan
+from harness.jobs.lock import ResultsLock
+from harness.jobs.matrix import Entry, PlannedJob, build_matrix, selected_folds
+from harness.jobs.state import (DONE, FAILED, PENDING, REJECTED, STATES, JobState, job_state,
+                                stored_job_id)
+from harness.finetune.job import collect_provenance
+from harness.runs import entry_name, read_json, write_json_atomic
+
+EXECUTORS = ("local", "slurm")
+
+
+class EvaluateError(ValueError):
+    """Bad input to evaluate (missing file, clashing entry names, bad registry, bad option)."""
+
+
+@dataclass
+class EvaluateOptions:
+    submissions: Sequence[Path]
+    tasks: Path = Path("task_registry/toy")
+    results: Path = Path("results")
+    executor: str = "local"
+    folds: Sequence[int] | None = None
+    jobs: int = 1
+    retry_failed: bool = False
+    dry_run: bool = False
+    device: str | None = None
+    token_order: str = "nnssl"
+    slurm: SlurmConfig | None = None
+
+
+@dataclass
+class MatrixRow:
+    """One line of the matrix: a planned job (``job``), or a rejected entry's would-be job."""
+
+    entry: str
+    track: str | None
+    task: str
+    fold: int
+    state: str
+    action: str
+    detail: str = ""
+    job: PlannedJob | None = None
+    to_run: bool = False
+
+
+@dataclass
+class EvaluateOutcome:
+    rows: list[MatrixRow]
+    ran: int = 0
+    provenance: Path | None = None
+    final: dict[str, JobState] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = Counter(self.final.get(str(r.job.folder), JobState(r.state)).state if r.job else r.state
+                    for r in self.rows)
+        return {s: c.get(s, 0) for s in STATES}
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every job of the matrix is done, 1 otherwise (failed, rejected or left pending)."""
+        counts = self.counts
+        return 0 if counts[DONE] == len(self.rows) else 1
+
+
+# ------------------------------------------------------------------------------------ intake
+def intake_record_path(results: Path, entry: str) -> Path:
+    return Path(results) / "submissions" / entry / "intake.json"
+
+
+def resolve_submissions(paths: Sequence[Path]) -> list[tuple[str, Path, str]]:
+    """(entry, path, sha256) per distinct submission; a missing file or two different files
+    with the same entry name is an error naming both."""
+    from harness.submission.checkpoint import sha256_file
+
+    if not paths:
+        raise EvaluateError("no submission given")
+    seen: dict[str, tuple[Path, str]] = {}
+    out = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise EvaluateError(f"{path}: no such submission file")
+        name = entry_name(path.stem)
+        digest = sha256_file(path)
+        if name in seen:
+            other, other_digest = seen[name]
+            if other_digest != digest:
+                raise EvaluateError(f"entry name {name!r} is used by two different files: {other} "
+                                    f"(sha256 {other_digest[:12]}...) and {path} (sha256 {digest[:12]}...); rename one")
+            continue
+        seen[name] = (path, digest)
+        out.append((name, path, digest))
+    return out
+
+
+def run_intake(entry: str, path: Path, sha256: str, results: Path, *, write: bool, log) -> dict:
+    """Validate one submission (or reuse the verdict recorded for this very file and harness
+    version) and, unless ``write`` is False, record it in ``<results>/submissions/<entry>/``."""
+    from harness import __version__
+
+    record_path = intake_record_path(results, entry)
+    try:
+        record = read_json(record_path)
+        if record.get("sha256") == sha256 and record.get("harness_version") == __version__:
+            log(f"intake {entry}: {'valid' if record['valid'] else 'REJECTED'} (recorded {record.get('checked')})")
+            return record
+    except (OSError, ValueError, AttributeError, KeyError):
+        pass
+    from harness.submission import validate_submission
+
+    log(f"intake {entry}: validating {path}")
+    report = validate_submission(path)
+    record = {
+        "entry": entry, "file": str(Path(path).resolve()), "sha256": report.sha256 or sha256,
+        "valid": bool(report.valid), "track": report.track, "harness_version": __version__,
+        "checked": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "report": report.to_dict(),
+    }
+    if report.sha256 and report.sha256 != sha256:
+        record["valid"] = False
+        record["report"]["errors"].append("the file changed during intake")
+    if write:
+        write_json_atomic(record_path, record)
+        (record_path.parent / "intake.txt").write_text(report.format_text() + "\n", encoding="utf-8")
+    verdict = "valid" if record["valid"] else "REJECTED: " + "; ".join(report.errors)[:300]
+    log(f"intake {entry}: {verdict}")
+    return record
+
+
+# ------------------------------------------------------------------------------------ planning
+def plan(opts: EvaluateOptions, tasks: dict, records: list[dict], executor: Executor | None,
+         log) -> list[MatrixRow]:
+    accepted = [Entry(r["entry"], Path(r["file"]), r["sha256"], r["track"]) for r in records if r["valid"]]
+    rejected = [r for r in records if not r["valid"]]
+    device = opts.device or _default_device(opts)
+    jobs = build_matrix(accepted, tasks, opts.results, folds=opts.folds, device=device,
+                        token_order=opts.token_order)
+    rows = [_row(job, opts, executor, log) for job in jobs]
+    per_task = selected_folds(tasks, opts.folds)
+    for r in rejected:
+        for name in sorted(tasks):
+            for fold in per_task[name]:
+                rows.append(MatrixRow(r["entry"], r.get("track"), name, fold, REJECTED,
+                                      "none (failed intake: " + str(intake_record_path(opts.results, r["entry"])) + ")"))
+    return rows
+
+
+def _row(job: PlannedJob, opts: EvaluateOptions, executor: Executor | None, log) -> MatrixRow:
+    state = job_state(job.files, job.job_id)
+    row = MatrixRow(job.job.entry, job.job.track, job.job.task.name, job.job.fold, state.state, "", state.detail, job)
+    if state.state == DONE:
+        row.action = "skip (done)"
+    elif state.state == FAILED:
+        row.detail = f"{state.error_class}: {state.message}"
+        row.to_run = opts.retry_failed
+        row.action = "retry" if opts.retry_failed else "skip (failed; --retry-failed reruns it)"
+    elif state.state == PENDING:
+        row.to_run = True
+        row.action = ("rerun (inputs changed)" if state.detail.startswith("stale")
+                      else "resume" if state.detail.startswith("interrupted") else "run")
+    else:  # RUNNING, as far as the files tell: left by an evaluate that died
+        running = _read(job.files.running_marker) or {}
+        if opts.executor == "slurm" and executor is not None and not opts.dry_run and executor.reattach(job):
+            row.to_run, row.action = True, "wait (still queued or running on Slurm)"
+        elif opts.executor == "slurm" and opts.dry_run and job.files.submitted_marker.is_file():
+            row.action = "wait (if still queued or running on Slurm)"
+        elif running.get("slurm_job_id") or job.files.submitted_marker.is_file():
+            row.to_run, row.action = opts.executor == "slurm", "resume (its Slurm job ended)"
+            if opts.executor != "slurm":
+                row.action = "skip (belongs to a Slurm job; use --executor slurm)"
+        elif opts.dry_run:
+            row.to_run, row.action = True, "restart (worker of a dead evaluate)"
+        elif kill_orphan(job):
+            log(f"killed the orphaned worker of {job.label} (its evaluate died); it resumes")
+            row.to_run, row.action = True, "resume"
+        elif _read(job.files.running_marker) is not None and state.detail and "on " in state.detail:
+            row.action = f"skip (running elsewhere: {state.detail})"
+        else:
+            row.to_run, row.action = True, "resume"
+    return row
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        data = read_json(path)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _default_device(opts: EvaluateOptions) -> str:
+    if opts.executor == "slurm" and opts.slurm is not None and opts.slurm.gpus_per_node:
+        return "cuda"
+    from harness.finetune.run import default_device
+
+    return default_device()
+
+
+def prepare_job_folder(job: PlannedJob) -> None:
+    """Make the folder hold exactly this job: leftovers of another job id (a changed spec or
+    submission) are removed, so nothing stale is resumed or counted; job.json is written before
+    the job is started or queued."""
+    files = job.files
+    stored = stored_job_id(files)
+    if stored is not None and stored != job.job_id:
+        shutil.rmtree(files.folder)
+    elif stored is None and files.folder.is_dir() and files.run.done_marker.is_file():
+        shutil.rmtree(files.folder)
+    files.folder.mkdir(parents=True, exist_ok=True)
+    for marker in (files.run.failed_marker, files.running_marker, files.submitted_marker):
+        marker.unlink(missing_ok=True)
+    write_json_atomic(files.run.job_json, {**job.job.description(), "job_id": job.job_id})
+
+
+# ------------------------------------------------------------------------------------ output
+def format_matrix(rows: Sequence[MatrixRow]) -> str:
+    header = ("entry", "task", "fold", "state", "action")
+    table = [header] + [(r.entry, r.task, str(r.fold), r.state, r.action + (f"  [{r.detail}]" if r.detail else ""))
+                        for r in rows]
+    widths = [max(len(t[i]) for t in table) for i in range(len(header) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(t[:-1], widths)) + "  " + t[-1] for t in table)
+
+
+class Progress:
+    """A tqdm bar over the jobs to run on a terminal; plain, greppable log lines otherwise."""
+
+    def __init__(self, total: int, stream=None):
+        self.stream = stream or sys.stdout
+        self.total, self.finished = total, 0
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.bar = None
+        if self.tty and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="job", file=self.stream, dynamic_ncols=True)
+
+    def log(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def __call__(self, kind: str, job: PlannedJob, state: JobState | None) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if kind == "started":
+            if self.bar is None:
+                self.log(f"{stamp} start    {job.label}")
+            return
+        self.finished += 1
+        what = state.state if state.state != FAILED else f"FAILED ({state.error_class}: {state.message}; log {state.log})"
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"last: {job.label} {state.state}")
+            if state.state == FAILED:
+                self.log(f"{stamp} {job.label}: {what}")
+        else:
+            self.log(f"{stamp} [{self.finished}/{self.total}] {job.label}: {what}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ------------------------------------------------------------------------------------ evaluate
+def make_executor(opts: EvaluateOptions) -> Executor:
+    if opts.executor == "local":
+        return LocalExecutor(max_parallel=opts.jobs)
+    if opts.executor == "slurm":
+        return SlurmExecutor(Path(opts.results).resolve() / "slurm", opts.slurm or SlurmConfig())
+    raise EvaluateError(f"unknown executor {opts.executor!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
+    """Run (or with ``dry_run`` only print) the job matrix of ``opts``; see the module docstring."""
+    stream = stream or sys.stdout
+    if opts.jobs < 1:
+        raise EvaluateError(f"--jobs must be at least 1, got {opts.jobs}")
+    from harness.tasks import TaskSpecError, load_registry
+
+    try:
+        tasks = load_registry(opts.tasks)
+    except TaskSpecError as e:
+        raise EvaluateError(str(e)) from None
+    submissions = resolve_submissions(opts.submissions)
+    progress_log = lambda m: print(m, file=stream, flush=True)  # noqa: E731
+    executor = make_executor(opts)
+    if opts.dry_run:
+        records = [run_intake(e, p, s, opts.results, write=False, log=progress_log) for e, p, s in submissions]
+        rows = plan(opts, tasks, records, None, progress_log)
+        print(format_matrix(rows), file=stream)
+        n = sum(r.to_run for r in rows)
+        print(f"dry run: {len(rows)} jobs, {n} would run with the {opts.executor} executor; nothing was run",
+              file=stream)
+        return EvaluateOutcome(rows)
+    with ResultsLock(opts.results):
+        records = [run_intake(e, p, s, opts.results, write=True, log=progress_log) for e, p, s in submissions]
+        rows = plan(opts, tasks, records, executor, progress_log)
+        for record in records:  # what a rejected entry would have run: `harness status` counts it
+            if not record["valid"]:
+                record["jobs"] = [{"task": r.task, "fold": r.fold} for r in rows if r.entry == record["entry"]]
+                write_json_atomic(intake_record_path(opts.results, record["entry"]), record)
+        todo = [r.job for r in rows if r.to_run and r.job is not None]
+        outcome = EvaluateOutcome(rows)
+        outcome.provenance = _provenance_path(opts.results)
+        base = collect_provenance(rows[0].job.job.device if rows and rows[0].job else (opts.device or "cpu"))
+        _write_provenance(outcome.provenance, base, opts, tasks, records, rows, None)
+        skipped = Counter(r.action for r in rows if not r.to_run)
+        progress_log(f"matrix: {len(rows)} jobs; running {len(todo)} with the {executor.name} executor"
+                     + "".join(f"; {n} {a}" for a, n in sorted(skipped.items())))
+        for row in rows:
+            if row.to_run and row.job is not None and not row.action.startswith("wait"):
+                prepare_job_folder(row.job)
+        progress = Progress(len(todo), stream)
+
+        def on_event(kind, job, state):
+            if state is not None:
+                outcome.final[str(job.folder)] = state
+            progress(kind, job, state)
+
+        try:
+            executor.run(todo, on_event)
+        finally:
+            progress.close()
+        outcome.ran = len(todo)
+        _write_provenance(outcome.provenance, base, opts, tasks, records, rows, outcome)
+        counts = outcome.counts
+        progress_log("finished: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+        return outcome
+
+
+def _provenance_path(results: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(results) / "provenance" / f"evaluate-{stamp}.json"
+    n = 1
+    while path.exists():
+        n += 1
+        path = path.with_name(f"evaluate-{stamp}-{n}.json")
+    return path
+
+
+def _write_provenance(path: Path, base: dict, opts, tasks, records, rows, outcome: EvaluateOutcome | None) -> None:
+    """``<results>/provenance/evaluate-<timestamp>.json``: versions, git revision, device, seeds,
+    what was asked and (at the end) what came of it."""
+    data = {
+        **base,
+        "argv": sys.argv,
+        "executor": opts.executor,
+        "jobs_in_parallel": opts.jobs,
+        "retry_failed": opts.retry_failed,
+        "tasks_dir": str(Path(opts.tasks).resolve()),
+        "tasks": {n: {"spec_hash": t.spec_hash(), "source": str(t.source), "seed": t.seed,
+                      "time_limit_minutes": t.time_limit_minutes} for n, t in tasks.items()},
+        "submissions": [{k: r.get(k) for k in ("entry", "file", "sha256", "track", "valid")} for r in records],
+        "jobs": [{"entry": r.entry, "task": r.task, "fold": r.fold, "job_id": r.job.job_id if r.job else None,
+                  "seed": r.job.job.seed if r.job else None, "state_before": r.state, "action": r.action,
+                  "state_after": (outcome.final.get(str(r.job.folder)).state
+                                  if outcome and r.job and str(r.job.folder) in outcome.final else None)}
+                 for r in rows],
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z") if outcome else None,
+        "counts": outcome.counts if outcome else None,
+    }
+    if opts.slurm is not None:
+        data["slurm"] = {k: v for k, v in vars(opts.slurm).items()}
+    write_json_atomic(path, data)

@@ -1,0 +1,371 @@
+"""Executors: one interface, every job ends up in ``harness.jobs.worker`` on its job folder.
+
+* ``LocalExecutor``: each job is its own subprocess (``python -m harness.jobs.worker FOLDER``)
+  in its own process group, ``max_parallel`` at a time, killed with its group at the task's time
+  limit (FAILED "timeout"); a job killed by SIGKILL that we did not send was most likely the
+  kernel's OOM killer (FAILED "out of memory"). Subprocesses are started and polled from the
+  calling thread only (the worker's parent-death signal follows the thread that forked it).
+* ``SlurmExecutor``: a submitit array per batch (jobs of equal time limit); every array task
+  calls the same ``SlurmWorker`` on a folder path. ``SlurmWorker`` is submitit-Checkpointable, so
+  a timed-out or preempted task is requeued and the fine-tuning resumes from nnU-Net's
+  ``checkpoint_latest.pth`` in the run's work dir. Our files decide done or failed; Slurm is asked
+  only for a job that ended without either (cancelled, killed, node failure).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from harness.jobs.matrix import PlannedJob
+from harness.jobs.state import DONE, ERROR, FAILED, OUT_OF_MEMORY, TIMEOUT, JobState, job_state
+from harness.jobs.worker import PARENT_PID_ENV
+from harness.runs import read_json, write_json_atomic
+
+#: ``on_event(kind, job, state)``: kind is "started" (state None) or "finished".
+EventCallback = Callable[[str, PlannedJob, "JobState | None"], None]
+
+
+class Executor(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def run(self, jobs: Sequence[PlannedJob], on_event: EventCallback) -> None:
+        """Run ``jobs`` (their job.json already written) until each is done or failed."""
+
+    def reattach(self, job: PlannedJob) -> bool:
+        """Whether a job an earlier evaluate left running is still alive in this executor
+        (then ``run`` waits for it instead of starting it again)."""
+        return False
+
+
+def settle(job: PlannedJob, error_class: str, message: str, log: str | Path | None = None) -> JobState:
+    """The job's final state: its own DONE / FAILED if it wrote one, else FAILED as given."""
+    state = job_state(job.files, job.job_id)
+    if state.state not in (DONE, FAILED):
+        job.files.mark_failed(job.job_id, error_class, message, log=log)
+        state = job_state(job.files, job.job_id)
+    job.files.running_marker.unlink(missing_ok=True)
+    job.files.submitted_marker.unlink(missing_ok=True)
+    return state
+
+
+# ------------------------------------------------------------------------------------ local
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, max_parallel: int = 1, python: str | None = None, poll_s: float = 0.5):
+        if max_parallel < 1:
+            raise ValueError(f"--jobs must be at least 1, got {max_parallel}")
+        self.max_parallel = int(max_parallel)
+        self.python = python or sys.executable
+        self.poll_s = poll_s
+
+    def run(self, jobs: Sequence[PlannedJob], on_event: EventCallback) -> None:
+        queue = deque(jobs)
+        active: dict[subprocess.Popen, tuple[PlannedJob, float]] = {}
+        try:
+            while queue or active:
+                while queue and len(active) < self.max_parallel:
+                    job = queue.popleft()
+                    active[self._start(job)] = (job, time.monotonic() + job.time_limit_s)
+                    on_event("started", job, None)
+                for proc, (job, deadline) in list(active.items()):
+                    rc = proc.poll()
+                    timed_out = False
+                    if rc is None and time.monotonic() > deadline:
+                        _kill_group(proc)
+                        rc, timed_out = proc.wait(), True
+                    if rc is None:
+                        continue
+                    del active[proc]
+                    on_event("finished", job, self._settle(job, rc, timed_out))
+                if active:
+                    time.sleep(self.poll_s)
+        finally:  # interrupted (Ctrl-C, an error): leave no job running behind us
+            for proc in active:
+                _kill_group(proc)
+                proc.wait()
+
+    def _start(self, job: PlannedJob) -> subprocess.Popen:
+        job.files.worker_log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, PARENT_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+        with open(job.files.worker_log, "ab") as log:
+            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} local worker, time limit "
+                      f"{job.time_limit_s:g} s\n".encode())
+            log.flush()
+            return subprocess.Popen([self.python, "-m", "harness.jobs.worker", str(job.folder)],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True, close_fds=True)
+
+    @staticmethod
+    def _settle(job: PlannedJob, rc: int, timed_out: bool) -> JobState:
+        if timed_out:
+            minutes = job.job.task.time_limit_minutes
+            state = job_state(job.files, job.job_id)
+            if state.state != DONE:  # killed at the limit: whatever it wrote, it timed out
+                job.files.mark_failed(job.job_id, TIMEOUT, f"exceeded the task's time limit of {minutes:g} min; killed")
+        if rc == -signal.SIGKILL:
+            return settle(job, OUT_OF_MEMORY, "killed by SIGKILL (not by the harness): most likely the "
+                                              "kernel's out-of-memory killer")
+        if rc < 0:
+            return settle(job, ERROR, f"killed by signal {signal.Signals(-rc).name}")
+        return settle(job, ERROR, f"worker exited with status {rc} without a result")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker leads its own session: pgid == pid
+    except ProcessLookupError:
+        pass
+
+
+def kill_orphan(job: PlannedJob) -> bool:
+    """Kill the process group of a local worker left running by a dead evaluate (we hold the
+    results lock, so no live evaluate owns it). Returns whether one was found."""
+    from harness.jobs.state import _read, process_alive
+
+    info = _read(job.files.running_marker)
+    if not info or info.get("slurm_job_id") or process_alive(info) is not True:
+        return False
+    try:
+        cmdline = Path(f"/proc/{info['pid']}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if b"harness.jobs.worker" not in cmdline:
+        return False
+    try:
+        os.killpg(int(info["pid"]), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for _ in range(50):
+        if process_alive(info) is not True:
+            break
+        time.sleep(0.1)
+    job.files.running_marker.unlink(missing_ok=True)
+    return True
+
+
+# ------------------------------------------------------------------------------------ slurm
+class SlurmConfigError(ValueError):
+    """A Slurm config file or flag is invalid; the message names the file and the key."""
+
+
+@dataclass
+class SlurmConfig:
+    """Where and how jobs are queued. ``time`` comes from each task's ``time_limit_minutes``."""
+
+    partition: str | None = None
+    mem_gb: float | None = None
+    gpus_per_node: int | None = None
+    cpus_per_task: int | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    job_name: str = "ssl3d-harness"
+    #: seconds before the time limit at which Slurm signals the job to checkpoint and requeue
+    signal_delay_s: int = 90
+    #: how often a timed-out job is requeued before it counts as failed "timeout"
+    max_requeues: int = 3
+    array_parallelism: int = 256
+    #: shell lines run in the batch script before the job (module load, conda activate, ...)
+    setup: list[str] = field(default_factory=list)
+    #: any further sbatch option, e.g. {"exclude": "node7", "mail-type": "FAIL"}
+    extra: dict[str, Any] = field(default_factory=dict)
+    poll_s: float = 5.0
+
+    @classmethod
+    def from_file(cls, path: Path, **overrides: Any) -> "SlurmConfig":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise SlurmConfigError(f"{path}: cannot read the Slurm config: {e.strerror or e}") from None
+        import yaml
+
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except json.JSONDecodeError as e:
+            raise SlurmConfigError(f"{path}: not valid JSON: {e}") from None
+        except yaml.YAMLError as e:
+            raise SlurmConfigError(f"{path}: not valid YAML: {e}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise SlurmConfigError(f"{path}: must be a mapping of settings, got {type(data).__name__}")
+        return cls.from_mapping({**data, **{k: v for k, v in overrides.items() if v is not None}}, str(path))
+
+    @classmethod
+    def from_mapping(cls, data: dict, source: str = "slurm settings") -> "SlurmConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise SlurmConfigError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(sorted(known))}")
+        config = cls(**data)
+        for name, kind in (("mem_gb", (int, float)), ("gpus_per_node", int), ("cpus_per_task", int),
+                           ("signal_delay_s", int), ("max_requeues", int), ("array_parallelism", int)):
+            value = getattr(config, name)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool) or value < 0):
+                raise SlurmConfigError(f"{source}: {name} must be a non-negative number, got {value!r}")
+        if not isinstance(config.extra, dict):
+            raise SlurmConfigError(f"{source}: extra must be a mapping of sbatch options, got {config.extra!r}")
+        if not isinstance(config.setup, list) or not all(isinstance(s, str) for s in config.setup):
+            raise SlurmConfigError(f"{source}: setup must be a list of shell lines")
+        return config
+
+    def parameters(self, time_min: int) -> dict[str, Any]:
+        """submitit ``SlurmExecutor.update_parameters`` keywords for one array."""
+        params: dict[str, Any] = {"time": int(time_min), "job_name": self.job_name,
+                                  "signal_delay_s": int(self.signal_delay_s),
+                                  "array_parallelism": int(self.array_parallelism)}
+        for key in ("partition", "gpus_per_node", "cpus_per_task", "account", "qos", "constraint"):
+            value = getattr(self, key)
+            if value is not None:
+                params[key] = value
+        if self.mem_gb is not None:
+            params["mem"] = f"{max(1, int(round(self.mem_gb * 1024)))}M"
+        if self.setup:
+            params["setup"] = list(self.setup)
+        if self.extra:
+            params["additional_parameters"] = {str(k): v for k, v in self.extra.items()}
+        return params
+
+
+class SlurmWorker:
+    """The one function every Slurm array task calls, on a job folder path. Checkpointable:
+    at the time limit or on preemption submitit requeues it with the same folder, and the
+    job resumes from its latest nnU-Net checkpoint."""
+
+    def __call__(self, folder: str) -> dict:
+        from harness.jobs.worker import run_job_folder
+
+        _reset_signals_in_forked_children()
+        return run_job_folder(folder)
+
+    def checkpoint(self, folder: str):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, folder)
+
+
+_FORK_HOOK = False
+
+
+def _reset_signals_in_forked_children() -> None:
+    """submitit ignores SIGTERM ("bypass") and checkpoints on SIGUSR2 in the job process; a
+    forked child (nnU-Net's fork-based pools) would inherit both, so ``Pool.terminate`` could
+    never stop it (a hang until the time limit) and two processes would race to checkpoint.
+    Children get the default SIGTERM and ignore SIGUSR2 (the job process requeues)."""
+    global _FORK_HOOK
+    if _FORK_HOOK:
+        return
+
+    def child() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+    os.register_at_fork(after_in_child=child)
+    _FORK_HOOK = True
+
+
+#: Slurm's terminal states that our files may not have seen, and the error class we record.
+_SLURM_FAILURES = {
+    "TIMEOUT": (TIMEOUT, "Slurm stopped the job at its time limit (requeues used up)"),
+    "DEADLINE": (TIMEOUT, "Slurm stopped the job at its deadline"),
+    "OUT_OF_MEMORY": (OUT_OF_MEMORY, "Slurm killed the job: out of memory"),
+    "CANCELLED": (ERROR, "the Slurm job was cancelled (scancel or an administrator)"),
+    "NODE_FAIL": (ERROR, "the Slurm node failed"),
+    "BOOT_FAIL": (ERROR, "the Slurm node failed to boot"),
+    "PREEMPTED": (ERROR, "the Slurm job was preempted and not requeued"),
+}
+
+
+class SlurmExecutor(Executor):
+    name = "slurm"
+
+    def __init__(self, folder: Path, config: SlurmConfig | None = None):
+        self.folder = Path(folder)
+        self.config = config or SlurmConfig()
+        self._attached: dict[str, Any] = {}  # job folder -> submitit job left by an earlier evaluate
+
+    def _executor(self):
+        import submitit
+
+        return submitit.SlurmExecutor(folder=str(self.folder / "%j"), max_num_timeout=self.config.max_requeues)
+
+    def reattach(self, job: PlannedJob) -> bool:
+        import submitit
+
+        try:
+            info = read_json(job.files.submitted_marker)
+        except (OSError, ValueError):
+            return False
+        job_id, folder = info.get("slurm_job_id"), info.get("submitit_folder")
+        if not job_id or not folder:
+            return False
+        sjob = submitit.SlurmJob(folder=folder, job_id=str(job_id))
+        if sjob.done():
+            return False
+        self._attached[str(job.folder)] = sjob
+        return True
+
+    def run(self, jobs: Sequence[PlannedJob], on_event: EventCallback) -> None:
+        live: list[tuple[PlannedJob, Any]] = []
+        new = [j for j in jobs if str(j.folder) not in self._attached]
+        for job in jobs:
+            if str(job.folder) in self._attached:
+                live.append((job, self._attached.pop(str(job.folder))))
+                on_event("started", job, None)
+        batches: dict[int, list[PlannedJob]] = {}
+        for job in new:  # one array per time limit: sbatch --time is per array
+            batches.setdefault(max(1, math.ceil(job.time_limit_s / 60)), []).append(job)
+        for minutes, batch in sorted(batches.items()):
+            executor = self._executor()
+            executor.update_parameters(**self.config.parameters(minutes))
+            submitted = executor.map_array(SlurmWorker(), [str(j.folder) for j in batch])
+            for job, sjob in zip(batch, submitted):
+                write_json_atomic(job.files.submitted_marker, {
+                    "executor": "slurm", "slurm_job_id": sjob.job_id, "submitit_folder": str(sjob.paths.folder),
+                    "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                })
+                live.append((job, sjob))
+                on_event("started", job, None)
+        while live:
+            still = []
+            for job, sjob in live:
+                state = self._check(job, sjob)
+                if state is None:
+                    still.append((job, sjob))
+                else:
+                    on_event("finished", job, state)
+            live = still
+            if live:
+                time.sleep(self.config.poll_s)
+
+    @staticmethod
+    def _check(job: PlannedJob, sjob) -> JobState | None:
+        """Our files first; Slurm only for a job that ended without writing either."""
+        state = job_state(job.files, job.job_id)
+        if state.state == DONE:
+            return settle(job, ERROR, "")
+        if state.state == FAILED and sjob.done():
+            return settle(job, ERROR, "")
+        if not sjob.done():
+            return None
+        state = job_state(job.files, job.job_id)  # it may have finished between the two looks
+        if state.state in (DONE, FAILED):
+            return settle(job, ERROR, "")
+        slurm_state = str(sjob.state).upper()
+        error_class, message = _SLURM_FAILURES.get(slurm_state.split()[0],
+                                                   (ERROR, "the Slurm job ended without a result"))
+        return settle(job, error_class, f"{message} (Slurm job {sjob.job_id}, state {slurm_state})",
+                      log=sjob.paths.stdout)

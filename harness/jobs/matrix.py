@@ -1,0 +1,91 @@
+"""The job matrix: accepted submissions x tasks x folds, plus one from-scratch baseline per
+track x task x fold, shared by every submission of that track."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from harness.finetune.job import FinetuneJob
+from harness.jobs.state import JobFiles
+
+
+class MatrixError(ValueError):
+    """The requested matrix cannot be built (e.g. a --folds value no task has)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A submission that passed intake: what the matrix needs of it."""
+
+    entry: str
+    path: Path
+    sha256: str
+    track: str
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    job: FinetuneJob
+    job_id: str
+
+    @property
+    def files(self) -> JobFiles:
+        return JobFiles(self.job.run)
+
+    @property
+    def folder(self) -> Path:
+        return self.job.run.path
+
+    @property
+    def time_limit_s(self) -> float:
+        return float(self.job.task.time_limit_minutes) * 60.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.job.entry} / {self.job.task.name} / fold {self.job.fold}"
+
+
+def task_folds(task) -> tuple[int, ...]:
+    return tuple(task.folds) if task.type == "segmentation" else tuple(task.fold_ids)
+
+
+def selected_folds(tasks: Mapping[str, object], folds: Sequence[int] | None) -> dict[str, tuple[int, ...]]:
+    """Per task, its folds, restricted to ``folds`` when given (a value no task has is an error)."""
+    out = {name: task_folds(task) for name, task in tasks.items()}
+    if folds is None:
+        return out
+    wanted = set(int(f) for f in folds)
+    known = set().union(*out.values()) if out else set()
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise MatrixError(f"--folds {unknown}: no task has such a fold; the tasks' folds are "
+                          + "; ".join(f"{n}: {list(f)}" for n, f in out.items()))
+    return {name: tuple(f for f in fs if f in wanted) for name, fs in out.items()}
+
+
+def build_matrix(entries: Iterable[Entry], tasks: Mapping[str, object], results: Path, *,
+                 folds: Sequence[int] | None = None, device: str = "cpu",
+                 token_order: str = "nnssl") -> list[PlannedJob]:
+    """Jobs in a stable order: per task and fold, the baselines first, then the entries by name."""
+    entries = sorted(entries, key=lambda e: e.entry)
+    per_task = selected_folds(tasks, folds)
+    tracks = sorted({e.track for e in entries})
+    results = Path(results).resolve()
+    jobs: list[PlannedJob] = []
+    for name in sorted(tasks):
+        task = tasks[name]
+        for fold in per_task[name]:
+            for track in tracks:
+                jobs.append(_planned(FinetuneJob(task=task, fold=fold, track=track, results=results,
+                                                 device=device, token_order=token_order)))
+            for e in entries:
+                jobs.append(_planned(FinetuneJob(task=task, fold=fold, track=e.track, results=results,
+                                                 submission=e.path.resolve(), entry=e.entry,
+                                                 submission_sha256=e.sha256, device=device,
+                                                 token_order=token_order)))
+    return jobs
+
+
+def _planned(job: FinetuneJob) -> PlannedJob:
+    return PlannedJob(job=job, job_id=job.job_id())

@@ -1,0 +1,214 @@
+"""Job states, read from the run folder only: the files decide, never a scheduler's string.
+
+``harness.runs.RunFolder`` owns the fine-tuning files (job.json, DONE, FAILED, ...); this module
+owns the few files the job matrix adds beside them (``JobFiles``):
+
+    RUNNING        {host, pid, proc_start, boot_id, started, job_id, slurm_job_id}: written
+                   atomically by the worker when it starts, removed when it ends
+    SUBMITTED      {executor: slurm, slurm_job_id, submitit_folder}: written when queued on Slurm
+    worker.log     the worker's stdout and stderr (tracebacks included)
+    attempts.jsonl one line per worker start and end: what the resumption test counts
+
+States: pending, running, done, failed (error class timeout / out of memory / error), rejected
+(the entry failed intake; it has no run folder, see ``harness.jobs.evaluate``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.runs import RunFolder, read_json, write_json_atomic
+
+PENDING, RUNNING, DONE, FAILED, REJECTED = "pending", "running", "done", "failed", "rejected"
+STATES = (PENDING, RUNNING, DONE, FAILED, REJECTED)
+TIMEOUT, OUT_OF_MEMORY, ERROR = "timeout", "out of memory", "error"
+ERROR_CLASSES = (TIMEOUT, OUT_OF_MEMORY, ERROR)
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """Every path of one job: the fine-tuning run folder plus the job matrix's own files."""
+
+    run: RunFolder
+
+    @classmethod
+    def at(cls, folder: str | Path) -> "JobFiles":
+        return cls(RunFolder(Path(folder)))
+
+    @property
+    def folder(self) -> Path:
+        return self.run.path
+
+    @property
+    def running_marker(self) -> Path:
+        return self.folder / "RUNNING"
+
+    @property
+    def submitted_marker(self) -> Path:
+        return self.folder / "SUBMITTED"
+
+    @property
+    def worker_log(self) -> Path:
+        return self.folder / "worker.log"
+
+    @property
+    def attempts(self) -> Path:
+        return self.folder / "attempts.jsonl"
+
+    # -- writers -------------------------------------------------------------------------------
+    def record_attempt(self, event: str, **info: Any) -> None:
+        """Append one line (O_APPEND: lines of concurrent writers never interleave)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"event": event, "time": time.time(), "host": socket.gethostname(),
+                           "pid": os.getpid(), **info}, sort_keys=True) + "\n"
+        with open(self.attempts, "a", encoding="utf-8") as f:
+            f.write(line)
+
+    def read_attempts(self) -> list[dict]:
+        if not self.attempts.is_file():
+            return []
+        out = []
+        for line in self.attempts.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a line cut by a kill -9 mid-write is not an event
+                continue
+        return out
+
+    def mark_running(self, job_id: str) -> None:
+        write_json_atomic(self.running_marker, {**this_process(), "job_id": job_id,
+                                                "slurm_job_id": os.environ.get("SLURM_JOB_ID")})
+
+    def clear_running(self) -> None:
+        """Remove RUNNING if this process wrote it (a requeued Slurm job may have replaced it)."""
+        info = _read(self.running_marker)
+        if info is not None and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
+            self.running_marker.unlink(missing_ok=True)
+
+    def mark_failed(self, job_id: str | None, error_class: str, message: str, traceback: str = "",
+                    log: str | Path | None = None) -> None:
+        """FAILED in the run-folder format ({error_class, message, log}) plus the job id and the
+        traceback tail; ``log`` defaults to the worker log, which holds everything the job printed."""
+        if error_class not in ERROR_CLASSES:
+            raise ValueError(f"unknown error class {error_class!r}; expected one of {ERROR_CLASSES}")
+        if log is None:
+            log = self.worker_log if self.worker_log.is_file() else self.run.log
+        write_json_atomic(self.run.failed_marker, {
+            "error_class": error_class, "message": message, "log": str(log), "job_id": job_id,
+            "traceback": traceback, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+
+
+@dataclass(frozen=True)
+class JobState:
+    state: str
+    detail: str = ""  # why: "stale", "interrupted", "queued on Slurm as 12_3", ...
+    error_class: str | None = None
+    message: str | None = None
+    log: str | None = None
+
+
+def job_state(files: JobFiles, job_id: str | None) -> JobState:
+    """The state of the job with identity ``job_id`` in ``files`` (``None``: whatever job is there).
+
+    A DONE or FAILED left by a job with another identity (a changed task spec, submission or
+    recipe) does not count: the job is pending again. A RUNNING marker of a process that no
+    longer exists (a killed harness or worker) means interrupted, i.e. pending.
+    """
+    run = files.run
+    if run.done_marker.is_file():
+        done = _read(run.done_marker) or {}
+        if job_id is None or done.get("job_id") == job_id:
+            return JobState(DONE)
+        return JobState(PENDING, "stale: its inputs changed since it was done")
+    if run.failed_marker.is_file():
+        info = _read(run.failed_marker) or {}
+        if job_id is not None and info.get("job_id") not in (None, job_id):
+            return JobState(PENDING, "stale: its inputs changed since it failed")
+        return JobState(FAILED, error_class=info.get("error_class", ERROR),
+                        message=info.get("message", "FAILED marker unreadable"),
+                        log=info.get("log", str(files.worker_log)))
+    running = _read(files.running_marker)
+    if running is not None:
+        alive = process_alive(running)
+        if alive is False:
+            return JobState(PENDING, "interrupted: its process is gone")
+        where = f"pid {running.get('pid')} on {running.get('host')}"
+        if running.get("slurm_job_id"):
+            where += f", Slurm job {running['slurm_job_id']}"
+        return JobState(RUNNING, where)
+    submitted = _read(files.submitted_marker)
+    if submitted is not None:
+        return JobState(RUNNING, f"queued on Slurm as {submitted.get('slurm_job_id')}")
+    if run.job_json.is_file() and (run.work_dir.is_dir() or files.attempts.is_file()):
+        return JobState(PENDING, "interrupted")
+    return JobState(PENDING)
+
+
+def stored_job_id(files: JobFiles) -> str | None:
+    info = _read(files.run.job_json)
+    return None if info is None else info.get("job_id")
+
+
+# -- processes ---------------------------------------------------------------------------------
+def this_process() -> dict:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "proc_start": _proc_start(pid),
+            "boot_id": _boot_id(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def process_alive(info: dict) -> bool | None:
+    """Whether the process described by ``this_process()`` output still runs; None when it
+    cannot be told from here (another host). A reused pid is caught by its start time."""
+    if info.get("host") != socket.gethostname():
+        return None
+    if info.get("boot_id") and _boot_id() and info["boot_id"] != _boot_id():
+        return False
+    pid = info.get("pid")
+    if not isinstance(pid, int):
+        return False
+    start = _proc_start(pid)
+    if start is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return info.get("proc_start") is None
+    return info.get("proc_start") in (None, start)
+
+
+def _proc_start(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (Linux), None if unknown or gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] == "Z":  # a zombie has finished
+            return None
+        return int(fields[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

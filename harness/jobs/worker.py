@@ -1,0 +1,195 @@
+"""``python -m harness.jobs.worker JOB_FOLDER``: run the fine-tuning job described by a folder.
+
+The job spec is the folder's job.json (written by ``harness evaluate`` before submission), not
+a pickled closure: the job runs the code on disk when it starts, and checks that what it is
+about to compute is still the job it was asked for (task spec hash, submission sha256, job id).
+Every executor ends up here, in a fresh process per job, and calls
+``harness.finetune.run.run_job``. A failure writes FAILED with its error class and the traceback
+tail, then the process exits non-zero.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from harness.finetune.job import FinetuneJob
+from harness.jobs.state import ERROR, OUT_OF_MEMORY, TIMEOUT, JobFiles
+from harness.runs import RunFolder, read_json
+
+#: Set by the local executor: the worker dies with the harness that started it.
+PARENT_PID_ENV = "HARNESS_JOBS_PARENT_PID"
+TRACEBACK_TAIL_LINES = 30
+
+
+class JobSpecError(RuntimeError):
+    """job.json is missing, unreadable, or no longer matches its task file or submission."""
+
+
+def load_job(folder: str | Path) -> FinetuneJob:
+    """Rebuild the ``FinetuneJob`` of ``folder`` from its job.json and check it is unchanged."""
+    folder = Path(folder).resolve()
+    run = RunFolder(folder)
+    try:
+        spec = read_json(run.job_json)
+    except (OSError, ValueError) as e:
+        raise JobSpecError(f"{run.job_json}: cannot read the job spec: {e}") from None
+    missing = [k for k in ("entry", "track", "task", "task_file", "fold", "task_spec_hash", "job_id") if k not in spec]
+    if missing:
+        raise JobSpecError(f"{run.job_json}: missing field(s) {', '.join(missing)}")
+    from harness.tasks import load_task_file
+
+    task = load_task_file(Path(spec["task_file"]))
+    if task.name != spec["task"]:
+        raise JobSpecError(f"{run.job_json}: task file {spec['task_file']} now defines task {task.name!r}, "
+                           f"the job is for {spec['task']!r}")
+    if task.spec_hash() != spec["task_spec_hash"]:
+        raise JobSpecError(f"{run.job_json}: task file {spec['task_file']} changed since the job was "
+                           f"planned (spec hash {task.spec_hash()} != {spec['task_spec_hash']}); "
+                           "rerun `harness evaluate` to plan it again")
+    results = folder.parents[3]  # <results>/runs/<entry>/<task>/fold_<k>
+    job = FinetuneJob(
+        task=task, fold=int(spec["fold"]), track=spec["track"], results=results,
+        submission=Path(spec["submission"]) if spec.get("submission") else None,
+        entry=spec["entry"], device=spec.get("device") or "cpu",
+        token_order=spec.get("token_order") or "nnssl", submission_sha256=spec.get("submission_sha256"),
+    )
+    if job.run.path.resolve() != folder:
+        raise JobSpecError(f"{run.job_json}: describes {job.run.path}, not this folder")
+    if job.job_id() != spec["job_id"]:
+        raise JobSpecError(f"{run.job_json}: the job id of what it describes is {job.job_id()}, "
+                           f"the file says {spec['job_id']} (harness recipe changed?); rerun `harness evaluate`")
+    return job
+
+
+def check_submission_unchanged(job: FinetuneJob) -> None:
+    """The file fine-tuned must be the file that passed intake (same sha256)."""
+    if job.submission is None:
+        return
+    from harness.submission.checkpoint import sha256_file
+
+    try:
+        digest = sha256_file(job.submission)
+    except OSError as e:
+        raise JobSpecError(f"{job.submission}: cannot read the submission: {e.strerror or e}") from None
+    if digest != job.submission_sha256:
+        raise JobSpecError(f"{job.submission}: the file changed after intake (sha256 {digest[:12]}..., "
+                           f"intake saw {str(job.submission_sha256)[:12]}...); rerun `harness evaluate` to validate it again")
+
+
+def error_class(exc: BaseException) -> str:
+    """timeout / out of memory / error, from the exception type."""
+    if isinstance(exc, MemoryError):
+        return OUT_OF_MEMORY
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return OUT_OF_MEMORY
+    try:  # submitit raises this inside the job when a timed-out job may not be requeued again
+        from submitit.core.utils import UncompletedJobError
+    except ImportError:  # pragma: no cover - submitit is a dependency
+        UncompletedJobError = ()  # type: ignore[assignment]
+    if isinstance(exc, UncompletedJobError) and "timed-out" in str(exc):
+        return TIMEOUT
+    return ERROR
+
+
+def run_job_folder(folder: str | Path) -> dict:
+    """Run the job of ``folder``; return its DONE summary. Raises after writing FAILED."""
+    files = JobFiles.at(Path(folder).resolve())
+    job_id = None
+    try:
+        job_id = (read_json(files.run.job_json) or {}).get("job_id")
+    except (OSError, ValueError):
+        pass
+    files.record_attempt("start", job_id=job_id, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+    files.mark_running(job_id or "")
+    try:
+        job = load_job(files.folder)
+        check_submission_unchanged(job)
+        from harness.finetune.run import run_job
+
+        run_job(job)
+    except Exception as exc:  # BaseException (SystemExit of a requeue, KeyboardInterrupt) is no failure
+        cls = error_class(exc)
+        tail = "".join(traceback.format_exception(exc)).splitlines()[-TRACEBACK_TAIL_LINES:]
+        files.mark_failed(job_id, cls, f"{type(exc).__name__}: {exc}"[:2000], "\n".join(tail), log=_slurm_log())
+        files.record_attempt("failed", job_id=job_id, error_class=cls)
+        raise
+    finally:
+        files.clear_running()
+    files.record_attempt("done", job_id=job_id)
+    return read_json(files.run.done_marker)
+
+
+def _slurm_log() -> Path | None:
+    """Under Slurm the job's output goes to submitit's log file, not to worker.log."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    try:
+        import submitit
+
+        return submitit.JobEnvironment().paths.stdout
+    except Exception:  # not inside a submitit job after all
+        return None
+
+
+def _die_with_parent() -> None:
+    """Under the local executor: when the harness dies (even kill -9), kill this job's whole
+    process group (nnU-Net's augmentation workers included) instead of leaving orphans."""
+    parent = int(os.environ.get(PARENT_PID_ENV, "0") or 0)
+    if not parent:
+        return
+
+    worker_pid = os.getpid()
+
+    def on_term(signum, frame):
+        me = os.getpid()
+        if me != worker_pid:  # a forked child (a pool worker told to stop): default behaviour
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(me, signal.SIGTERM)
+            return
+        group = os.getpgrp()
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit() and int(proc.name) != me:
+                try:
+                    if os.getpgid(int(proc.name)) == group:
+                        os.kill(int(proc.name), signal.SIGKILL)
+                except OSError:
+                    continue
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the harness died before prctl took effect
+        on_term(signal.SIGTERM, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m harness.jobs.worker JOB_FOLDER", file=sys.stderr)
+        return 2
+    folder = Path(argv[0])
+    if not (folder / "job.json").is_file():
+        print(f"error: {folder}: no job.json (not a job folder)", file=sys.stderr)
+        return 2
+    _die_with_parent()
+    try:
+        summary = run_job_folder(folder)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    print(f"job done: {folder} {summary}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,355 @@
+"""The job matrix end to end: real toy fine-tuning jobs through `harness evaluate` subprocesses.
+
+One module-scoped world (tiny dataset, a PrimusM example submission, registries) keeps the number
+of real jobs small: the failure-isolation run doubles as the uninterrupted reference run that the
+resumption test compares against (fine-tuning is seeded and, with single-threaded data
+augmentation, bitwise reproducible on CPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.jobs.executors import SlurmConfig, SlurmConfigError
+from harness.jobs.lock import EvaluateLockedError, ResultsLock
+from harness.jobs.matrix import MatrixError, selected_folds
+from harness.jobs.state import DONE, FAILED, PENDING, JobFiles, job_state, process_alive
+from harness.jobs.worker import error_class
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+GOOD_YAML = """\
+name: {name}
+type: segmentation
+dataset: ../data/{data}
+test: {{images: imagesTs, labels: labelsTs}}
+folds: [0]
+num_folds: 2
+patch_size: {{ResEncL: [64, 64, 64], PrimusM: [32, 32, 32]}}
+schedule:
+  PrimusM: {{epochs: 2, iterations_per_epoch: 1, val_iterations_per_epoch: 1, batch_size: 1, warmup_epochs: 1}}
+test_time_mirroring: false
+time_limit_minutes: {limit}
+"""
+
+
+def _env() -> dict:
+    # single-threaded augmentation: deterministic, and kind to 2 shared cores
+    return {**os.environ, "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(ROOT)}
+
+
+def harness(*args, check=None, **kw) -> subprocess.CompletedProcess:
+    out = subprocess.run([PY, "-m", "harness", *map(str, args)], capture_output=True, text=True, env=_env(),
+                         cwd=kw.pop("cwd", None), timeout=kw.pop("timeout", 600))
+    if check is not None:
+        assert out.returncode == check, f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
+    return out
+
+
+def write_task(registry: Path, name: str, data: str, limit: float = 10) -> Path:
+    registry.mkdir(parents=True, exist_ok=True)
+    path = registry / f"{name}.yaml"
+    path.write_text(GOOD_YAML.format(name=name, data=data, limit=limit))
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    from harness.submission import write_example_submission
+    from harness.tasks.toy import write_segmentation_dataset
+
+    root = tmp_path_factory.mktemp("jobs")
+    write_segmentation_dataset(root / "data" / "Seg", channel_names={"0": "T1"},
+                               labels={"background": 0, "lesion": 1, "node": 2}, contrasts=[(1.0, 2.2, 0.4)],
+                               n_train=4, n_test=1, seed=0)
+    # a dataset that breaks during the job (nnU-Net's integrity check): a training label is gone
+    shutil.copytree(root / "data" / "Seg", root / "data" / "Broken")
+    (root / "data" / "Broken" / "labelsTr" / "train_001.nii.gz").unlink()
+    write_task(root / "reg_all", "Good", "Seg")
+    write_task(root / "reg_all", "Broken", "Broken")
+    write_task(root / "reg_all", "Slow", "Seg", limit=0.05)  # 3 s: killed while it starts
+    write_task(root / "reg_good", "Good", "Seg")
+    sub = write_example_submission(root / "subs" / "primus.pth", "PrimusM", pretrain_patch=(64, 64, 64))
+    bad = root / "subs" / "broken_upload.pth"
+    bad.write_bytes(b"this is not a checkpoint\n" * 100)
+    return {"root": root, "sub": sub, "bad": bad}
+
+
+@pytest.fixture(scope="module")
+def failure_run(world) -> dict:
+    """One evaluate over Good / Broken / Slow with a valid and a rejected submission, 2 in parallel."""
+    results = world["root"] / "results_failures"
+    t0 = time.time()
+    out = harness("evaluate", world["sub"], world["bad"], "--tasks", world["root"] / "reg_all",
+                  "--results", results, "--jobs", 2, "--device", "cpu")
+    return {"results": results, "out": out, "seconds": time.time() - t0}
+
+
+def run_folder(results: Path, entry: str, task: str, fold: int = 0) -> JobFiles:
+    return JobFiles.at(results / "runs" / entry / task / f"fold_{fold}")
+
+
+def events(files: JobFiles, kind: str) -> int:
+    return sum(1 for e in files.read_attempts() if e["event"] == kind)
+
+
+ENTRIES = ("baseline-PrimusM", "primus")
+
+
+# ------------------------------------------------------------------------------ fast unit tests
+def test_state_from_files(tmp_path):
+    files = JobFiles.at(tmp_path / "runs" / "e" / "T" / "fold_0")
+    assert job_state(files, "abc").state == PENDING
+    files.run.path.mkdir(parents=True)
+    files.run.done_marker.write_text(json.dumps({"job_id": "old"}))
+    stale = job_state(files, "abc")
+    assert stale.state == PENDING and stale.detail.startswith("stale")
+    assert job_state(files, "old").state == DONE
+    files.run.done_marker.unlink()
+    files.mark_failed("abc", "timeout", "too slow")
+    st = job_state(files, "abc")
+    assert (st.state, st.error_class) == (FAILED, "timeout")
+    files.run.failed_marker.unlink()
+    # a RUNNING marker of a process that is gone is an interrupted job, not a running one
+    dead = subprocess.Popen([PY, "-c", "pass"])
+    dead.wait()
+    files.running_marker.write_text(json.dumps({"host": os.uname().nodename, "pid": dead.pid, "proc_start": 1}))
+    assert job_state(files, "abc").state == PENDING
+    with pytest.raises(ValueError, match="unknown error class"):
+        files.mark_failed("abc", "gremlins", "x")
+
+
+def test_error_classes_and_process_identity():
+    import torch
+
+    assert error_class(MemoryError()) == "out of memory"
+    assert error_class(torch.OutOfMemoryError("CUDA out of memory")) == "out of memory"
+    assert error_class(ValueError("x")) == "error"
+    from harness.jobs.state import this_process
+
+    me = this_process()
+    assert process_alive(me) is True
+    assert process_alive({**me, "proc_start": -5}) is False  # same pid, other process: pid reuse
+    assert process_alive({**me, "host": "elsewhere.invalid"}) is None
+
+
+def test_slurm_config_validation(tmp_path):
+    cfg = tmp_path / "slurm.yaml"
+    cfg.write_text("partition: gpu\nmem_gb: 32\ngpus_per_node: 1\nextra: {exclude: node7}\n")
+    c = SlurmConfig.from_file(cfg, partition="debug")
+    params = c.parameters(90)
+    assert params["partition"] == "debug" and params["mem"] == "32768M" and params["time"] == 90
+    assert params["additional_parameters"] == {"exclude": "node7"} and params["gpus_per_node"] == 1
+    cfg.write_text("partiton: gpu\n")
+    with pytest.raises(SlurmConfigError, match="unknown key.*partiton.*known keys"):
+        SlurmConfig.from_file(cfg)
+    cfg.write_text("mem_gb: lots\n")
+    with pytest.raises(SlurmConfigError, match="mem_gb"):
+        SlurmConfig.from_file(cfg)
+    with pytest.raises(SlurmConfigError, match="cannot read"):
+        SlurmConfig.from_file(tmp_path / "missing.yaml")
+
+
+def test_lock_is_exclusive_and_names_holder(tmp_path):
+    with ResultsLock(tmp_path):
+        with pytest.raises(EvaluateLockedError, match=rf"pid {os.getpid()} on"):
+            ResultsLock(tmp_path).acquire()
+    with ResultsLock(tmp_path):  # released: free again
+        pass
+
+
+def test_folds_selection_errors():
+    class T:
+        type = "segmentation"
+        folds = (0, 1)
+
+    assert selected_folds({"A": T()}, [1]) == {"A": (1,)}
+    with pytest.raises(MatrixError, match=r"--folds \[7\]"):
+        selected_folds({"A": T()}, [7])
+
+
+# ------------------------------------------------------------------------------ CLI, no jobs
+def test_bad_inputs_give_clear_errors(world, tmp_path):
+    out = harness("evaluate", tmp_path / "nope.pth", "--tasks", world["root"] / "reg_good",
+                  "--results", tmp_path / "r", check=2)
+    assert "nope.pth: no such submission file" in out.stderr
+    other = tmp_path / "elsewhere" / "primus.pth"  # same entry name, other bytes
+    other.parent.mkdir()
+    other.write_bytes(b"different")
+    out = harness("evaluate", world["sub"], other, "--tasks", world["root"] / "reg_good",
+                  "--results", tmp_path / "r", check=2)
+    assert "entry name 'primus' is used by two different files" in out.stderr
+    assert str(world["sub"]) in out.stderr and str(other) in out.stderr
+    out = harness("evaluate", world["sub"], "--tasks", tmp_path / "no_registry", "--results", tmp_path / "r", check=2)
+    assert "task registry folder does not exist" in out.stderr
+    out = harness("status", "--results", tmp_path / "nothing_here", check=2)
+    assert "does not exist" in out.stderr
+
+
+def test_dry_run_prints_matrix_and_runs_nothing(world, tmp_path):
+    results = tmp_path / "results"
+    out = harness("evaluate", world["sub"], world["bad"], "--tasks", world["root"] / "reg_all",
+                  "--results", results, "--dry-run", check=0)
+    lines = out.stdout.splitlines()
+    header = next(i for i, l in enumerate(lines) if l.startswith("entry"))
+    table = lines[header + 1: header + 1 + 9]
+    assert sum(" run" in l and "pending" in l for l in table) == 6  # 3 tasks x (baseline + primus)
+    assert sum("rejected" in l and l.startswith("broken_upload") for l in table) == 3
+    assert "dry run: 9 jobs, 6 would run" in out.stdout
+    assert not results.exists()
+
+
+def test_second_evaluate_fails_at_once_naming_the_holder(world, tmp_path):
+    results = tmp_path / "results"
+    with ResultsLock(results):
+        t0 = time.time()
+        out = harness("evaluate", world["sub"], "--tasks", world["root"] / "reg_good", "--results", results, check=2)
+        assert time.time() - t0 < 60
+    assert "another `harness evaluate` is running on this results folder" in out.stderr
+    assert f"pid {os.getpid()}" in out.stderr
+    assert not (results / "runs").exists()
+
+
+# ------------------------------------------------------------------------------ real jobs
+@pytest.mark.slow
+def test_failures_are_isolated_and_retried(failure_run, world):
+    results, out = failure_run["results"], failure_run["out"]
+    assert out.returncode == 1, out.stdout + out.stderr
+    for entry in ENTRIES:
+        good = run_folder(results, entry, "Good")
+        assert job_state(good, None).state == DONE, out.stdout + good.worker_log.read_text()
+        broken = job_state(run_folder(results, entry, "Broken"), None)
+        assert (broken.state, broken.error_class) == (FAILED, "error")
+        assert "dataset" in broken.message.lower()
+        slow = job_state(run_folder(results, entry, "Slow"), None)
+        assert (slow.state, slow.error_class) == (FAILED, "timeout")
+        assert "time limit of 0.05 min" in slow.message
+    # the rejected submission got an intake record and no jobs
+    intake = json.loads((results / "submissions" / "broken_upload" / "intake.json").read_text())
+    assert intake["valid"] is False and intake["report"]["errors"]
+    assert not (results / "runs" / "broken_upload").exists()
+
+    status = json.loads(harness("status", "--results", results, "--json", check=0).stdout)
+    assert status["counts"] == {"pending": 0, "running": 0, "done": 2, "failed": 4, "rejected": 3}
+    assert sorted((f["task"], f["error_class"]) for f in status["failed"]) == [
+        ("Broken", "error"), ("Broken", "error"), ("Slow", "timeout"), ("Slow", "timeout")]
+    assert all(Path(f["log"]).is_file() for f in status["failed"])
+    text = harness("status", "--results", results, check=0).stdout
+    assert "failed    4" in text and "timeout" in text
+
+    provenance = sorted((results / "provenance").glob("evaluate-*.json"))
+    assert provenance
+    prov = json.loads(provenance[-1].read_text())
+    assert prov["versions"]["torch"] and "git_revision" in prov and prov["device"] == "cpu"
+    assert {j["seed"] for j in prov["jobs"] if j["seed"] is not None} == {0}
+    assert prov["counts"]["done"] == 2
+
+    done_before = {e: run_folder(results, e, "Good").run.done_marker.stat().st_mtime_ns for e in ENTRIES}
+    # without --retry-failed nothing runs; with it, exactly the failed jobs run again
+    again = harness("evaluate", world["sub"], world["bad"], "--tasks", world["root"] / "reg_all",
+                    "--results", results, "--jobs", 2, check=1)
+    assert "running 0 with the local executor" in again.stdout
+    retry = harness("evaluate", world["sub"], world["bad"], "--tasks", world["root"] / "reg_all",
+                    "--results", results, "--jobs", 2, "--retry-failed", check=1)
+    assert "running 4 with the local executor" in retry.stdout
+    for entry in ENTRIES:
+        good = run_folder(results, entry, "Good")
+        assert good.run.done_marker.stat().st_mtime_ns == done_before[entry]
+        assert events(good, "start") == 1
+        assert events(run_folder(results, entry, "Broken"), "start") == 2
+        assert events(run_folder(results, entry, "Slow"), "start") <= 2  # a killed start may not get to log
+        assert job_state(run_folder(results, entry, "Slow"), None).error_class == "timeout"
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_mid_matrix_then_resume(failure_run, world):
+    results = world["root"] / "results_resume"
+    cmd = [PY, "-m", "harness", "evaluate", str(world["sub"]), "--tasks", str(world["root"] / "reg_good"),
+           "--results", str(results), "--jobs", "1", "--device", "cpu"]
+    log = open(world["root"] / "resume_first.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    first, second = (run_folder(results, e, "Good") for e in ENTRIES)  # the matrix runs the baseline first
+    deadline = time.time() + 420
+    try:
+        while time.time() < deadline:
+            if first.run.done_marker.is_file() and second.running_marker.is_file():
+                break
+            assert proc.poll() is None, (world["root"] / "resume_first.log").read_text()
+            time.sleep(0.2)
+        else:
+            pytest.fail("evaluate never had one job done and another running")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the harness and its process group, like a crash
+        proc.wait()
+    running = json.loads(second.running_marker.read_text())
+    for _ in range(100):  # the orphaned worker dies with its harness (parent-death signal)
+        if process_alive(running) is not True:
+            break
+        time.sleep(0.1)
+    assert process_alive(running) is False
+    first_cases = first.run.cases_csv.read_bytes()
+    first_mtime = first.run.cases_csv.stat().st_mtime_ns
+    assert not second.run.done_marker.exists()
+    status = json.loads(harness("status", "--results", results, "--json", check=0).stdout)
+    assert status["counts"]["done"] == 1 and status["counts"]["pending"] == 1
+
+    rerun = harness(*cmd[3:], check=0)
+    assert "running 1 with the local executor" in rerun.stdout
+    for files in (first, second):
+        assert job_state(files, None).state == DONE
+        assert events(files, "done") == 1  # done exactly once
+    assert events(first, "start") == 1 and events(second, "start") == 2
+    assert first.run.cases_csv.read_bytes() == first_cases
+    assert first.run.cases_csv.stat().st_mtime_ns == first_mtime
+    assert not second.running_marker.exists() and not second.run.work_dir.exists()
+
+    # per-case results equal those of the uninterrupted run of the same jobs
+    reference = failure_run["results"]
+    for entry, files in zip(ENTRIES, (first, second)):
+        expected = run_folder(reference, entry, "Good").run.cases_csv.read_text()
+        assert files.run.cases_csv.read_text() == expected, entry
+
+    # a changed task spec makes done jobs stale: reported pending, rerun by the next evaluate
+    spec = world["root"] / "reg_good" / "Good.yaml"
+    spec.write_text(spec.read_text().replace("time_limit_minutes: 10", "time_limit_minutes: 11"))
+    status = json.loads(harness("status", "--results", results, "--json", check=0).stdout)
+    assert status["counts"]["pending"] == 2 and status["counts"]["done"] == 0
+    dry = harness(*cmd[3:], "--dry-run", check=0)
+    assert dry.stdout.count("rerun (inputs changed)") == 2
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise():
+    import io
+
+    from harness.jobs.evaluate import Progress
+    from harness.jobs.state import JobState
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    class Job:
+        label = "e / T / fold 0"
+
+    plain = io.StringIO()
+    p = Progress(2, plain)
+    p("started", Job, None)
+    p("finished", Job, JobState(DONE))
+    p("finished", Job, JobState(FAILED, error_class="timeout", message="too slow", log="x.log"))
+    assert plain.getvalue().splitlines()[1].endswith("[1/2] e / T / fold 0: done")
+    assert "[2/2] e / T / fold 0: FAILED (timeout: too slow; log x.log)" in plain.getvalue()
+    tty = Terminal()
+    p = Progress(2, tty)
+    p("finished", Job, JobState(DONE))
+    p.close()
+    assert "1/2" in tty.getvalue() and "\r" in tty.getvalue() and "[1/2]" not in tty.getvalue()
