@@ -11,6 +11,13 @@ Every (entry, task, fold) job owns ``<results>/runs/<entry>/<task>/fold_<k>/``::
     DONE          completion marker, written last and atomically: a run without it is unfinished
     FAILED        written instead of DONE when the job failed: {error_class, message, log}
 
+and the job matrix's own files beside them (harness/jobs/state.py says what they hold):
+
+    RUNNING         the live worker (host, pid, start): removed when it ends
+    SUBMITTED       the Slurm job the run was queued as
+    worker.log      everything the worker printed
+    attempts.jsonl  one line per worker start and end
+
 Fine-tuning writes these, the job matrix reads DONE/FAILED, the leaderboard reads job.json,
 cases.csv and metrics.json of every run. Nothing else hard-codes a file name.
 """
@@ -101,6 +108,22 @@ class RunFolder:
     @property
     def failed_marker(self) -> Path:
         return self.path / "FAILED"
+
+    @property
+    def running_marker(self) -> Path:
+        return self.path / "RUNNING"
+
+    @property
+    def submitted_marker(self) -> Path:
+        return self.path / "SUBMITTED"
+
+    @property
+    def worker_log(self) -> Path:
+        return self.path / "worker.log"
+
+    @property
+    def attempts_log(self) -> Path:
+        return self.path / "attempts.jsonl"
 
     @property
     def work_dir(self) -> Path:

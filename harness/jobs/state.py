@@ -1,7 +1,7 @@
 """Job states, read from the run folder only: the files decide, never a scheduler's string.
 
-``harness.runs.RunFolder`` owns the fine-tuning files (job.json, DONE, FAILED, ...); this module
-owns the few files the job matrix adds beside them (``JobFiles``):
+``harness.runs.RunFolder`` names every file of a run folder; ``JobFiles`` reads and writes the
+few the job matrix adds beside the fine-tuning files:
 
     RUNNING        {host, pid, proc_start, boot_id, started, job_id, slurm_job_id}: written
                    atomically by the worker when it starts, removed when it ends
@@ -46,19 +46,19 @@ class JobFiles:
 
     @property
     def running_marker(self) -> Path:
-        return self.folder / "RUNNING"
+        return self.run.running_marker
 
     @property
     def submitted_marker(self) -> Path:
-        return self.folder / "SUBMITTED"
+        return self.run.submitted_marker
 
     @property
     def worker_log(self) -> Path:
-        return self.folder / "worker.log"
+        return self.run.worker_log
 
     @property
     def attempts(self) -> Path:
-        return self.folder / "attempts.jsonl"
+        return self.run.attempts_log
 
     # -- writers -------------------------------------------------------------------------------
     def record_attempt(self, event: str, **info: Any) -> None:

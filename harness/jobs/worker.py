@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m harness.jobs.worker JOB_FOLDER", file=sys.stderr)
         return 2
     folder = Path(argv[0])
-    if not (folder / "job.json").is_file():
+    if not RunFolder(folder).job_json.is_file():
         print(f"error: {folder}: no job.json (not a job folder)", file=sys.stderr)
         return 2
     _die_with_parent()
