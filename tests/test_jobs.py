@@ -170,8 +170,7 @@ def test_lock_is_exclusive_and_names_holder(tmp_path):
 
 def test_folds_selection_errors():
     class T:
-        type = "segmentation"
-        folds = (0, 1)
+        fold_ids = (0, 1)
 
     assert selected_folds({"A": T()}, [1]) == {"A": (1,)}
     with pytest.raises(MatrixError, match=r"--folds \[7\]"):

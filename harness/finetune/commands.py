@@ -32,8 +32,8 @@ def _finetune(args) -> int:
         return 2
     try:
         task = get_task(args.tasks, args.task)
-        if args.task is not None and args.fold not in _folds(task):
-            print(f"error: fold {args.fold} is not a fold of task {task.name} ({list(_folds(task))})", file=sys.stderr)
+        if args.fold not in task.fold_ids:
+            print(f"error: fold {args.fold} is not a fold of task {task.name} ({list(task.fold_ids)})", file=sys.stderr)
             return 2
         track, sha = args.baseline, None
         if args.submission is not None:
@@ -50,6 +50,3 @@ def _finetune(args) -> int:
     print(f"done: {metrics['entry']} on {task.name} fold {args.fold}: {metrics['aggregates']}")
     return 0
 
-
-def _folds(task):
-    return task.folds if task.type == "segmentation" else task.fold_ids

@@ -46,13 +46,9 @@ class PlannedJob:
         return f"{self.job.entry} / {self.job.task.name} / fold {self.job.fold}"
 
 
-def task_folds(task) -> tuple[int, ...]:
-    return tuple(task.folds) if task.type == "segmentation" else tuple(task.fold_ids)
-
-
 def selected_folds(tasks: Mapping[str, object], folds: Sequence[int] | None) -> dict[str, tuple[int, ...]]:
     """Per task, its folds, restricted to ``folds`` when given (a value no task has is an error)."""
-    out = {name: task_folds(task) for name, task in tasks.items()}
+    out = {name: tuple(task.fold_ids) for name, task in tasks.items()}
     if folds is None:
         return out
     wanted = set(int(f) for f in folds)

@@ -210,6 +210,11 @@ class SegmentationTask(_TaskBase):
         return self
 
     @property
+    def fold_ids(self) -> tuple[int, ...]:
+        """The folds a job matrix runs (both task types answer this)."""
+        return tuple(self.folds)
+
+    @property
     def dataset_dir(self) -> Path:
         return self.resolve(self.dataset)
 
