@@ -38,7 +38,9 @@ def register(subparsers) -> None:
     example.add_argument("--out", required=True, help="where to write the .pth file (written atomically)")
     example.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     example.add_argument("--pretrain-patch", type=_positive_int, nargs=3, default=(160, 160, 160),
-                         metavar=("X", "Y", "Z"), help="pre-training patch size in voxels (default 160 160 160)")
+                         metavar=("X", "Y", "Z"),
+                         help="pre-training patch size in voxels, array order as nnssl plans store it "
+                              "(default 160 160 160)")
     example.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32")
     example.set_defaults(func=_example_submission)
 
@@ -62,7 +64,7 @@ def _validate(args: argparse.Namespace) -> int:
     elif report.readable:
         print(report.format_text())
     else:
-        print(f"harness validate: error: {'; '.join(report.errors)}", file=sys.stderr)
+        print(f"harness validate: error: {args.path}: {'; '.join(report.errors)}", file=sys.stderr)
     return report.exit_code
 
 
