@@ -23,62 +23,31 @@ from harness.jobs.lock import EvaluateLockedError, ResultsLock
 from harness.jobs.matrix import MatrixError, selected_folds
 from harness.jobs.state import DONE, FAILED, PENDING, JobFiles, job_state, process_alive
 from harness.jobs.worker import error_class
+from jobs_helpers import lean_env, write_tiny_dataset, write_tiny_task
 
-ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
-GOOD_YAML = """\
-name: {name}
-type: segmentation
-dataset: ../data/{data}
-test: {{images: imagesTs, labels: labelsTs}}
-folds: [0]
-num_folds: 2
-patch_size: {{ResEncL: [64, 64, 64], PrimusM: [32, 32, 32]}}
-schedule:
-  PrimusM: {{epochs: 2, iterations_per_epoch: 1, val_iterations_per_epoch: 1, batch_size: 1, warmup_epochs: 1}}
-test_time_mirroring: false
-time_limit_minutes: {limit}
-"""
-
-
-def _env() -> dict:
-    # single-threaded augmentation: deterministic, and kind to 2 shared cores
-    return {**os.environ, "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": str(ROOT)}
-
-
 def harness(*args, check=None, **kw) -> subprocess.CompletedProcess:
-    out = subprocess.run([PY, "-m", "harness", *map(str, args)], capture_output=True, text=True, env=_env(),
+    out = subprocess.run([PY, "-m", "harness", *map(str, args)], capture_output=True, text=True, env=lean_env(),
                          cwd=kw.pop("cwd", None), timeout=kw.pop("timeout", 600))
     if check is not None:
         assert out.returncode == check, f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
     return out
 
 
-def write_task(registry: Path, name: str, data: str, limit: float = 10) -> Path:
-    registry.mkdir(parents=True, exist_ok=True)
-    path = registry / f"{name}.yaml"
-    path.write_text(GOOD_YAML.format(name=name, data=data, limit=limit))
-    return path
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     from harness.submission import write_example_submission
-    from harness.tasks.toy import write_segmentation_dataset
 
     root = tmp_path_factory.mktemp("jobs")
-    write_segmentation_dataset(root / "data" / "Seg", channel_names={"0": "T1"},
-                               labels={"background": 0, "lesion": 1, "node": 2}, contrasts=[(1.0, 2.2, 0.4)],
-                               n_train=4, n_test=1, seed=0)
+    write_tiny_dataset(root / "data" / "Seg")
     # a dataset that breaks during the job (nnU-Net's integrity check): a training label is gone
     shutil.copytree(root / "data" / "Seg", root / "data" / "Broken")
     (root / "data" / "Broken" / "labelsTr" / "train_001.nii.gz").unlink()
-    write_task(root / "reg_all", "Good", "Seg")
-    write_task(root / "reg_all", "Broken", "Broken")
-    write_task(root / "reg_all", "Slow", "Seg", limit=0.05)  # 3 s: killed while it starts
-    write_task(root / "reg_good", "Good", "Seg")
+    write_tiny_task(root / "reg_all", "Good", "Seg")
+    write_tiny_task(root / "reg_all", "Broken", "Broken")
+    write_tiny_task(root / "reg_all", "Slow", "Seg", limit=0.05)  # 3 s: killed while it starts
+    write_tiny_task(root / "reg_good", "Good", "Seg")
     sub = write_example_submission(root / "subs" / "primus.pth", "PrimusM", pretrain_patch=(64, 64, 64))
     bad = root / "subs" / "broken_upload.pth"
     bad.write_bytes(b"this is not a checkpoint\n" * 100)
@@ -276,7 +245,7 @@ def test_kill_minus_nine_mid_matrix_then_resume(failure_run, world):
     cmd = [PY, "-m", "harness", "evaluate", str(world["sub"]), "--tasks", str(world["root"] / "reg_good"),
            "--results", str(results), "--jobs", "1", "--device", "cpu"]
     log = open(world["root"] / "resume_first.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=lean_env(), start_new_session=True)
     first, second = (run_folder(results, e, "Good") for e in ENTRIES)  # the matrix runs the baseline first
     deadline = time.time() + 420
     try:

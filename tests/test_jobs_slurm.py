@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness.jobs.state import DONE, FAILED, JobFiles, job_state
+from jobs_helpers import lean_env, write_tiny_dataset, write_tiny_task
 
-ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -47,39 +47,19 @@ def cluster():
         pytest.skip(problem)
 
 
-YAML = """\
-name: {name}
-type: segmentation
-dataset: ../data/Seg
-test: {{images: imagesTs, labels: labelsTs}}
-folds: [0]
-num_folds: 2
-patch_size: {{ResEncL: [64, 64, 64], PrimusM: [32, 32, 32]}}
-schedule:
-  PrimusM: {{epochs: 2, iterations_per_epoch: 1, val_iterations_per_epoch: 1, batch_size: 1, warmup_epochs: 1}}
-test_time_mirroring: false
-time_limit_minutes: {limit}
-"""
-
-
 def test_matrix_through_slurm_arrays_with_a_cancelled_job(tmp_path):
     from harness.submission import write_example_submission
-    from harness.tasks.toy import write_segmentation_dataset
 
-    write_segmentation_dataset(tmp_path / "data" / "Seg", channel_names={"0": "T1"},
-                               labels={"background": 0, "lesion": 1, "node": 2}, contrasts=[(1.0, 2.2, 0.4)],
-                               n_train=4, n_test=1, seed=0)
+    write_tiny_dataset(tmp_path / "data" / "Seg")
     reg = tmp_path / "reg"
-    reg.mkdir()
-    (reg / "Good.yaml").write_text(YAML.format(name="Good", limit=10))
+    write_tiny_task(reg, "Good", limit=10)
     # another time limit: its own array, which the test cancels
-    (reg / "Cancelled.yaml").write_text(YAML.format(name="Cancelled", limit=7))
+    write_tiny_task(reg, "Cancelled", limit=7)
     sub = write_example_submission(tmp_path / "primus.pth", "PrimusM", pretrain_patch=(64, 64, 64))
     config = tmp_path / "slurm.yaml"
     config.write_text("mem_gb: 4\ncpus_per_task: 1\npoll_s: 1\nsignal_delay_s: 30\nextra: {nice: 10}\n")
     results = tmp_path / "results"
-    env = {**os.environ, "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT)}
+    env = lean_env()
     log = tmp_path / "evaluate.log"
     t0 = time.time()
     proc = subprocess.Popen([PY, "-m", "harness", "evaluate", str(sub), "--tasks", str(reg), "--results",
