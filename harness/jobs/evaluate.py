@@ -19,7 +19,7 @@ from harness.jobs.executors import Executor, LocalExecutor, SlurmConfig, SlurmEx
 from harness.jobs.lock import ResultsLock
 from harness.jobs.matrix import Entry, PlannedJob, build_matrix, selected_folds
 from harness.jobs.state import (DONE, FAILED, PENDING, REJECTED, STATES, JobState, job_state,
-                                stored_job_id)
+                                read_marker, stored_job_id)
 from harness.finetune.job import collect_provenance
 from harness.runs import entry_name, read_json, write_json_atomic
 
@@ -176,7 +176,8 @@ def _row(job: PlannedJob, opts: EvaluateOptions, executor: Executor | None, log)
         row.action = ("rerun (inputs changed)" if state.detail.startswith("stale")
                       else "resume" if state.detail.startswith("interrupted") else "run")
     else:  # RUNNING, as far as the files tell: left by an evaluate that died
-        running = _read(job.files.running_marker) or {}
+        marker = read_marker(job.files.running_marker)
+        running = marker or {}
         if opts.executor == "slurm" and executor is not None and not opts.dry_run and executor.reattach(job):
             row.to_run, row.action = True, "wait (still queued or running on Slurm)"
         elif opts.executor == "slurm" and opts.dry_run and job.files.submitted_marker.is_file():
@@ -190,19 +191,11 @@ def _row(job: PlannedJob, opts: EvaluateOptions, executor: Executor | None, log)
         elif kill_orphan(job):
             log(f"killed the orphaned worker of {job.label} (its evaluate died); it resumes")
             row.to_run, row.action = True, "resume"
-        elif _read(job.files.running_marker) is not None and state.detail and "on " in state.detail:
+        elif marker is not None and state.detail and "on " in state.detail:
             row.action = f"skip (running elsewhere: {state.detail})"
         else:
             row.to_run, row.action = True, "resume"
     return row
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        data = read_json(path)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
 
 
 def _default_device(opts: EvaluateOptions) -> str:

@@ -132,9 +132,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def kill_orphan(job: PlannedJob) -> bool:
     """Kill the process group of a local worker left running by a dead evaluate (we hold the
     results lock, so no live evaluate owns it). Returns whether one was found."""
-    from harness.jobs.state import _read, process_alive
+    from harness.jobs.state import process_alive, read_marker
 
-    info = _read(job.files.running_marker)
+    info = read_marker(job.files.running_marker)
     if not info or info.get("slurm_job_id") or process_alive(info) is not True:
         return False
     try:

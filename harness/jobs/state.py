@@ -86,7 +86,7 @@ class JobFiles:
 
     def clear_running(self) -> None:
         """Remove RUNNING if this process wrote it (a requeued Slurm job may have replaced it)."""
-        info = _read(self.running_marker)
+        info = read_marker(self.running_marker)
         if info is not None and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
             self.running_marker.unlink(missing_ok=True)
 
@@ -122,18 +122,18 @@ def job_state(files: JobFiles, job_id: str | None) -> JobState:
     """
     run = files.run
     if run.done_marker.is_file():
-        done = _read(run.done_marker) or {}
+        done = read_marker(run.done_marker) or {}
         if job_id is None or done.get("job_id") == job_id:
             return JobState(DONE)
         return JobState(PENDING, "stale: its inputs changed since it was done")
     if run.failed_marker.is_file():
-        info = _read(run.failed_marker) or {}
+        info = read_marker(run.failed_marker) or {}
         if job_id is not None and info.get("job_id") not in (None, job_id):
             return JobState(PENDING, "stale: its inputs changed since it failed")
         return JobState(FAILED, error_class=info.get("error_class", ERROR),
                         message=info.get("message", "FAILED marker unreadable"),
                         log=info.get("log", str(files.worker_log)))
-    running = _read(files.running_marker)
+    running = read_marker(files.running_marker)
     if running is not None:
         alive = process_alive(running)
         if alive is False:
@@ -142,7 +142,7 @@ def job_state(files: JobFiles, job_id: str | None) -> JobState:
         if running.get("slurm_job_id"):
             where += f", Slurm job {running['slurm_job_id']}"
         return JobState(RUNNING, where)
-    submitted = _read(files.submitted_marker)
+    submitted = read_marker(files.submitted_marker)
     if submitted is not None:
         return JobState(RUNNING, f"queued on Slurm as {submitted.get('slurm_job_id')}")
     if run.job_json.is_file() and (run.work_dir.is_dir() or files.attempts.is_file()):
@@ -151,7 +151,7 @@ def job_state(files: JobFiles, job_id: str | None) -> JobState:
 
 
 def stored_job_id(files: JobFiles) -> str | None:
-    info = _read(files.run.job_json)
+    info = read_marker(files.run.job_json)
     return None if info is None else info.get("job_id")
 
 
@@ -206,7 +206,8 @@ def _boot_id() -> str | None:
         return None
 
 
-def _read(path: Path) -> dict | None:
+def read_marker(path: Path) -> dict | None:
+    """A marker's JSON object, or None when it is absent, half-written or not an object."""
     try:
         data = read_json(path)
     except (OSError, ValueError):
