@@ -19,8 +19,8 @@ import torch
 import yaml
 
 from harness.finetune.classification import ClassificationDataError, build_classifier, load_cases, run_classification
+from harness.finetune.cache import COMPLETE_MARKER
 from harness.finetune.classification.data import (
-    COMPLETE_MARKER,
     cache_key,
     crop_or_pad,
     preprocess_task,

@@ -9,11 +9,9 @@ sets the variables around each nnU-Net call.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import shutil
 import time
 from copy import deepcopy
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ from harness.finetune.job import (
     run_logged,
     seed_everything,
 )
-from harness.runs import write_json_atomic
+from harness.finetune.cache import build_once
 from harness.tasks.spec import SegmentationTask
 
 CONFIGURATION = "ssl3d"
@@ -66,18 +64,6 @@ def environment(**wanted) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock: concurrent jobs of one task preprocess it once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------------------ dataset & cases
@@ -177,16 +163,7 @@ def prepare_dataset(task: SegmentationTask, results: Path, log=print) -> Prepare
     key = preprocessing_key(task, dataset_json)
     root = Path(results).resolve() / "cache" / "nnunet" / f"{task.name}-{key}"
     dataset_name = f"Dataset{DATASET_ID:03d}_{task.name}"
-    complete = root / "COMPLETE"
-    with file_lock(root.parent / f"{task.name}-{key}.lock"):
-        if not complete.is_file():
-            t0 = time.time()
-            log(f"preprocessing {task.name} into {root}")
-            shutil.rmtree(root, ignore_errors=True)
-            _preprocess(task, dataset_json, root, dataset_name)
-            write_json_atomic(complete, {"seconds": round(time.time() - t0, 1)})
-        else:
-            log(f"reusing preprocessed {task.name} from {root}")
+    build_once(root, lambda folder: _preprocess(task, dataset_json, folder, dataset_name), task.name, log)
     plans = json.loads((root / "preprocessed" / dataset_name / f"{PLANS_NAME}.json").read_text())
     return PreparedDataset(root=root, dataset_name=dataset_name, plans=plans, dataset_json=dataset_json)
 

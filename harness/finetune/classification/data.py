@@ -20,25 +20,21 @@ written last, and an exclusive file lock keeps two jobs from preprocessing at on
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import json
 import os
-import shutil
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from harness.finetune.cache import build_once
 from harness.runs import write_json_atomic
 
 #: Bump when preprocessing changes what ends up in the cache.
 PREPROCESS_VERSION = "1"
 IMAGE_SUFFIX = ".nii.gz"
-COMPLETE_MARKER = "COMPLETE"
 
 
 class ClassificationDataError(ValueError):
@@ -322,17 +318,6 @@ def cache_key(task, cases: Sequence[ClassificationCase], patch: Sequence[int]) -
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 @dataclass(frozen=True)
 class PreprocessedCache:
     """A complete cache folder: ``<case>.npy`` arrays (C, *patch) float32 plus ``cases.json``."""
@@ -354,25 +339,12 @@ def preprocess_task(
     results: Path,
     log: Callable[[str], None] = lambda msg: None,
 ) -> PreprocessedCache:
-    """Preprocess every case once into ``<results>/cache/classification/<task>/<key>/``.
-
-    Returns at once when the folder is complete. Otherwise takes the lock, re-checks (another job
-    may have finished meanwhile), clears any half-written leftovers and writes ``COMPLETE`` last.
-    """
+    """Preprocess every case once into ``<results>/cache/classification/<task>/<key>/``
+    (``harness.finetune.cache.build_once``: locked, marked complete last, reused after)."""
     key = cache_key(task, cases, patch)
-    root = Path(results) / "cache" / "classification" / task.name
-    folder = root / key
-    if (folder / COMPLETE_MARKER).is_file():
-        log(f"preprocessed data: reusing {folder}")
-        return PreprocessedCache(folder)
-    with _exclusive_lock(root / f"{key}.lock"):
-        if (folder / COMPLETE_MARKER).is_file():
-            log(f"preprocessed data: reusing {folder} (written by another job)")
-            return PreprocessedCache(folder)
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        t0 = time.time()
+    folder = Path(results) / "cache" / "classification" / task.name / key
+
+    def build(folder: Path) -> dict:
         infos = []
         for case in cases:
             array, info = preprocess_case(case, task.target_spacing, patch)
@@ -389,7 +361,7 @@ def preprocess_task(
             "version": PREPROCESS_VERSION,
         }
         write_json_atomic(folder / "cases.json", {"config": config, "cases": infos})
-        write_json_atomic(folder / COMPLETE_MARKER, {"key": key, "cases": len(infos),
-                                                     "seconds": round(time.time() - t0, 1)})
-        log(f"preprocessed {len(infos)} cases into {folder} in {time.time() - t0:.1f}s")
+        return {"key": key, "cases": len(infos)}
+
+    build_once(folder, build, f"{task.name} ({len(cases)} cases)", log)
     return PreprocessedCache(folder)
