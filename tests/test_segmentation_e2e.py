@@ -147,3 +147,16 @@ def test_from_scratch_baseline_reuses_preprocessing(toy):
     log = (toy["results"] / "runs" / "baseline-PrimusM" / "ToySegTwoChannel" / "fold_0" / "train.log").read_text()
     assert "reusing preprocessed ToySegTwoChannel" in log and "preprocessing ToySegTwoChannel" not in log.replace(
         "reusing preprocessed ToySegTwoChannel", "")
+
+
+def test_a_submission_changed_since_planning_is_refused(toy, resencl_checkpoint):
+    from harness.finetune.job import FinetuneJob, RunLog, load_job_submission
+
+    job = FinetuneJob(task=toy["tasks"]["ToySegOneChannel"], fold=0, track="ResEncL", results=toy["results"],
+                      submission=resencl_checkpoint, submission_sha256="0" * 64)
+    with pytest.raises(ValueError, match=r"differs from the job's 0{64} \(the file changed since the job was planned\)"):
+        load_job_submission(job, RunLog(toy["results"] / "sha-check.log", echo=False))
+    wrong_track = FinetuneJob(task=job.task, fold=0, track="PrimusM", results=toy["results"],
+                              submission=resencl_checkpoint)
+    with pytest.raises(ValueError, match="the submission is for track ResEncL, the job for PrimusM"):
+        load_job_submission(wrong_track, RunLog(toy["results"] / "sha-check.log", echo=False))

@@ -2,7 +2,8 @@
 
 The job spec is the folder's job.json (written by ``harness evaluate`` before submission), not
 a pickled closure: the job runs the code on disk when it starts, and checks that what it is
-about to compute is still the job it was asked for (task spec hash, submission sha256, job id).
+about to compute is still the job it was asked for (task spec hash, job id; the runner checks the
+submission's sha256 when it loads the file).
 Every executor ends up here, in a fresh process per job, and calls
 ``harness.finetune.run.run_job``. A failure writes FAILED with its error class and the traceback
 tail, then the process exits non-zero.
@@ -64,21 +65,6 @@ def load_job(folder: str | Path) -> FinetuneJob:
     return job
 
 
-def check_submission_unchanged(job: FinetuneJob) -> None:
-    """The file fine-tuned must be the file that passed intake (same sha256)."""
-    if job.submission is None:
-        return
-    from harness.submission.checkpoint import sha256_file
-
-    try:
-        digest = sha256_file(job.submission)
-    except OSError as e:
-        raise JobSpecError(f"{job.submission}: cannot read the submission: {e.strerror or e}") from None
-    if digest != job.submission_sha256:
-        raise JobSpecError(f"{job.submission}: the file changed after intake (sha256 {digest[:12]}..., "
-                           f"intake saw {str(job.submission_sha256)[:12]}...); rerun `harness evaluate` to validate it again")
-
-
 def error_class(exc: BaseException) -> str:
     """timeout / out of memory / error, from the exception type."""
     if isinstance(exc, MemoryError):
@@ -107,8 +93,7 @@ def run_job_folder(folder: str | Path) -> dict:
     files.record_attempt("start", job_id=job_id, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
     files.mark_running(job_id or "")
     try:
-        job = load_job(files.folder)
-        check_submission_unchanged(job)
+        job = load_job(files.folder)  # the runner checks the submission's sha256 when it loads it
         from harness.finetune.run import run_job
 
         run_job(job)
