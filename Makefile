@@ -6,12 +6,14 @@ STAMP := $(VENV)/.installed
 TASKS ?= task_registry/toy
 RESULTS ?= results
 SUB ?= submissions/example_ResEncL.pth
+RECIPE ?= ssl3d-2025
+EVALUATE_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help venv test test-fast evaluate validate bench bench-gpu clean
 
 help:
-	@echo "make evaluate SUB=path.pth   evaluate one submission on TASKS ($(TASKS))"
+	@echo "make evaluate SUB=path.pth   evaluate one submission on TASKS ($(TASKS)) with RECIPE ($(RECIPE))"
 	@echo "make validate SUB=path.pth   intake checks only"
 	@echo "make test                    the test suite"
 	@echo "make bench                   benchmarks -> results/bench/*.json"
@@ -48,8 +50,9 @@ evaluate: $(STAMP) $(SUB)
 	@if [ "$(abspath $(TASKS))" = "$(abspath task_registry/toy)" ]; then \
 		for f in $(TOY_DATA_FILES); do [ -f "$$f" ] || { $(PY) -m harness make-toy-data --out data/toy && break; }; done; \
 	fi
-	@status=0; $(PY) -m harness evaluate "$(SUB)" --tasks "$(TASKS)" --results "$(RESULTS)" || status=$$?; \
-	$(PY) -m harness leaderboard --results "$(RESULTS)" || exit $$?; \
+	@status=0; $(PY) -m harness evaluate "$(SUB)" --tasks "$(TASKS)" --results "$(RESULTS)" --recipe "$(RECIPE)" \
+		$(EVALUATE_ARGS) || status=$$?; \
+	$(PY) -m harness leaderboard --results "$(RESULTS)" --recipe "$(RECIPE)" || exit $$?; \
 	exit $$status
 
 bench: $(STAMP)

@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     import torch
 
     from harness.finetune.job import collect_provenance
+    from harness.recipes import SSL3D_2025
     from harness.finetune.nnunet_trainer import SSL3DFinetuneTrainer
     from harness.finetune.segmentation import CONFIGURATION, nnunet_paths, prepare_dataset, run_plans
     from harness.tasks import load_registry
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
                     trainer = nnUNetTrainer(plans, CONFIGURATION, 0, prepared.dataset_json, device)
                 else:
                     trainer = SSL3DFinetuneTrainer(plans, CONFIGURATION, 0, prepared.dataset_json, device)
-                    trainer.configure_finetuning(track=name, schedule=task.schedule[name])
+                    trainer.configure_finetuning(track=name, schedule=task.schedule_for(name), recipe=SSL3D_2025.segmentation)
                 results[name] = _time_trainer(trainer, args.iterations, args.warmup, device)
             print(name, results[name], flush=True)
             del trainer

@@ -1,6 +1,7 @@
 """The run-folder contract: the one place that names the files of a fine-tuning run.
 
-Every (entry, task, fold) job owns ``<results>/runs/<entry>/<task>/fold_<k>/``::
+Every (entry, task, recipe setup, fold) job owns ``<results>/runs/<entry>/<task>/<setup>/fold_<k>/``
+(``<setup>``: the recipe the job's choices are named after, harness/recipes.py)::
 
     job.json      what the job is (entry, track, is_baseline, task, task_type, fold, ...),
                   written when the job starts
@@ -82,8 +83,13 @@ class RunFolder:
     path: Path
 
     @classmethod
-    def of(cls, results: Path, entry: str, task: str, fold: int) -> "RunFolder":
-        return cls(Path(results) / "runs" / entry / task / f"fold_{int(fold)}")
+    def of(cls, results: Path, entry: str, task: str, fold: int, setup: str) -> "RunFolder":
+        return cls(Path(results) / "runs" / entry / task / setup / f"fold_{int(fold)}")
+
+    @property
+    def results_root(self) -> Path:
+        """The results folder this run belongs to."""
+        return self.path.parents[4]
 
     @property
     def job_json(self) -> Path:
@@ -151,5 +157,5 @@ def iter_run_folders(results: Path) -> Iterator[RunFolder]:
     root = Path(results) / "runs"
     if not root.is_dir():
         return
-    for job in sorted(root.glob("*/*/fold_*/job.json")):
+    for job in sorted(root.glob("*/*/*/fold_*/job.json")):
         yield RunFolder(job.parent)

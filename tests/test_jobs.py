@@ -65,7 +65,7 @@ def failure_run(world) -> dict:
 
 
 def run_folder(results: Path, entry: str, task: str, fold: int = 0) -> JobFiles:
-    return JobFiles.at(results / "runs" / entry / task / f"fold_{fold}")
+    return JobFiles.at(results / "runs" / entry / task / "ssl3d-2025" / f"fold_{fold}")
 
 
 def events(files: JobFiles, kind: str) -> int:
@@ -77,7 +77,7 @@ ENTRIES = ("baseline-PrimusM", "primus")
 
 # ------------------------------------------------------------------------------ fast unit tests
 def test_state_from_files(tmp_path):
-    files = JobFiles.at(tmp_path / "runs" / "e" / "T" / "fold_0")
+    files = JobFiles.at(tmp_path / "runs" / "e" / "T" / "ssl3d-2025" / "fold_0")
     assert job_state(files, "abc").state == PENDING
     files.run.path.mkdir(parents=True)
     files.run.done_marker.write_text(json.dumps({"job_id": "old"}))

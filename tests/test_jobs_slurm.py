@@ -65,7 +65,7 @@ def test_matrix_through_slurm_arrays_with_a_cancelled_job(tmp_path):
     proc = subprocess.Popen([PY, "-m", "harness", "evaluate", str(sub), "--tasks", str(reg), "--results",
                              str(results), "--executor", "slurm", "--slurm-config", str(config), "--device", "cpu"],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-    cancelled = [JobFiles.at(results / "runs" / e / "Cancelled" / "fold_0") for e in ("baseline-PrimusM", "primus")]
+    cancelled = [JobFiles.at(results / "runs" / e / "Cancelled" / "ssl3d-2025" / "fold_0") for e in ("baseline-PrimusM", "primus")]
     try:
         deadline = time.time() + 300
         while not all(f.submitted_marker.is_file() for f in cancelled):
@@ -86,7 +86,7 @@ def test_matrix_through_slurm_arrays_with_a_cancelled_job(tmp_path):
     output = log.read_text()
     assert rc == 1, output
     for entry in ("baseline-PrimusM", "primus"):
-        good = JobFiles.at(results / "runs" / entry / "Good" / "fold_0")
+        good = JobFiles.at(results / "runs" / entry / "Good" / "ssl3d-2025" / "fold_0")
         worker_log = good.worker_log.read_text() if good.worker_log.exists() else ""
         assert job_state(good, None).state == DONE, output + worker_log
         assert good.run.cases_csv.is_file()

@@ -42,21 +42,23 @@ def monkeypatch_module():
     mp.undo()
 
 
-def _trainer_with_loaded_weights(toy, task_name: str, submission_path: Path):
+def _trainer_with_loaded_weights(toy, task_name: str, submission_path: Path, recipe=None):
     """The harness trainer, initialized (network built, pre-trained weights loaded), not trained."""
     from harness.finetune.nnunet_trainer import SSL3DFinetuneTrainer
+    from harness.recipes import SSL3D_2025
     from harness.submission import load_submission
 
+    recipe = recipe or SSL3D_2025
     task = toy["tasks"][task_name]
     sub = load_submission(submission_path)
-    prepared = prepare_dataset(task, toy["results"])
-    schedule = task.schedule[sub.track]
+    prepared = prepare_dataset(task, toy["results"], recipe.segmentation)
+    schedule = task.schedule_for(sub.track, recipe)
     plans = run_plans(prepared, task.patch_for(sub.track), schedule.batch_size)
     plans["continue_training"] = False
     work = toy["results"] / "scratch" / f"{task_name}-{sub.track}"
     with nnunet_paths(raw=prepared.raw, preprocessed=prepared.preprocessed, results=work):
         trainer = SSL3DFinetuneTrainer(plans, CONFIGURATION, 0, prepared.dataset_json, torch.device("cpu"))
-        trainer.configure_finetuning(track=sub.track, schedule=schedule, submission=sub)
+        trainer.configure_finetuning(track=sub.track, schedule=schedule, submission=sub, recipe=recipe.segmentation)
         trainer.initialize()
     return trainer, sub
 
@@ -77,25 +79,28 @@ def test_resencl_encoder_loaded_decoder_random(toy, resencl_checkpoint):
     assert trainer.enable_deep_supervision is False
 
 
-def test_primus_two_channel_in_projection_and_pos_embed(toy, primus_checkpoint):
-    from harness.models import interpolate_pos_embed, nnssl_to_dna_token_order
+@pytest.mark.parametrize("recipe_name, order", [("ssl3d-2025", "as-is"), ("ssl3d-2025-lossless", "nnssl")])
+def test_primus_two_channel_in_projection_and_pos_embed(toy, primus_checkpoint, recipe_name, order):
+    from harness.models import interpolate_pos_embed
+    from harness.models.primus import PrimusNnsslOrder
+    from harness.recipes import get_recipe
 
-    trainer, sub = _trainer_with_loaded_weights(toy, "ToySegTwoChannel", primus_checkpoint)
+    trainer, sub = _trainer_with_loaded_weights(toy, "ToySegTwoChannel", primus_checkpoint, get_recipe(recipe_name))
     net = trainer.network.state_dict()
+    assert isinstance(trainer.network, PrimusNnsslOrder) == (order == "nnssl")
     w = sub.weights["down_projection.proj.weight"]
     assert net["down_projection.proj.weight"].shape[1] == 2
     assert torch.allclose(net["down_projection.proj.weight"], w.repeat(1, 2, 1, 1, 1) / 2)
-    expected = interpolate_pos_embed(nnssl_to_dna_token_order(sub.weights["eva.pos_embed"], (20, 20, 20)),
-                                     (20, 20, 20), (4, 4, 4))
+    expected = interpolate_pos_embed(sub.weights["eva.pos_embed"], (20, 20, 20), (4, 4, 4))  # copied, resized
     assert torch.allclose(net["eva.pos_embed"], expected)
     for k in (k for k in net if k.startswith("eva.blocks.")):
         assert torch.equal(net[k], sub.weights[k]), k
     assert not torch.equal(net["up_projection.decode.0.0.weight"][:1], sub.weights["up_projection.decode.0.0.weight"][:1])
-    assert trainer.transfer_report.in_proj_repeated and trainer.transfer_report.token_order == "nnssl"
+    assert trainer.transfer_report.in_proj_repeated and trainer.transfer_report.token_order == order
 
 
 def _check_run(metrics: dict, results: Path, entry: str, task: str, n_cases: int, labels: list[int]) -> pd.DataFrame:
-    run = results / "runs" / entry / task / "fold_0"
+    run = results / "runs" / entry / task / "ssl3d-2025" / "fold_0"
     assert (run / "DONE").is_file()
     assert not (run / "work").exists(), "the fine-tuned checkpoint is dropped once the run is done"
     cases = pd.read_csv(run / "cases.csv")
@@ -123,8 +128,12 @@ def test_resencl_submission_finetunes_predicts_and_scores(toy, resencl_checkpoin
                                device="cpu")
     _check_run(metrics, toy["results"], "ResEncL", "ToySegOneChannel", n_cases=3, labels=[1, 2])
     assert metrics["submission_sha256"] == sha
-    assert metrics["transfer"]["loaded_keys"] > 200 and metrics["token_order_policy"] == "nnssl"
-    assert metrics["initial_lr"] == toy["tasks"]["ToySegOneChannel"].schedule["ResEncL"].lr
+    assert metrics["transfer"]["loaded_keys"] > 200 and "primus_token_order" not in metrics["recipe_values"]
+    assert metrics["initial_lr"] == toy["tasks"]["ToySegOneChannel"].schedule_for("ResEncL").lr
+    assert metrics["recipe"] == "ssl3d-2025" and metrics["use_mask_for_norm"] is not None
+    # reported means as the organizers take them: per label over cases, then over labels
+    per_label = metrics["aggregates"]["dice"]["per_label"]
+    assert metrics["aggregates"]["dice"]["mean"] == pytest.approx(sum(per_label.values()) / len(per_label))
 
 
 def test_primus_submission_on_two_channel_task(toy, primus_checkpoint):
@@ -142,9 +151,9 @@ def test_from_scratch_baseline_reuses_preprocessing(toy):
     metrics = run_finetune_job(task=task, fold=0, track="PrimusM", results=toy["results"], device="cpu")
     _check_run(metrics, toy["results"], "baseline-PrimusM", "ToySegTwoChannel", n_cases=3, labels=[1])
     assert metrics["is_baseline"] and metrics["transfer"] is None
-    assert metrics["initial_lr"] == task.schedule["PrimusM"].from_scratch_lr
+    assert metrics["initial_lr"] == task.schedule_for("PrimusM").from_scratch_lr
     assert metrics["preprocessed"] == str(first.root)
-    log = (toy["results"] / "runs" / "baseline-PrimusM" / "ToySegTwoChannel" / "fold_0" / "train.log").read_text()
+    log = (toy["results"] / "runs" / "baseline-PrimusM" / "ToySegTwoChannel" / "ssl3d-2025" / "fold_0" / "train.log").read_text()
     assert "reusing preprocessed ToySegTwoChannel" in log and "preprocessing ToySegTwoChannel" not in log.replace(
         "reusing preprocessed ToySegTwoChannel", "")
 

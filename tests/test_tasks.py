@@ -38,7 +38,7 @@ def _seg(dataset: Path, **over) -> dict:
 
 def test_defaults_follow_the_challenge_schedules(tmp_path, dataset):
     task = load_task_file(_write(tmp_path, "t", _seg(dataset)))
-    r, p = task.schedule["ResEncL"], task.schedule["PrimusM"]
+    r, p = task.schedule_for("ResEncL"), task.schedule_for("PrimusM")
     assert (r.optimizer, r.lr, r.from_scratch_lr, r.weight_decay, r.momentum) == ("sgd", 1e-3, 1e-2, 3e-5, 0.99)
     assert (p.optimizer, p.lr, p.from_scratch_lr, p.weight_decay, p.betas, p.grad_clip) == (
         "adamw", 1e-4, 3e-4, 5e-2, (0.9, 0.98), 1.0)
@@ -49,12 +49,12 @@ def test_defaults_follow_the_challenge_schedules(tmp_path, dataset):
 
 def test_override_merges_over_track_defaults(tmp_path, dataset):
     task = load_task_file(_write(tmp_path, "t", _seg(dataset, schedule={"PrimusM": {"epochs": 3}})))
-    assert task.schedule["PrimusM"].epochs == 3 and task.schedule["PrimusM"].optimizer == "adamw"
+    assert task.schedule_for("PrimusM").epochs == 3 and task.schedule_for("PrimusM").optimizer == "adamw"
 
 
 @pytest.mark.parametrize("over, message", [
     ({"schedul": {}}, "field 'schedul': Extra inputs are not permitted"),
-    ({"schedule": {"PrimusM": {"lr": -1}}}, "field 'schedule.PrimusM.lr'"),
+    ({"schedule": {"PrimusM": {"lr": -1}}}, "field 'schedule': PrimusM.lr: Input should be greater than 0"),
     ({"schedule": {"Primus": {}}}, "unknown track(s) ['Primus']"),
     ({"metrics": [{"name": "dise"}]}, "unknown metric 'dise' (did you mean 'dice'?)"),
     ({"patch_size": {"PrimusM": [30, 32, 32]}}, "patch embedding"),

@@ -9,9 +9,9 @@ from harness.models import (
     TransferError,
     adapt_pretrained_weights,
     interpolate_pos_embed,
-    nnssl_to_dna_token_order,
     strip_wrapper_prefixes,
 )
+from harness.models.primus import from_tokens, sequence_grid, to_tokens
 from harness.models.reference import get_track, reference_state_shapes, token_grid
 
 
@@ -20,20 +20,25 @@ def _grid_coordinates(w: int, h: int, d: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(torch.arange(w), torch.arange(h), torch.arange(d), indexing="ij"), -1).float()
 
 
-def test_nnssl_token_order_lands_at_the_right_grid_positions():
+def test_token_orders_flatten_as_nnssl_and_dynamic_network_architectures_do():
     w, h, d = 3, 4, 2
-    coords = _grid_coordinates(w, h, d)
-    nnssl = coords.permute(1, 0, 2, 3).reshape(1, -1, 3)  # nnssl flattens (h w d)
-    converted = nnssl_to_dna_token_order(nnssl, (w, h, d))
-    # dynamic-network-architectures flattens (w h d): token i is voxel (i // (H*D), (i // D) % H, i % D)
+    grid = _grid_coordinates(w, h, d).permute(3, 0, 1, 2)[None]  # (1, 3, W, H, D): each voxel's (w, h, d)
+    nnssl = to_tokens(grid, "nnssl")[0]
+    dna = to_tokens(grid, "as-is")[0]
     for i in range(w * h * d):
-        assert converted[0, i].tolist() == [i // (h * d), (i // d) % h, i % d]
+        # nnssl: 'b c w h d -> b (h w d) c', token i is (i % (W*D) // D, i // (W*D), i % D)
+        assert nnssl[i].tolist() == [(i // d) % w, i // (w * d), i % d]
+        # dynamic-network-architectures: 'b c w h d -> b (w h d) c'
+        assert dna[i].tolist() == [i // (h * d), (i // d) % h, i % d]
+    for order in ("nnssl", "as-is"):
+        assert torch.equal(from_tokens(to_tokens(grid, order), (w, h, d), order), grid)
+    assert sequence_grid((w, h, d), "nnssl") == (h, w, d) and sequence_grid((w, h, d), "as-is") == (w, h, d)
 
 
 def test_token_order_is_not_a_no_op_on_cubic_grids():
-    # The trap: on a cubic grid the shapes agree, nothing crashes, and the embedding is transposed.
-    coords = _grid_coordinates(3, 3, 3).reshape(1, -1, 3)
-    assert not torch.equal(nnssl_to_dna_token_order(coords, (3, 3, 3)), coords)
+    # The trap: on a cubic grid the shapes agree, nothing crashes, and the sequence is transposed.
+    grid = _grid_coordinates(3, 3, 3).permute(3, 0, 1, 2)[None]
+    assert not torch.equal(to_tokens(grid, "nnssl"), to_tokens(grid, "as-is"))
 
 
 def test_pos_embed_interpolation_preserves_a_linear_ramp():
@@ -73,14 +78,23 @@ def test_adapt_primus_repeats_in_projection_and_resizes_pos_embed():
     assert out["eva.blocks.0.attn.q_proj.weight"].data_ptr() == weights["eva.blocks.0.attn.q_proj.weight"].data_ptr()
 
 
-def test_as_is_policy_copies_the_pos_embed_unchanged():
+def test_pos_embed_is_copied_and_resized_in_the_order_of_its_sequence():
     weights = _primus_weights((64, 64, 64))
-    out, report = adapt_pretrained_weights(weights, "PrimusM", pretrain_patch_size=(64, 64, 64),
-                                           target_patch_size=(64, 64, 64), token_order="as-is")
-    assert torch.equal(out["eva.pos_embed"], weights["eva.pos_embed"]) and report.token_order == "as-is"
-    converted, _ = adapt_pretrained_weights(weights, "PrimusM", pretrain_patch_size=(64, 64, 64),
-                                            target_patch_size=(64, 64, 64))
-    assert not torch.equal(converted["eva.pos_embed"], weights["eva.pos_embed"])
+    for order in ("as-is", "nnssl"):
+        out, report = adapt_pretrained_weights(weights, "PrimusM", pretrain_patch_size=(64, 64, 64),
+                                               target_patch_size=(64, 64, 64), token_order=order)
+        assert torch.equal(out["eva.pos_embed"], weights["eva.pos_embed"]) and report.token_order == order
+    # a non-cubic pre-training grid (W, H, D) = (8, 6, 4): nnssl's sequence is (h w d), so its
+    # embedding is a (H, W, D) grid and is resized as one
+    pre, target = (64, 48, 32), (32, 48, 32)
+    weights = _primus_weights(pre)
+    out, _ = adapt_pretrained_weights(weights, "PrimusM", pretrain_patch_size=pre, target_patch_size=target,
+                                      token_order="nnssl")
+    expected = interpolate_pos_embed(weights["eva.pos_embed"], (6, 8, 4), (6, 4, 4))
+    assert torch.equal(out["eva.pos_embed"], expected)
+    dna, _ = adapt_pretrained_weights(weights, "PrimusM", pretrain_patch_size=pre, target_patch_size=target,
+                                      token_order="as-is")
+    assert torch.equal(dna["eva.pos_embed"], interpolate_pos_embed(weights["eva.pos_embed"], (8, 6, 4), (4, 6, 4)))
 
 
 def test_resencl_in_projection_aliases_are_repeated_together():

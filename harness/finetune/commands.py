@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.tracks import TOKEN_ORDERS, TRACKS
+from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
+from harness.tracks import TRACKS
 
 
 def register(sub) -> None:
@@ -17,13 +18,14 @@ def register(sub) -> None:
     p.add_argument("--tasks", type=Path, default=Path("task_registry/toy"), help="registry folder (default: %(default)s)")
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--token-order", choices=TOKEN_ORDERS, default="nnssl",
-                   help="how a Primus pos_embed is read: nnssl order converted (default) or copied as-is")
+    p.add_argument("--recipe", choices=RECIPE_NAMES, default=DEFAULT_RECIPE,
+                   help="every fine-tuning choice, named (docs/recipes.md; default: %(default)s)")
     p.set_defaults(func=_finetune)
 
 
 def _finetune(args) -> int:
     from harness.finetune.run import run_finetune_job
+    from harness.recipes import RecipeError, get_recipe
     from harness.submission import SubmissionError, load_submission
     from harness.tasks import TaskSpecError, get_task
 
@@ -35,17 +37,21 @@ def _finetune(args) -> int:
         if args.fold not in task.fold_ids:
             print(f"error: fold {args.fold} is not a fold of task {task.name} ({list(task.fold_ids)})", file=sys.stderr)
             return 2
+        recipe = get_recipe(args.recipe)
         track, sha = args.baseline, None
         if args.submission is not None:
             sub = load_submission(args.submission)
             track, sha = sub.track, sub.sha256
             del sub
-    except (TaskSpecError, SubmissionError) as e:
+        task.schedule_for(track, recipe)  # an override the recipe cannot take fails here, not in the job
+        if task.type == "classification":
+            task.augmentation_for(recipe)
+    except (TaskSpecError, SubmissionError, RecipeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     metrics = run_finetune_job(
         task=task, fold=args.fold, track=track, results=args.results, submission=args.submission,
-        submission_sha256=sha, device=args.device, token_order=args.token_order,
+        submission_sha256=sha, device=args.device, recipe=recipe,
     )
     print(f"done: {metrics['entry']} on {task.name} fold {args.fold}: {metrics['aggregates']}")
     return 0

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,16 +19,17 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.models import TOKEN_ORDERS
+from harness.recipes import RECIPES, SSL3D_2025, Recipe, fingerprint
 from harness.runs import RunFolder, baseline_entry, entry_name, read_json, write_json_atomic, write_text_atomic
-
-#: Bump when a change to the fine-tuning code changes results: it is part of every job's identity.
-RECIPE_VERSION = "1"
 
 
 @dataclass(frozen=True)
 class FinetuneJob:
-    """What determines a run's result. ``submission=None`` is the track's from-scratch baseline."""
+    """What determines a run's result. ``submission=None`` is the track's from-scratch baseline.
+
+    The recipe enters the identity only through what this job uses of it (``recipe_values``):
+    a job that two recipes make identically has one identity and one run folder, named after the
+    first shipped recipe that makes it (``Recipe.setup_name``)."""
 
     task: Any  # SegmentationTask | ClassificationTask
     fold: int
@@ -37,13 +38,10 @@ class FinetuneJob:
     submission: Path | None = None
     entry: str | None = None
     device: str = "cpu"
-    token_order: str = "nnssl"
+    recipe: Recipe = SSL3D_2025
     submission_sha256: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.token_order not in TOKEN_ORDERS:
-            raise ValueError(f"unknown token order {self.token_order!r}; choose one of {', '.join(TOKEN_ORDERS)}")
         if self.entry is None:
             name = baseline_entry(self.track) if self.submission is None else entry_name(Path(self.submission).stem)
             object.__setattr__(self, "entry", name)
@@ -53,8 +51,28 @@ class FinetuneJob:
         return self.submission is None
 
     @cached_property
+    def setup(self) -> Recipe:
+        """The recipe this job's run folder and identity are named after."""
+        return RECIPES[self.recipe.setup_name(self.task.type, self.track)]
+
+    @cached_property
     def run(self) -> RunFolder:
-        return RunFolder.of(self.results, self.entry, self.task.name, self.fold)
+        return RunFolder.of(self.results, self.entry, self.task.name, self.fold, self.setup.name)
+
+    @cached_property
+    def schedule(self):
+        """The recipe's schedule for this track with the task's overrides."""
+        return self.task.schedule_for(self.track, self.recipe)
+
+    @cached_property
+    def recipe_values(self) -> dict:
+        """Every recipe choice this job makes, resolved (task overrides applied)."""
+        values = self.recipe.applicable_values(self.task.type, self.track)
+        values["schedule"] = self.schedule.model_dump(mode="json")
+        if self.task.type == "classification":
+            values["augmentation"] = self.task.augmentation_for(self.recipe).model_dump(mode="json")
+            values["split_seed"] = self.task.split_seed(self.recipe)
+        return values
 
     @property
     def seed(self) -> int:
@@ -72,8 +90,10 @@ class FinetuneJob:
             "submission": str(self.submission) if self.submission else None,
             "submission_sha256": self.submission_sha256,
             "task_spec_hash": self.task.spec_hash(),
-            "recipe_version": RECIPE_VERSION,
-            "token_order": self.token_order,
+            "recipe": self.setup.name,
+            "recipe_version": self.setup.version,
+            "recipe_values": self.recipe_values,
+            "recipe_values_hash": fingerprint(self.recipe_values),
             "device": self.device,
             "seed": self.seed,
         }
@@ -82,7 +102,7 @@ class FinetuneJob:
         """Stable hash of what determines the result: unchanged inputs, same id."""
         d = self.description()
         key = {k: d[k] for k in ("entry", "track", "task", "fold", "submission_sha256", "task_spec_hash",
-                                 "recipe_version", "token_order")}
+                                 "recipe", "recipe_version", "recipe_values_hash")}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -5,7 +5,8 @@ PyPI nnunetv2 has no nnssl fine-tuning trainer, so this subclass brings one. It 
 ``nnUNetTrainer`` only where the challenge requires it:
 
 * ``build_network_architecture``: the track's reference network (not what nnU-Net would plan),
-  with the submission's stem and encoder loaded (harness.models.transfer);
+  initialised as nnU-Net initialises its own, with the submission's stem and encoder loaded on
+  top (harness.models.transfer), in the recipe's Primus token order;
 * ``configure_optimizers``: SGD (ResEnc-L) or AdamW (Primus-M), linear warm-up then poly decay;
 * ``train_step``: the schedule's gradient clip (1 for Primus, nnU-Net's 12 otherwise);
 * no deep supervision;
@@ -62,15 +63,16 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         self.track: str | None = None
         self.schedule = None
         self.submission = None
-        self.token_order = "nnssl"
+        self.recipe = None
         self.transfer_report = None
 
-    def configure_finetuning(self, *, track: str, schedule, submission=None, token_order: str = "nnssl") -> None:
-        """Set the track, its schedule and the pre-trained weights (``submission=None``: from scratch)."""
+    def configure_finetuning(self, *, track: str, schedule, recipe, submission=None) -> None:
+        """Set the track, its schedule, the recipe's segmentation choices (``SegmentationRecipe``)
+        and the pre-trained weights (``submission=None``: from scratch)."""
         self.track = track
         self.schedule = schedule
+        self.recipe = recipe
         self.submission = submission
-        self.token_order = token_order
         self.initial_lr = schedule.lr if submission is not None else schedule.from_scratch_lr
         self.weight_decay = schedule.weight_decay
         self.num_epochs = schedule.epochs
@@ -84,7 +86,9 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         if self.track is None:
             raise RuntimeError("configure_finetuning() must be called before the trainer is initialized")
         patch = tuple(configuration_manager.patch_size)
-        network = build_network(self.track, num_input_channels, num_output_channels, patch)
+        # nnU-Net's initialisation first (recipe network_init "nnunet"), the encoder loaded on top
+        network = build_network(self.track, num_input_channels, num_output_channels, patch,
+                                token_order=self.recipe.primus_token_order, initialize=True)
         if self.submission is not None:
             self.transfer_report = load_pretrained_encoder(
                 network,
@@ -92,7 +96,7 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
                 self.track,
                 pretrain_patch_size=self.submission.pretrain_patch_size,
                 target_patch_size=patch,
-                token_order=self.token_order,
+                token_order=self.recipe.primus_token_order,
             )
             self.print_to_log_file(f"loaded pre-trained stem+encoder: {self.transfer_report.to_dict()}")
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.finetune.job import FinetuneJob
+from harness.recipes import SSL3D_2025, Recipe
 
 
 def default_device() -> str:
@@ -15,10 +16,10 @@ def default_device() -> str:
 
 def run_finetune_job(*, task, fold: int, track: str, results: Path, submission: Path | None = None,
                      submission_sha256: str | None = None, device: str | None = None,
-                     token_order: str = "nnssl", entry: str | None = None) -> dict:
+                     recipe: Recipe = SSL3D_2025, entry: str | None = None) -> dict:
     job = FinetuneJob(task=task, fold=fold, track=track, results=Path(results), submission=submission,
                       submission_sha256=submission_sha256, device=device or default_device(),
-                      token_order=token_order, entry=entry)
+                      recipe=recipe, entry=entry)
     return run_job(job)
 
 
@@ -27,6 +28,8 @@ def run_job(job: FinetuneJob) -> dict:
         from harness.finetune.segmentation import run_segmentation
 
         return run_segmentation(job)
-    from harness.finetune.classification import run_classification
+    if job.task.type == "classification":
+        from harness.finetune.classification import run_classification
 
-    return run_classification(job)
+        return run_classification(job)
+    raise ValueError(f"{job.task.source}: unknown task type {job.task.type!r}")

@@ -31,6 +31,7 @@ from harness.finetune.job import (
     seed_everything,
 )
 from harness.finetune.cache import build_once
+from harness.recipes import SSL3D_2025, SegmentationRecipe
 from harness.tasks.spec import SegmentationTask
 
 CONFIGURATION = "ssl3d"
@@ -136,8 +137,9 @@ class PreparedDataset:
         return self.root / "preprocessed"
 
 
-def preprocessing_key(task: SegmentationTask, dataset_json: dict) -> str:
-    """Everything the preprocessed data depends on: the data files, spacing, normalisation, split."""
+def preprocessing_key(task: SegmentationTask, dataset_json: dict, recipe: SegmentationRecipe) -> str:
+    """Everything the preprocessed data depends on: the data files, spacing, normalisation (and
+    whether it uses nnU-Net's planned mask), transposition, split."""
     root = task.dataset_dir
     files = []
     for sub in ("imagesTr", "labelsTr"):
@@ -150,6 +152,8 @@ def preprocessing_key(task: SegmentationTask, dataset_json: dict) -> str:
         "files": files,
         "spacing": list(task.target_spacing),
         "normalization": "ZScoreNormalization",
+        "keep_planned_mask_for_norm": recipe.keep_planned_mask_for_norm,
+        "keep_planned_transpose": recipe.keep_planned_transpose,
         "num_folds": task.num_folds,
         "held_out_from_train": list(task.test.cases or []),
         "version": 1,
@@ -157,18 +161,20 @@ def preprocessing_key(task: SegmentationTask, dataset_json: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def prepare_dataset(task: SegmentationTask, results: Path, log=print) -> PreparedDataset:
+def prepare_dataset(task: SegmentationTask, results: Path, recipe: SegmentationRecipe = SSL3D_2025.segmentation,
+                    log=print) -> PreparedDataset:
     """Fingerprint, plan and preprocess ``task`` with nnunetv2, once; later calls reuse the cache."""
     dataset_json = _dataset_json(task)
-    key = preprocessing_key(task, dataset_json)
+    key = preprocessing_key(task, dataset_json, recipe)
     root = Path(results).resolve() / "cache" / "nnunet" / f"{task.name}-{key}"
     dataset_name = f"Dataset{DATASET_ID:03d}_{task.name}"
-    build_once(root, lambda folder: _preprocess(task, dataset_json, folder, dataset_name), task.name, log)
+    build_once(root, lambda folder: _preprocess(task, dataset_json, folder, dataset_name, recipe), task.name, log)
     plans = json.loads((root / "preprocessed" / dataset_name / f"{PLANS_NAME}.json").read_text())
     return PreparedDataset(root=root, dataset_name=dataset_name, plans=plans, dataset_json=dataset_json)
 
 
-def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_name: str) -> None:
+def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_name: str,
+                recipe: SegmentationRecipe) -> None:
     from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
@@ -193,13 +199,13 @@ def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_
             DATASET_ID,
             plans_name=PLANS_NAME,
             overwrite_target_spacing=[float(s) for s in task.target_spacing],
-            suppress_transpose=True,
+            suppress_transpose=not recipe.keep_planned_transpose,
         )
         with environment(nnUNet_n_proc_DA=da_threads):
             planner.plan_experiment()
         plans_file = pre / f"{PLANS_NAME}.json"
         plans = json.loads(plans_file.read_text())
-        plans["configurations"] = {CONFIGURATION: _harness_configuration(plans, task, dataset_json)}
+        plans["configurations"] = {CONFIGURATION: _harness_configuration(plans, task, dataset_json, recipe)}
         plans_file.write_text(json.dumps(plans, indent=2))
 
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -226,30 +232,37 @@ def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_
         (pre / "splits_final.json").write_text(json.dumps(splits, indent=2))
 
 
-def _harness_configuration(plans: dict, task: SegmentationTask, dataset_json: dict) -> dict:
+def _harness_configuration(plans: dict, task: SegmentationTask, dataset_json: dict,
+                           recipe: SegmentationRecipe) -> dict:
     """The one configuration the harness trains: nnU-Net's 3d_fullres plan with the challenge's
-    target spacing and per-channel z-scoring. Patch and batch size are set per run."""
+    target spacing and per-channel z-scoring, as the organizers' ``like_nnssl`` planner does: what
+    else nnU-Net planned (``use_mask_for_norm``, the transposition) stays unless the recipe says
+    otherwise. Patch and batch size are set per run."""
     cfg = deepcopy(plans["configurations"]["3d_fullres"])
     n_channels = len(dataset_json["channel_names"])
     spacing_id = "x".join(f"{s:g}" for s in task.target_spacing)
+    # the planner's spacing is in its transposed axis order; the task's is in array order
+    spacing = [float(task.target_spacing[i]) for i in plans["transpose_forward"]]
     cfg.update(
         data_identifier=f"ssl3d_{spacing_id}mm_zscore",
         preprocessor_name="DefaultPreprocessor",
-        spacing=[float(s) for s in task.target_spacing],
+        spacing=spacing,
         normalization_schemes=["ZScoreNormalization"] * n_channels,
-        use_mask_for_norm=[False] * n_channels,
         patch_size=list(task.patch_for("ResEncL")),
     )
+    if not recipe.keep_planned_mask_for_norm:
+        cfg["use_mask_for_norm"] = [False] * n_channels
     for stage_key in ("previous_stage", "next_stage"):
         cfg.pop(stage_key, None)
     return cfg
 
 
 def run_plans(prepared: PreparedDataset, patch_size, batch_size: int) -> dict:
-    """A copy of the cached plans with this run's patch and batch size (the cache is never mutated)."""
+    """A copy of the cached plans with this run's patch (given in array order, stored in nnU-Net's
+    transposed order) and batch size; the cache is never mutated."""
     plans = deepcopy(prepared.plans)
     cfg = plans["configurations"][CONFIGURATION]
-    cfg["patch_size"] = [int(p) for p in patch_size]
+    cfg["patch_size"] = [int(patch_size[i]) for i in plans["transpose_forward"]]
     cfg["batch_size"] = int(batch_size)
     return plans
 
@@ -272,9 +285,10 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
     seed_everything(job.seed)
     submission = load_job_submission(job, log)
     patch = task.patch_for(job.track, recommended_patch(submission))
-    schedule = task.schedule[job.track]
+    schedule = job.schedule
+    recipe = job.recipe.segmentation
 
-    prepared = prepare_dataset(task, job.results, log=log)
+    prepared = prepare_dataset(task, job.results, recipe, log=log)
     plans = run_plans(prepared, patch, schedule.batch_size)
     device = torch.device(job.device)
     nnunet_results = run.work_dir / "nnunet"
@@ -285,8 +299,7 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
         plans["continue_training"] = False
         trainer = SSL3DFinetuneTrainer(plans, CONFIGURATION, job.fold, prepared.dataset_json, device)
         trainer.log_file = str(run.log)
-        trainer.configure_finetuning(track=job.track, schedule=schedule, submission=submission,
-                                     token_order=job.token_order)
+        trainer.configure_finetuning(track=job.track, schedule=schedule, submission=submission, recipe=recipe)
         # A requeued or re-run job resumes from nnU-Net's own checkpoints in its scratch folder:
         # the final one skips training, the latest one continues it.
         final = Path(trainer.output_folder) / "checkpoint_final.pth"
@@ -321,7 +334,8 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
             "schedule": schedule.model_dump(mode="json"),
             "initial_lr": trainer.initial_lr,
             "transfer": trainer.transfer_report.to_dict() if trainer.transfer_report else None,
-            "token_order_policy": job.token_order,
+            "transpose_forward": prepared.plans["transpose_forward"],
+            "use_mask_for_norm": prepared.plans["configurations"][CONFIGURATION]["use_mask_for_norm"],
             "nsd_tolerance_mm": task.nsd_tolerance_mm,
             "train_seconds": round(train_seconds, 1),
             "predict_seconds": round(predict_seconds, 1),
@@ -380,13 +394,15 @@ def predict_and_score(trainer, task: SegmentationTask, prepared: PreparedDataset
 
 
 def aggregate_segmentation(cases: pd.DataFrame, labels: list[int]) -> dict:
-    """Per-label nanmeans and the foreground mean (background is never scored); NaN means
-    reference and prediction were both empty, which is excluded, as nnU-Net does."""
-    out: dict = {"num_cases": int(cases["case"].nunique())}
+    """Reported means as the organizers compute them: per label the nan-mean over cases, then the
+    foreground mean is the mean of those label means (background is never scored). NaN means
+    reference and prediction were both empty, which is excluded, as nnU-Net does; a label NaN in
+    every case is left out of the mean over labels."""
+    out: dict = {"num_cases": int(cases["case"].nunique()),
+                 "mean_definition": "per label the nan-mean over cases, then the mean over labels"}
     for metric in ("dice", "nsd"):
         per_label = {str(l): _nanmean(cases.loc[cases["label"] == l, metric]) for l in labels}
-        per_case = cases.groupby("case")[metric].apply(lambda s: _nanmean(s))
-        out[metric] = {"mean": _nanmean(per_case), "per_label": per_label}
+        out[metric] = {"mean": _nanmean([v for v in per_label.values() if v is not None]), "per_label": per_label}
     return out
 
 

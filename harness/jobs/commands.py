@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-TOKEN_ORDERS = ("nnssl", "as-is")  # spelled out so that parsing needs no torch import
+from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
 
 
 def register(sub) -> None:
@@ -26,8 +26,8 @@ def register(sub) -> None:
     p.add_argument("--retry-failed", action="store_true", help="rerun failed jobs too (default: only pending ones)")
     p.add_argument("--dry-run", action="store_true", help="print the matrix and what would run; run nothing")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    p.add_argument("--token-order", choices=TOKEN_ORDERS, default="nnssl",
-                   help="how a Primus pos_embed is read: nnssl order converted (default) or copied as-is")
+    p.add_argument("--recipe", choices=RECIPE_NAMES, default=DEFAULT_RECIPE,
+                   help="every fine-tuning choice, named (docs/recipes.md; default: %(default)s)")
     g = p.add_argument_group("slurm executor (flags override the --slurm-config file)")
     g.add_argument("--slurm-config", type=Path, default=None, metavar="FILE",
                    help="YAML or JSON: partition, mem_gb, gpus_per_node, cpus_per_task, account, qos, "
@@ -88,7 +88,7 @@ def _evaluate(args) -> int:
         outcome = evaluate(EvaluateOptions(
             submissions=args.submissions, tasks=args.tasks, results=args.results, executor=args.executor,
             folds=args.folds, jobs=args.jobs, retry_failed=args.retry_failed, dry_run=args.dry_run,
-            device=args.device, token_order=args.token_order, slurm=slurm,
+            device=args.device, recipe=args.recipe, slurm=slurm,
         ))
     except (EvaluateError, EvaluateLockedError, SlurmConfigError, MatrixError) as e:
         print(f"harness evaluate: error: {e}", file=sys.stderr)

@@ -21,6 +21,7 @@ from harness.jobs.matrix import Entry, PlannedJob, build_matrix, selected_folds
 from harness.jobs.state import (DONE, FAILED, PENDING, REJECTED, STATES, JobState, job_state,
                                 read_marker, stored_job_id)
 from harness.finetune.job import collect_provenance
+from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
 from harness.runs import entry_name, read_json, write_json_atomic
 
 EXECUTORS = ("local", "slurm")
@@ -41,7 +42,7 @@ class EvaluateOptions:
     retry_failed: bool = False
     dry_run: bool = False
     device: str | None = None
-    token_order: str = "nnssl"
+    recipe: str = DEFAULT_RECIPE
     slurm: SlurmConfig | None = None
 
 
@@ -145,13 +146,25 @@ def run_intake(entry: str, path: Path, sha256: str, results: Path, *, write: boo
 
 
 # ------------------------------------------------------------------------------------ planning
+def check_recipe(recipe, tasks: dict) -> None:
+    """Resolve every task's schedule (and augmentation) under ``recipe`` before anything runs: an
+    override the recipe cannot take is an error naming the task file and the field."""
+    from harness.tracks import TRACKS
+
+    for task in tasks.values():
+        for track in TRACKS:
+            task.schedule_for(track, recipe)
+        if task.type == "classification":
+            task.augmentation_for(recipe)
+
+
 def plan(opts: EvaluateOptions, tasks: dict, records: list[dict], executor: Executor | None,
          log) -> list[MatrixRow]:
     accepted = [Entry(r["entry"], Path(r["file"]), r["sha256"], r["track"]) for r in records if r["valid"]]
     rejected = [r for r in records if not r["valid"]]
     device = opts.device or _default_device(opts)
     jobs = build_matrix(accepted, tasks, opts.results, folds=opts.folds, device=device,
-                        token_order=opts.token_order)
+                        recipe=get_recipe(opts.recipe))
     rows = [_row(job, opts, executor, log) for job in jobs]
     per_task = selected_folds(tasks, opts.folds)
     for r in rejected:
@@ -289,7 +302,8 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
 
     try:
         tasks = load_registry(opts.tasks)
-    except TaskSpecError as e:
+        check_recipe(get_recipe(opts.recipe), tasks)
+    except (TaskSpecError, RecipeError) as e:
         raise EvaluateError(str(e)) from None
     submissions = resolve_submissions(opts.submissions)
     progress_log = lambda m: print(m, file=stream, flush=True)  # noqa: E731
@@ -358,6 +372,7 @@ def _write_provenance(path: Path, base: dict, opts, tasks, records, rows, outcom
         "jobs_in_parallel": opts.jobs,
         "retry_failed": opts.retry_failed,
         "tasks_dir": str(Path(opts.tasks).resolve()),
+        "recipe": {"name": opts.recipe, "version": get_recipe(opts.recipe).version},
         "tasks": {n: {"spec_hash": t.spec_hash(), "source": str(t.source), "seed": t.seed,
                       "time_limit_minutes": t.time_limit_minutes} for n, t in tasks.items()},
         "submissions": [{k: r.get(k) for k in ("entry", "file", "sha256", "track", "valid")} for r in records],

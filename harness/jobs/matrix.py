@@ -8,6 +8,7 @@ from typing import Iterable, Mapping, Sequence
 
 from harness.finetune.job import FinetuneJob
 from harness.jobs.state import JobFiles
+from harness.recipes import SSL3D_2025, Recipe
 
 
 class MatrixError(ValueError):
@@ -43,7 +44,7 @@ class PlannedJob:
 
     @property
     def label(self) -> str:
-        return f"{self.job.entry} / {self.job.task.name} / fold {self.job.fold}"
+        return f"{self.job.entry} / {self.job.task.name} / {self.job.setup.name} / fold {self.job.fold}"
 
 
 def selected_folds(tasks: Mapping[str, object], folds: Sequence[int] | None) -> dict[str, tuple[int, ...]]:
@@ -62,7 +63,7 @@ def selected_folds(tasks: Mapping[str, object], folds: Sequence[int] | None) -> 
 
 def build_matrix(entries: Iterable[Entry], tasks: Mapping[str, object], results: Path, *,
                  folds: Sequence[int] | None = None, device: str = "cpu",
-                 token_order: str = "nnssl") -> list[PlannedJob]:
+                 recipe: Recipe = SSL3D_2025) -> list[PlannedJob]:
     """Jobs in a stable order: per task and fold, the baselines first, then the entries by name."""
     entries = sorted(entries, key=lambda e: e.entry)
     per_task = selected_folds(tasks, folds)
@@ -74,12 +75,12 @@ def build_matrix(entries: Iterable[Entry], tasks: Mapping[str, object], results:
         for fold in per_task[name]:
             for track in tracks:
                 jobs.append(_planned(FinetuneJob(task=task, fold=fold, track=track, results=results,
-                                                 device=device, token_order=token_order)))
+                                                 device=device, recipe=recipe)))
             for e in entries:
                 jobs.append(_planned(FinetuneJob(task=task, fold=fold, track=e.track, results=results,
                                                  submission=e.path.resolve(), entry=e.entry,
                                                  submission_sha256=e.sha256, device=device,
-                                                 token_order=token_order)))
+                                                 recipe=recipe)))
     return jobs
 
 

@@ -37,7 +37,8 @@ def load_job(folder: str | Path) -> FinetuneJob:
         spec = read_json(run.job_json)
     except (OSError, ValueError) as e:
         raise JobSpecError(f"{run.job_json}: cannot read the job spec: {e}") from None
-    missing = [k for k in ("entry", "track", "task", "task_file", "fold", "task_spec_hash", "job_id") if k not in spec]
+    missing = [k for k in ("entry", "track", "task", "task_file", "fold", "task_spec_hash", "recipe", "job_id")
+               if k not in spec]
     if missing:
         raise JobSpecError(f"{run.job_json}: missing field(s) {', '.join(missing)}")
     from harness.tasks import load_task_file
@@ -50,12 +51,17 @@ def load_job(folder: str | Path) -> FinetuneJob:
         raise JobSpecError(f"{run.job_json}: task file {spec['task_file']} changed since the job was "
                            f"planned (spec hash {task.spec_hash()} != {spec['task_spec_hash']}); "
                            "rerun `harness evaluate` to plan it again")
-    results = folder.parents[3]  # <results>/runs/<entry>/<task>/fold_<k>
+    from harness.recipes import RecipeError, get_recipe
+
+    try:
+        recipe = get_recipe(spec.get("recipe"), where=f"{run.job_json}: field 'recipe'")
+    except RecipeError as e:
+        raise JobSpecError(str(e)) from None
     job = FinetuneJob(
-        task=task, fold=int(spec["fold"]), track=spec["track"], results=results,
+        task=task, fold=int(spec["fold"]), track=spec["track"], results=run.results_root,
         submission=Path(spec["submission"]) if spec.get("submission") else None,
         entry=spec["entry"], device=spec.get("device") or "cpu",
-        token_order=spec.get("token_order") or "nnssl", submission_sha256=spec.get("submission_sha256"),
+        recipe=recipe, submission_sha256=spec.get("submission_sha256"),
     )
     if job.run.path.resolve() != folder:
         raise JobSpecError(f"{run.job_json}: describes {job.run.path}, not this folder")

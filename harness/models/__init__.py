@@ -17,7 +17,6 @@ from harness.models.transfer import (
     adapt_pretrained_weights,
     interpolate_pos_embed,
     load_pretrained_encoder,
-    nnssl_to_dna_token_order,
     strip_wrapper_prefixes,
 )
 
@@ -32,7 +31,6 @@ __all__ = [
     "get_track",
     "interpolate_pos_embed",
     "load_pretrained_encoder",
-    "nnssl_to_dna_token_order",
     "reference_state_shapes",
     "strip_wrapper_prefixes",
 ]

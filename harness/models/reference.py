@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from harness.tracks import PRIMUS_PATCH_EMBED, TRACKS, check_primus_patch
+from harness.tracks import PRIMUS_PATCH_EMBED, TOKEN_ORDERS, TRACKS, check_primus_patch
 
 
 @dataclass(frozen=True)
@@ -78,45 +78,65 @@ def build_network(
     num_classes: int = 1,
     patch_size: Sequence[int] = (160, 160, 160),
     device: torch.device | str | None = None,
+    *,
+    token_order: str = "as-is",
+    initialize: bool = True,
 ) -> nn.Module:
     """Build the track's reference network without deep supervision.
 
     ``patch_size`` fixes Primus' token grid (and so its ``eva.pos_embed`` length); the CNN
     is patch-size agnostic. ``device="meta"`` gives shapes without allocating memory.
+    ``initialize``: nnU-Net's initialisation, ``network.apply(network.initialize)``, where the
+    class defines it (ResEnc-L: He init, last norm of every residual block zeroed), as nnU-Net's
+    ``get_network_from_plans(allow_init=True)`` does. ``token_order`` (Primus): ``as-is`` is
+    dynamic-network-architectures' ``(w h d)`` sequence, ``nnssl`` the ``(h w d)`` sequence of
+    nnssl's pre-training (``PrimusNnsslOrder``); the state dict is the same either way.
     """
     spec = get_track(track)
     patch_size = tuple(int(p) for p in patch_size)
+    if token_order not in TOKEN_ORDERS:
+        raise ValueError(f"unknown token order {token_order!r}; choose one of {', '.join(TOKEN_ORDERS)}")
     with torch.device(device or "cpu"):
-        if spec.name == "ResEncL":
-            from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+        network = _construct(spec, input_channels, num_classes, patch_size, token_order)
+        if initialize and hasattr(network, "initialize"):
+            network.apply(network.initialize)
+    return network
 
-            return ResidualEncoderUNet(
-                input_channels=input_channels,
-                n_stages=6,
-                features_per_stage=(32, 64, 128, 256, 320, 320),
-                conv_op=nn.Conv3d,
-                kernel_sizes=[[3, 3, 3]] * 6,
-                strides=[[1, 1, 1]] + [[2, 2, 2]] * 5,
-                n_blocks_per_stage=(1, 3, 4, 6, 6, 6),
-                num_classes=num_classes,
-                n_conv_per_stage_decoder=(1, 1, 1, 1, 1),
-                conv_bias=True,
-                norm_op=nn.InstanceNorm3d,
-                norm_op_kwargs={"eps": 1e-5, "affine": True},
-                nonlin=nn.LeakyReLU,
-                nonlin_kwargs={"inplace": True},
-                deep_supervision=False,
-            )
-        check_primus_patch(patch_size)
-        # imported here: Primus pulls in timm and torchvision, which a ResEnc-L job never needs
-        from dynamic_network_architectures.architectures.primus import PrimusM
 
-        return PrimusM(
+def _construct(spec: TrackSpec, input_channels: int, num_classes: int, patch_size: tuple[int, ...],
+               token_order: str) -> nn.Module:
+    if spec.name == "ResEncL":
+        from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+
+        return ResidualEncoderUNet(
             input_channels=input_channels,
-            output_channels=num_classes,
-            patch_embed_size=spec.patch_embed_size,
-            input_shape=patch_size,
+            n_stages=6,
+            features_per_stage=(32, 64, 128, 256, 320, 320),
+            conv_op=nn.Conv3d,
+            kernel_sizes=[[3, 3, 3]] * 6,
+            strides=[[1, 1, 1]] + [[2, 2, 2]] * 5,
+            n_blocks_per_stage=(1, 3, 4, 6, 6, 6),
+            num_classes=num_classes,
+            n_conv_per_stage_decoder=(1, 1, 1, 1, 1),
+            conv_bias=True,
+            norm_op=nn.InstanceNorm3d,
+            norm_op_kwargs={"eps": 1e-5, "affine": True},
+            nonlin=nn.LeakyReLU,
+            nonlin_kwargs={"inplace": True},
+            deep_supervision=False,
         )
+    check_primus_patch(patch_size)
+    # imported here: Primus pulls in timm and torchvision, which a ResEnc-L job never needs
+    from harness.models.primus import PrimusNnsslOrder
+    from dynamic_network_architectures.architectures.primus import PrimusM
+
+    cls = PrimusNnsslOrder if token_order == "nnssl" else PrimusM
+    return cls(
+        input_channels=input_channels,
+        output_channels=num_classes,
+        patch_embed_size=spec.patch_embed_size,
+        input_shape=patch_size,
+    )
 
 
 def token_grid(patch_size: Sequence[int], track: str = "PrimusM") -> tuple[int, int, int]:
@@ -130,5 +150,6 @@ def reference_state_shapes(
     track: str, patch_size: tuple[int, int, int] = (160, 160, 160), input_channels: int = 1
 ) -> dict[str, tuple[int, ...]]:
     """Every state-dict key of the reference network and its shape (built on ``meta``)."""
-    net = build_network(track, input_channels=input_channels, num_classes=1, patch_size=patch_size, device="meta")
+    net = build_network(track, input_channels=input_channels, num_classes=1, patch_size=patch_size, device="meta",
+                        initialize=False)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}

@@ -7,16 +7,22 @@ The rules are the challenge's (shared/reference/SSL3D.md section 2):
   input-channel axis and divided by the channel count (every alias of that tensor too);
 * a Primus patch size other than the pre-training one: the learned positional embedding is
   resized by trilinear interpolation over its token grid;
-* token order: nnssl's Primus pre-training flattens tokens as ``(h w d)`` from a ``(w h d)``
-  grid, dynamic-network-architectures flattens ``(w h d)``. With the default policy
-  ``"nnssl"`` the checkpoint's ``pos_embed`` is taken to be in nnssl order and converted;
-  ``"as-is"`` copies it unchanged, as the organizers' own fine-tuning code did. Nothing crashes
-  either way, which is why the policy is explicit and recorded with every run.
+* token order: the checkpoint's ``pos_embed`` is always copied as it is (in the order of the
+  sequence it was trained on); what differs is the sequence the fine-tuning network feeds Eva
+  (harness/models/primus.py): ``"as-is"`` is dynamic-network-architectures' ``(w h d)``, as the
+  organizers' segmentation ran it, ``"nnssl"`` the ``(h w d)`` of nnssl's pre-training. The
+  embedding is resized over the grid in that sequence's axis order. Nothing crashes either way,
+  which is why the policy is a recipe choice, recorded with every run;
+* a network without LayerScale and inner attention norm (the organizers' classification Eva)
+  drops the checkpoint's ``gamma_1``/``gamma_2``/``attn.norm`` tensors; a network with them
+  rejects a checkpoint that lacks them, naming what is missing.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
+
+import re
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +30,10 @@ from torch import nn
 
 from harness.tracks import TOKEN_ORDERS
 from harness.models.reference import get_track, token_grid
+
+#: Eva's LayerScale and inner attention-norm tensors: PrimusM has them, the organizers'
+#: classification Eva and some released checkpoints do not.
+LAYERSCALE_KEY = re.compile(r"^eva\.blocks\.\d+\.(gamma_1|gamma_2|attn\.norm\.weight|attn\.norm\.bias)$")
 
 WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
 
@@ -67,18 +77,9 @@ def strip_wrapper_prefixes(weights: Mapping[str, torch.Tensor]) -> tuple[dict[st
     return out, stripped
 
 
-def nnssl_to_dna_token_order(pos_embed: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
-    """Reorder a ``[1, W*H*D, C]`` positional embedding from nnssl's ``(h w d)`` flattening to
-    dynamic-network-architectures' ``(w h d)``. ``grid`` is ``(W, H, D)``: the token grid of
-    the network input axes, as ``Primus.forward`` names them."""
-    w, h, d = (int(g) for g in grid)
-    _check_tokens(pos_embed, (w, h, d))
-    c = pos_embed.shape[-1]
-    return pos_embed.reshape(h, w, d, c).permute(1, 0, 2, 3).reshape(1, w * h * d, c)
-
-
 def interpolate_pos_embed(pos_embed: torch.Tensor, src_grid: Sequence[int], dst_grid: Sequence[int]) -> torch.Tensor:
-    """Trilinearly resize a ``[1, prod(src_grid), C]`` embedding in ``(w h d)`` order to ``dst_grid``."""
+    """Trilinearly (align_corners False) resize a ``[1, prod(src_grid), C]`` embedding whose tokens
+    are the C-order flattening of ``src_grid`` to ``dst_grid`` (both in sequence axis order)."""
     src_grid = tuple(int(g) for g in src_grid)
     dst_grid = tuple(int(g) for g in dst_grid)
     _check_tokens(pos_embed, src_grid)
@@ -106,7 +107,7 @@ def adapt_pretrained_weights(
     pretrain_patch_size: Sequence[int],
     target_patch_size: Sequence[int],
     input_channels: int = 1,
-    token_order: str = "nnssl",
+    token_order: str = "as-is",
     dtype: torch.dtype | None = torch.float32,
 ) -> tuple[dict[str, torch.Tensor], TransferReport]:
     """Select the stem and encoder tensors of ``weights`` and adapt them to the fine-tuning setup.
@@ -153,10 +154,10 @@ def adapt_pretrained_weights(
     if lpe_key and lpe_key in selected:
         src = token_grid(pretrain_patch_size, spec.name)
         dst = token_grid(target_patch_size, spec.name)
-        lpe = selected[lpe_key]
-        if token_order == "nnssl":
-            lpe = nnssl_to_dna_token_order(lpe, src)
-        selected[lpe_key] = interpolate_pos_embed(lpe, src, dst)
+        from harness.models.primus import sequence_grid
+
+        selected[lpe_key] = interpolate_pos_embed(selected[lpe_key], sequence_grid(src, token_order),
+                                                  sequence_grid(dst, token_order))
         report.pos_embed_from_grid, report.pos_embed_to_grid = src, dst
     return selected, report
 
@@ -168,7 +169,7 @@ def load_pretrained_encoder(
     *,
     pretrain_patch_size: Sequence[int],
     target_patch_size: Sequence[int],
-    token_order: str = "nnssl",
+    token_order: str = "as-is",
     assign: bool = False,
 ) -> TransferReport:
     """Load the adapted stem and encoder into ``network`` (built by ``build_network``).
@@ -192,6 +193,20 @@ def load_pretrained_encoder(
     wanted = {k for k in target if spec.is_transferred(k)}
     missing = sorted(wanted - adapted.keys())
     unexpected = sorted(adapted.keys() - wanted)
+    dropped = [k for k in unexpected if LAYERSCALE_KEY.match(k)]
+    if dropped and not any(LAYERSCALE_KEY.match(k) for k in target):
+        # the network has no LayerScale / inner attention norm by design: their weights go unused
+        adapted = {k: v for k, v in adapted.items() if k not in set(dropped)}
+        unexpected = [k for k in unexpected if k not in set(dropped)]
+        report.loaded_keys -= len(dropped)
+        report.notes.append(f"dropped {len(dropped)} LayerScale / inner attention-norm tensors the network does not have")
+    if missing and all(LAYERSCALE_KEY.match(k) for k in missing) and not unexpected:
+        raise TransferError(
+            f"the checkpoint's Primus has no LayerScale (gamma_1, gamma_2) or inner attention norm "
+            f"(attn.norm): {len(missing)} tensors such as {missing[0]} are missing, and this network "
+            "(PrimusM) needs them; such a checkpoint fits only the organizers' Eva without LayerScale "
+            "(recipe ssl3d-2025, classification)"
+        )
     mismatched = sorted(k for k in wanted & adapted.keys() if tuple(adapted[k].shape) != tuple(target[k].shape))
     if missing or unexpected or mismatched:
         parts = []

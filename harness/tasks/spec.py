@@ -18,6 +18,16 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from harness.recipes import (
+    DEFAULT_RECIPE,
+    ClassificationAugmentation,
+    ClassificationSchedule,
+    Recipe,
+    RecipeError,
+    SegmentationSchedule,
+    apply_overrides,
+    get_recipe,
+)
 from harness.tracks import TRACKS, check_primus_patch
 
 Triple = tuple[float, float, float]
@@ -43,64 +53,26 @@ class MetricSpec(_Frozen):
 
 
 # ----------------------------------------------------------------------------- schedules
-class SegmentationSchedule(_Frozen):
-    """nnU-Net-style fine-tuning schedule: linear warm-up, then poly decay (exponent 0.9)."""
-
-    epochs: int = Field(150, ge=1)
-    iterations_per_epoch: int = Field(250, ge=1)
-    val_iterations_per_epoch: int = Field(50, ge=1)
-    batch_size: int = Field(2, ge=1)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(1e-3, gt=0)
-    from_scratch_lr: float = Field(1e-2, gt=0)
-    weight_decay: float = Field(3e-5, ge=0)
-    momentum: float = Field(0.99, ge=0, lt=1)
-    betas: tuple[float, float] = (0.9, 0.98)
-    warmup_epochs: int = Field(15, ge=0)
-    poly_exponent: float = Field(0.9, gt=0)
-    #: Gradient-norm clip; nnU-Net's own value is 12, the Primus schedule clips at 1.
-    grad_clip: float = Field(12.0, gt=0)
-    #: Save a resumable nnU-Net checkpoint every this many epochs.
-    checkpoint_every: int = Field(5, ge=1)
-
-
-class ClassificationSchedule(_Frozen):
-    """Encoder + head schedule: AdamW, linear warm-up, then cosine decay."""
-
-    epochs: int = Field(200, ge=1)
-    iterations_per_epoch: int | None = Field(None, ge=1)  # None: one pass over the training cases
-    batch_size: int = Field(2, ge=1)
-    gradient_accumulation: int = Field(4, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    from_scratch_lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    warmup_epochs: int = Field(20, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    grad_clip: float | None = Field(None, gt=0)
-
-
-SEGMENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ResEncL": dict(optimizer="sgd", lr=1e-3, from_scratch_lr=1e-2, weight_decay=3e-5, grad_clip=12.0),
-    "PrimusM": dict(optimizer="adamw", lr=1e-4, from_scratch_lr=3e-4, weight_decay=5e-2, betas=(0.9, 0.98), grad_clip=1.0),
-}
-CLASSIFICATION_DEFAULTS: dict[str, dict[str, Any]] = {"ResEncL": {}, "PrimusM": {}}
-
-
-def _merge_track_schedules(value: Any, defaults: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _track_overrides(value: Any, task_type: str) -> dict[str, dict[str, Any]]:
+    """A task's per-track schedule overrides, as written, checked against the default recipe (so a
+    typo or a bad value is an error at load time); the recipe a job runs with is their base."""
     value = value or {}
     if not isinstance(value, dict):
         raise ValueError("must be a mapping from track name to schedule fields")
     unknown = sorted(set(value) - set(TRACKS))
     if unknown:
         raise ValueError(f"unknown track(s) {unknown}; accepted tracks: {', '.join(TRACKS)}")
-    merged = {}
-    for track in TRACKS:
-        override = value.get(track) or {}
-        if not isinstance(override, dict):
-            raise ValueError(f"{track}: must be a mapping of schedule fields")
-        merged[track] = {**defaults[track], **override}
-    return merged
+    recipe = get_recipe(DEFAULT_RECIPE)
+    out = {}
+    for track, override in value.items():
+        override = override or {}
+        base = recipe.part(task_type).schedules[track]
+        try:
+            apply_overrides(base, override, field=track)
+        except RecipeError as e:
+            raise ValueError(str(e)) from None
+        out[track] = dict(override)
+    return out
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -180,14 +152,18 @@ class SegmentationTask(_TaskBase):
     test: HeldOutSplit = HeldOutSplit()
     folds: tuple[int, ...] = (0,)
     num_folds: int = Field(5, ge=2)
-    schedule: dict[str, SegmentationSchedule] = Field(default_factory=dict, validate_default=True)
+    #: Per-track schedule overrides on top of the recipe's schedule (``schedule_for``).
+    schedule: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: tuple[MetricSpec, ...] = (MetricSpec(name="dice"), MetricSpec(name="nsd", tolerance_mm=1.0))
     test_time_mirroring: bool = True
 
     @field_validator("schedule", mode="before")
     @classmethod
-    def _schedule_defaults(cls, v: Any) -> Any:
-        return _merge_track_schedules(v, SEGMENTATION_DEFAULTS)
+    def _schedule_overrides(cls, v: Any) -> Any:
+        return _track_overrides(v, "segmentation")
+
+    def schedule_for(self, track: str, recipe: Recipe | None = None) -> SegmentationSchedule:
+        return _resolved_schedule(self, track, recipe)
 
     @field_validator("metrics")
     @classmethod
@@ -224,23 +200,11 @@ class SegmentationTask(_TaskBase):
 
 
 class ClassificationFolds(_Frozen):
-    """Stratified k-fold cross-validation over the labelled cases (each fold's test part is held out)."""
+    """k-fold cross-validation over the labelled cases (each fold's test part is held out); the
+    recipe says how the folds are drawn, and with what seed unless the task sets one."""
 
     k: int = Field(3, ge=2)
-    seed: int = 0
-
-
-class ClassificationAugmentation(_Frozen):
-    """batchgeneratorsv2 transforms applied during classification fine-tuning."""
-
-    enabled: bool = True
-    rotation_degrees: float = Field(15.0, ge=0)
-    scale: tuple[float, float] = (0.85, 1.15)
-    mirror_axes: tuple[int, ...] = (0, 1, 2)
-    gaussian_noise_p: float = Field(0.1, ge=0, le=1)
-    brightness_p: float = Field(0.15, ge=0, le=1)
-    contrast_p: float = Field(0.15, ge=0, le=1)
-    gamma_p: float = Field(0.3, ge=0, le=1)
+    seed: int | None = None
 
 
 class ClassificationTask(_TaskBase):
@@ -257,14 +221,40 @@ class ClassificationTask(_TaskBase):
     folds: ClassificationFolds | None = ClassificationFolds()
     #: Alternative to ``folds``: an explicit held-out test list (then there is one fold, 0).
     test_cases: tuple[str, ...] | None = None
-    schedule: dict[str, ClassificationSchedule] = Field(default_factory=dict, validate_default=True)
+    #: Per-track schedule overrides on top of the recipe's schedule (``schedule_for``).
+    schedule: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: tuple[MetricSpec, ...] = (MetricSpec(name="auroc"), MetricSpec(name="balanced_accuracy"))
-    augmentation: ClassificationAugmentation = ClassificationAugmentation()
+    #: Augmentation overrides on top of the recipe's augmentation (``augmentation_for``).
+    augmentation: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("schedule", mode="before")
     @classmethod
-    def _schedule_defaults(cls, v: Any) -> Any:
-        return _merge_track_schedules(v, CLASSIFICATION_DEFAULTS)
+    def _schedule_overrides(cls, v: Any) -> Any:
+        return _track_overrides(v, "classification")
+
+    @field_validator("augmentation", mode="before")
+    @classmethod
+    def _augmentation_overrides(cls, v: Any) -> Any:
+        v = v or {}
+        try:
+            apply_overrides(get_recipe(DEFAULT_RECIPE).classification.augmentation, v, field="")
+        except RecipeError as e:
+            raise ValueError(str(e)) from None
+        return dict(v)
+
+    def schedule_for(self, track: str, recipe: Recipe | None = None) -> ClassificationSchedule:
+        return _resolved_schedule(self, track, recipe)
+
+    def augmentation_for(self, recipe: Recipe | None = None) -> ClassificationAugmentation:
+        recipe = recipe or get_recipe(DEFAULT_RECIPE)
+        part = recipe.classification
+        return apply_overrides(part.augmentation, self.augmentation, fixed=part.fixed_fields,
+                               recipe=recipe.name, where=str(self.source or self.name), field="augmentation")
+
+    def split_seed(self, recipe: Recipe | None = None) -> int:
+        """The task's own fold seed, else the recipe's."""
+        recipe = recipe or get_recipe(DEFAULT_RECIPE)
+        return recipe.classification.split_seed if self.folds is None or self.folds.seed is None else self.folds.seed
 
     @field_validator("metrics")
     @classmethod
@@ -305,6 +295,17 @@ class ClassificationTask(_TaskBase):
     @property
     def masks_dir(self) -> Path | None:
         return self.resolve(self.masks) if self.masks else None
+
+
+def _resolved_schedule(task, track: str, recipe: Recipe | None):
+    """The recipe's schedule for ``track`` with the task's overrides; an override the recipe fixes
+    is an error naming the task file and the field."""
+    if track not in TRACKS:
+        raise ValueError(f"unknown track {track!r}; accepted tracks: {', '.join(TRACKS)}")
+    recipe = recipe or get_recipe(DEFAULT_RECIPE)
+    part = recipe.part(task.type)
+    return apply_overrides(part.schedules[track], task.schedule.get(track, {}), fixed=part.fixed_fields,
+                           recipe=recipe.name, where=str(task.source or task.name), field=f"schedule.{track}")
 
 
 TaskSpec = Annotated[Union[SegmentationTask, ClassificationTask], Field(discriminator="type")]

@@ -1,0 +1,292 @@
+"""Recipes: every choice fine-tuning makes, named and versioned.
+
+A recipe fixes the network initialisation, the Primus token geometry, preprocessing, the per-track
+default schedules, augmentation, the cross-validation split and how reported means are taken. A
+task file overrides single schedule (and augmentation) fields on top of the recipe it is run
+with; a recipe may fix fields no task can change (``fixed_fields``).
+
+Two recipes ship (docs/recipes.md has every value with its source):
+
+* ``ssl3d-2025`` (default): the organizers' fine-tuning as their public code runs it, quirks
+  included (shared/reference/SSL3D.md section 6);
+* ``ssl3d-2025-lossless``: the same, except where the organizers' code loses or scrambles
+  pre-trained information (``LOSSLESS_DIFFERENCES`` lists each change with its reason).
+
+A job's identity holds only the recipe values that apply to it (``applicable_values``): nothing
+Primus-specific for a ResEnc-L job. Two recipes that agree on everything a job uses share its run
+folder (``setup_name``), so the lossless recipe re-trains only the Primus jobs.
+
+Torch-free: the CLI and the task registry import it before any network exists.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.tracks import TRACKS
+
+DEFAULT_RECIPE = "ssl3d-2025"
+TASK_TYPES = ("segmentation", "classification")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RecipeError(ValueError):
+    """An unknown recipe or an override the recipe cannot take; the message names the file and field."""
+
+
+# ----------------------------------------------------------------------------- schedules
+class SegmentationSchedule(_Frozen):
+    """nnU-Net-style fine-tuning schedule: linear warm-up, then poly decay, stepped per epoch."""
+
+    epochs: int = Field(150, ge=1)
+    iterations_per_epoch: int = Field(250, ge=1)
+    val_iterations_per_epoch: int = Field(50, ge=1)
+    batch_size: int = Field(2, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(1e-3, gt=0)
+    from_scratch_lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(3e-5, ge=0)
+    momentum: float = Field(0.99, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_epochs: int = Field(15, ge=0)
+    poly_exponent: float = Field(0.9, gt=0)
+    #: Gradient-norm clip; nnU-Net's own value is 12, the Primus schedule clips at 1.
+    grad_clip: float = Field(12.0, gt=0)
+    #: Save a resumable nnU-Net checkpoint every this many epochs.
+    checkpoint_every: int = Field(5, ge=1)
+
+
+class ClassificationSchedule(_Frozen):
+    """Encoder + head schedule: AdamW, linear warm-up, then cosine decay."""
+
+    epochs: int = Field(200, ge=1)
+    iterations_per_epoch: int | None = Field(None, ge=1)  # None: one pass over the training cases
+    batch_size: int = Field(2, ge=1)
+    #: The organizers: 48 (ABIDE, effective batch 96), 24 (WhiteCat); a task sets its own.
+    gradient_accumulation: int = Field(48, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    from_scratch_lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_epochs: int = Field(20, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class ClassificationAugmentation(_Frozen):
+    """batchgeneratorsv2 transforms of classification fine-tuning (per-sample probabilities).
+
+    Defaults are the organizers' (``augmentation/policies/batchgenerators.py``); a task overrides
+    single fields (``enabled: false`` switches all of it off)."""
+
+    enabled: bool = True
+    rotation_degrees: float = Field(30.0, ge=0)
+    rotation_p: float = Field(0.2, ge=0, le=1)
+    scale: tuple[float, float] = (0.7, 1.4)
+    scale_p: float = Field(0.2, ge=0, le=1)
+    gaussian_noise_variance: tuple[float, float] = (0.0, 0.1)
+    gaussian_noise_p: float = Field(0.1, ge=0, le=1)
+    gaussian_blur_sigma: tuple[float, float] = (0.5, 1.0)
+    gaussian_blur_p: float = Field(0.2, ge=0, le=1)
+    brightness: tuple[float, float] = (0.75, 1.25)
+    brightness_p: float = Field(0.15, ge=0, le=1)
+    contrast: tuple[float, float] = (0.75, 1.25)
+    contrast_p: float = Field(0.15, ge=0, le=1)
+    low_resolution_scale: tuple[float, float] = (0.5, 1.0)
+    #: 0: the organizers configure 0.25, but in the batchgeneratorsv2 they ran (<= 0.3.1) their
+    #: SimulateLowResolutionTransform(ignore_axes=None) set every scale to 1, a no-op: their 0.25 did nothing.
+    low_resolution_p: float = Field(0.0, ge=0, le=1)
+    gamma: tuple[float, float] = (0.7, 1.5)
+    gamma_inverted_p: float = Field(0.1, ge=0, le=1)
+    gamma_p: float = Field(0.3, ge=0, le=1)
+    mirror_axes: tuple[int, ...] = (0, 1, 2)
+
+
+# ----------------------------------------------------------------------------- recipe parts
+class SegmentationRecipe(_Frozen):
+    #: ``nnunet``: ``network.apply(network.initialize)`` where the class defines it (He init with
+    #: slope 1e-2, last norm of each residual block zeroed), before the encoder is loaded.
+    network_init: Literal["nnunet"] = "nnunet"
+    #: Primus: ``as-is`` feeds Eva dynamic-network-architectures' ``(w h d)`` token order with the
+    #: checkpoint's pos_embed copied unchanged; ``nnssl`` feeds the ``(h w d)`` order of nnssl's
+    #: pre-training, so pos_embed and RoPE mean what they meant there.
+    primus_token_order: Literal["as-is", "nnssl"] = "as-is"
+    #: nnU-Net's planned ``use_mask_for_norm`` and ``transpose_forward``/``_backward`` are kept.
+    keep_planned_mask_for_norm: bool = True
+    keep_planned_transpose: bool = True
+    #: Reported means: per label the nan-mean over cases, then the mean over labels.
+    reported_mean: Literal["labels-of-case-nanmeans"] = "labels-of-case-nanmeans"
+    schedules: dict[str, SegmentationSchedule]
+    #: Schedule fields a task may not override under this recipe.
+    fixed_fields: tuple[str, ...] = ()
+
+
+class ClassificationRecipe(_Frozen):
+    #: Primus encoder: ``eva-no-layerscale`` is the organizers' Eva (no LayerScale gamma, no inner
+    #: attention norm: those checkpoint weights are dropped); ``primus-m`` keeps PrimusM's Eva whole.
+    primus_encoder: Literal["eva-no-layerscale", "primus-m"] = "eva-no-layerscale"
+    #: Both recipes show Eva the tokens in nnssl's pre-training order.
+    primus_token_order: Literal["nnssl"] = "nnssl"
+    #: ``tokens-1..N``: the organizers' mean over all tokens but the first (their config claims a
+    #: class token their Eva does not have); ``all-tokens``: the mean over every patch token.
+    primus_pooling: Literal["tokens-1..N", "all-tokens"] = "tokens-1..N"
+    #: ``ssl3d-2025``: nnU-Net's He init for the from-scratch ResEnc-L encoder, timm's for Eva,
+    #: torch's default for the linear head (see docs/recipes.md).
+    network_init: Literal["ssl3d-2025"] = "ssl3d-2025"
+    #: Spline order of resampling to the target spacing, images and mask alike (the organizers resample
+    #: the mask with order 3 too, thresholded at 0.5 by nnU-Net's resize_segmentation).
+    resampling_order: int = Field(3, ge=0, le=5)
+    #: Crop centre: the mean of the mask's voxel coordinates (not the bounding-box centre).
+    crop_centre: Literal["mask-centre-of-mass"] = "mask-centre-of-mass"
+    #: Voxels outside the mask are set to 0 before normalisation.
+    zero_outside_mask: bool = True
+    #: z-score per channel after the crop, over the whole crop (zero padding included).
+    normalization: Literal["zscore-after-crop"] = "zscore-after-crop"
+    #: A case without a mask: the whole image is resized to the patch.
+    without_mask: Literal["resize-to-patch"] = "resize-to-patch"
+    #: ``kfold``: scikit-learn's KFold(k, shuffle=True, random_state=split_seed) over the cases
+    #: in labels-file order (not stratified).
+    split: Literal["kfold", "stratified-kfold"] = "kfold"
+    split_seed: int = 12345
+    #: The learning rate changes once per epoch: warm-up lr*(e+1)/(W+1) for e < W, then cosine.
+    lr_stepping: Literal["epoch"] = "epoch"
+    #: Mixed precision on CUDA (fp32 on CPU).
+    cuda_precision: Literal["fp16", "bf16"] = "fp16"
+    schedules: dict[str, ClassificationSchedule]
+    augmentation: ClassificationAugmentation = ClassificationAugmentation()
+    fixed_fields: tuple[str, ...] = ()
+
+
+#: Recipe fields that only a Primus job uses: not part of a ResEnc-L job's identity.
+PRIMUS_ONLY_FIELDS = {
+    "segmentation": ("primus_token_order",),
+    "classification": ("primus_encoder", "primus_token_order", "primus_pooling"),
+}
+
+
+class Recipe(_Frozen):
+    name: str
+    #: Bump when a change of the harness changes what this recipe computes.
+    version: int = Field(ge=1)
+    description: str
+    segmentation: SegmentationRecipe
+    classification: ClassificationRecipe
+    #: How this recipe differs from ``ssl3d-2025`` and why (empty for ``ssl3d-2025`` itself).
+    differences: tuple[str, ...] = ()
+
+    def part(self, task_type: str) -> SegmentationRecipe | ClassificationRecipe:
+        if task_type not in TASK_TYPES:
+            raise RecipeError(f"unknown task type {task_type!r}; known: {', '.join(TASK_TYPES)}")
+        return self.segmentation if task_type == "segmentation" else self.classification
+
+    def applicable_values(self, task_type: str, track: str) -> dict[str, Any]:
+        """Every recipe choice a ``task_type`` job of ``track`` makes (its track's schedule only)."""
+        part = self.part(task_type)
+        values = part.model_dump(mode="json", exclude={"schedules"})
+        if track != "PrimusM":
+            for name in PRIMUS_ONLY_FIELDS[task_type]:
+                values.pop(name, None)
+        values["schedule"] = part.schedules[track].model_dump(mode="json")
+        return values
+
+    def setup_name(self, task_type: str, track: str) -> str:
+        """The first shipped recipe that makes exactly this recipe's choices for such a job: the
+        name of its run folder, shared by every recipe that agrees."""
+        mine = self.applicable_values(task_type, track)
+        for other in RECIPES.values():
+            if other.applicable_values(task_type, track) == mine:
+                return other.name
+        return self.name
+
+
+def fingerprint(values: Any) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- the shipped recipes
+_SEGMENTATION_SCHEDULES = {
+    # SSL3D.md section 2: the "150 epoch" trainers; from-scratch lr 1e-2 (ResEnc-L), 3e-4 (Primus-M)
+    "ResEncL": SegmentationSchedule(optimizer="sgd", lr=1e-3, from_scratch_lr=1e-2, weight_decay=3e-5,
+                                    momentum=0.99, grad_clip=12.0),
+    "PrimusM": SegmentationSchedule(optimizer="adamw", lr=1e-4, from_scratch_lr=3e-4, weight_decay=5e-2,
+                                    betas=(0.9, 0.98), grad_clip=1.0),
+}
+_SEGMENTATION_FIXED = ("optimizer", "momentum", "betas", "poly_exponent")
+_CLASSIFICATION_SCHEDULES = {track: ClassificationSchedule() for track in TRACKS}
+
+SSL3D_2025 = Recipe(
+    name="ssl3d-2025",
+    version=1,
+    description="the SSL3D 2025 organizers' fine-tuning as their public code runs it, quirks included",
+    segmentation=SegmentationRecipe(primus_token_order="as-is", schedules=_SEGMENTATION_SCHEDULES,
+                                    fixed_fields=_SEGMENTATION_FIXED),
+    classification=ClassificationRecipe(primus_encoder="eva-no-layerscale", primus_pooling="tokens-1..N",
+                                        schedules=_CLASSIFICATION_SCHEDULES),
+)
+
+LOSSLESS_DIFFERENCES = (
+    "segmentation, Primus: tokens reach Eva in nnssl's pre-training order (h w d), so the copied "
+    "pos_embed and Eva's rotary embeddings (which follow the sequence index and are not in the "
+    "checkpoint) both mean what they meant in pre-training; ssl3d-2025 feeds (w h d), which "
+    "transposes the pre-trained geometry in its first two axes",
+    "classification, Primus: PrimusM's Eva with LayerScale (gamma_1, gamma_2) and the inner "
+    "attention norm, so those pre-trained weights are used; ssl3d-2025 drops them",
+    "classification, Primus: the mean over all patch tokens; ssl3d-2025 leaves the first patch "
+    "token out (its config assumes a class token its Eva does not have)",
+)
+
+SSL3D_2025_LOSSLESS = Recipe(
+    name="ssl3d-2025-lossless",
+    version=1,
+    description="ssl3d-2025, except where the organizers' code loses or scrambles pre-trained information",
+    segmentation=SSL3D_2025.segmentation.model_copy(update={"primus_token_order": "nnssl"}),
+    classification=SSL3D_2025.classification.model_copy(
+        update={"primus_encoder": "primus-m", "primus_pooling": "all-tokens"}),
+    differences=LOSSLESS_DIFFERENCES,
+)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (SSL3D_2025, SSL3D_2025_LOSSLESS)}
+RECIPE_NAMES: tuple[str, ...] = tuple(RECIPES)
+
+
+def get_recipe(name: str, where: str = "--recipe") -> Recipe:
+    """The shipped recipe ``name``; an unknown name is an error naming ``where`` it came from."""
+    try:
+        return RECIPES[name]
+    except (KeyError, TypeError):
+        import difflib
+
+        close = difflib.get_close_matches(str(name), RECIPE_NAMES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RecipeError(f"{where}: unknown recipe {name!r}{hint}; recipes: {', '.join(RECIPE_NAMES)}") from None
+
+
+def apply_overrides(base: BaseModel, overrides: dict[str, Any], *, fixed: tuple[str, ...] = (),
+                    recipe: str = DEFAULT_RECIPE, where: str = "", field: str = "schedule"):
+    """``base`` with a task's ``overrides``, validated. An unknown field, a bad value or a field the
+    recipe fixes is a ``RecipeError``: ``"<where>: field '<field>.<name>': <problem>"``, or without
+    ``where`` (inside the task's own validation) ``"<field>.<name>: <problem>"``."""
+    from pydantic import ValidationError
+
+    def error(problems: list[tuple[str, str]]) -> RecipeError:
+        if where:
+            return RecipeError(f"{where}: " + "; ".join(f"field '{field}.{n}': {m}" for n, m in problems))
+        return RecipeError("; ".join(f"{field}.{n}: {m}" if field else f"{n}: {m}" for n, m in problems))
+
+    if not isinstance(overrides, dict):
+        raise error([("", f"must be a mapping of fields, got {type(overrides).__name__}")])
+    locked = [(n, f"recipe {recipe} fixes it to {getattr(base, n)!r}; a task cannot override it")
+              for n in overrides if n in fixed and overrides[n] != getattr(base, n)]
+    if locked:
+        raise error(locked)
+    try:
+        return type(base).model_validate({**base.model_dump(), **overrides})
+    except ValidationError as e:
+        raise error([(".".join(str(x) for x in err["loc"]), err["msg"].removeprefix("Value error, "))
+                     for err in e.errors()]) from None
