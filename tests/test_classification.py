@@ -27,16 +27,17 @@ from harness.finetune.classification.data import (
     read_labels,
     split_cases,
 )
-from harness.finetune.classification.train import build_augmentation, lr_factor, plan_steps
+from harness.finetune.classification.augment import build_augmentation
+from harness.finetune.classification.train import lr_at_epoch, plan_steps
 from harness.finetune.job import FinetuneJob
 from harness.metrics.classification import (
     ClassificationMetricsError,
     score_cases_table,
     score_classification,
 )
-from harness.models import interpolate_pos_embed, nnssl_to_dna_token_order
+from harness.models import interpolate_pos_embed
+from harness.recipes import SSL3D_2025, SSL3D_2025_LOSSLESS, ClassificationAugmentation, ClassificationSchedule
 from harness.tasks import load_task_file
-from harness.tasks.spec import ClassificationAugmentation, ClassificationSchedule
 from harness.tasks.toy import write_toy_data
 from harness.tasks.toy_classification import CASES_PER_CLASS, CLASSES, CLS_SHAPE
 
@@ -116,7 +117,7 @@ def dataset_copy(toy_root, tmp_path) -> Path:
 
 
 def run_dir(results: Path, metrics: dict) -> Path:
-    return results / "runs" / metrics["entry"] / metrics["task"] / f"fold_{metrics['fold']}"
+    return results / "runs" / metrics["entry"] / metrics["task"] / metrics["recipe"] / f"fold_{metrics['fold']}"
 
 
 def check_run_folder(results: Path, metrics: dict, task, test_ids: list[str]) -> pd.DataFrame:
@@ -146,7 +147,7 @@ def test_toy_dataset_and_yaml(toy_root):
     task = load_task_file(toy_root / "task_registry" / "toy" / TOY_YAML.name)
     assert task.type == "classification" and task.classes == CLASSES
     assert task.folds.k == 3 and task.patch_size == {"ResEncL": (64, 64, 64), "PrimusM": (32, 32, 32)}
-    assert all(task.schedule[t].batch_size == 2 for t in ("ResEncL", "PrimusM"))
+    assert all(task.schedule_for(t).batch_size == 2 for t in ("ResEncL", "PrimusM"))
     cases = load_cases(task)
     assert len(cases) == 2 * CASES_PER_CLASS
     assert sorted(c.label for c in cases) == sorted(list(CLASSES) * CASES_PER_CLASS)
@@ -162,14 +163,12 @@ def test_toy_dataset_and_yaml(toy_root):
     assert min(means["sphere"]) > max(means["cube"])
 
 
-def test_stratified_folds_partition_the_cases(fast_task):
+def test_folds_partition_the_cases(fast_task):
     cases = load_cases(fast_task)
-    label = {c.case_id: c.label for c in cases}
     seen = []
     for fold in fast_task.fold_ids:
         train, test = split_cases(fast_task, cases, fold)
         assert not set(train) & set(test) and len(train) + len(test) == len(cases)
-        assert sorted(label[c] for c in test) == sorted(list(CLASSES) * (CASES_PER_CLASS // 3))
         assert split_cases(fast_task, cases, fold) == (train, test)  # deterministic
         seen += test
     assert sorted(seen) == sorted(c.case_id for c in cases)
@@ -190,11 +189,12 @@ def test_preprocessing_cache_resample_centre_and_reuse(fast_task, results):
     for case in cases:
         arr = cache.array(case.case_id)
         assert arr.shape == (1, *patch) and arr.dtype == np.float32
-        assert info[case.case_id]["centred_on"] == "mask"
-        # the structure is centred: the patch centre is inside it, so it is brighter (sphere)
-        # or darker (cube) than the patch as a whole
-        centre = float(arr[0, 14:18, 14:18, 14:18].mean())
-        assert (centre > arr.mean()) if case.label == "sphere" else (centre < arr.mean())
+        assert info[case.case_id]["centred_on"] == "mask centre of mass"
+        # z-scored over the whole crop, after the voxels outside the mask were set to 0
+        assert abs(float(arr.mean())) < 1e-4 and float(arr.std()) == pytest.approx(1.0, abs=1e-3)
+        # the structure is centred: the patch centre is inside the mask, never the zeroed outside
+        outside = float(arr[0, 0, 0, 0])
+        assert float(arr[0, 14:18, 14:18, 14:18].min()) != outside
     # a second call reuses the folder without rewriting it
     stamp = (cache.path / COMPLETE_MARKER).stat().st_mtime_ns
     again = preprocess_task(fast_task, cases, patch, results)
@@ -318,7 +318,8 @@ def test_resencl_encoder_equals_submission(submissions):
 
     sub = load_submission(submissions["ResEncL"])
     model, report = build_classifier("ResEncL", input_channels=1, num_classes=2, patch_size=(64, 64, 64),
-                                     dropout=0.2, weights=sub.weights, pretrain_patch_size=sub.pretrain_patch_size)
+                                     dropout=0.2, recipe=SSL3D_2025.classification, weights=sub.weights,
+                                     pretrain_patch_size=sub.pretrain_patch_size)
     state = model.state_dict()
     encoder = {k: v for k, v in state.items() if k.startswith("encoder.")}
     assert report.loaded_keys > 0 and len(encoder) > 400
@@ -328,24 +329,31 @@ def test_resencl_encoder_equals_submission(submissions):
     assert model(torch.zeros(1, 1, 64, 64, 64)).shape == (1, 2)
 
 
-def test_primus_encoder_equals_submission_after_adaptation(submissions):
+@pytest.mark.parametrize("recipe", [SSL3D_2025, SSL3D_2025_LOSSLESS], ids=lambda r: r.name)
+def test_primus_encoder_equals_submission_after_adaptation(submissions, recipe):
     from harness.submission import load_submission
 
     sub = load_submission(submissions["PrimusM"])
     model, report = build_classifier("PrimusM", input_channels=1, num_classes=2, patch_size=(32, 32, 32),
-                                     dropout=0.0, weights=sub.weights, pretrain_patch_size=sub.pretrain_patch_size,
-                                     token_order="nnssl")
+                                     dropout=0.0, recipe=recipe.classification, weights=sub.weights,
+                                     pretrain_patch_size=sub.pretrain_patch_size)
     state = model.state_dict()
     assert report.pos_embed_from_grid == (8, 8, 8) and report.pos_embed_to_grid == (4, 4, 4)
-    expected_lpe = interpolate_pos_embed(nnssl_to_dna_token_order(sub.weights["eva.pos_embed"].float(), (8, 8, 8)),
-                                         (8, 8, 8), (4, 4, 4))
+    expected_lpe = interpolate_pos_embed(sub.weights["eva.pos_embed"].float(), (8, 8, 8), (4, 4, 4))
     torch.testing.assert_close(state["eva.pos_embed"], expected_lpe)
     compared = 0
     for key, value in state.items():
         if key.startswith(("eva.", "down_projection.")) and key != "eva.pos_embed":
             assert torch.equal(value, sub.weights[key].float()), key
             compared += 1
-    assert compared > 300
+    layerscale = [k for k in sub.weights if k.startswith("eva.") and ("gamma_" in k or ".attn.norm." in k)]
+    assert len(layerscale) == 16 * 4
+    if recipe is SSL3D_2025:  # the organizers' Eva: LayerScale and inner attention norm dropped
+        assert not set(layerscale) & set(state) and compared > 250
+        assert report.notes == ["dropped 64 LayerScale / inner attention-norm tensors the network does not have"]
+        assert model.skip_first_token
+    else:
+        assert set(layerscale) <= set(state) and compared > 300 and not model.skip_first_token
     assert set(state) - {k for k in state if k.startswith(("eva.", "down_projection."))} == {"head.weight", "head.bias"}
     assert model(torch.zeros(2, 1, 32, 32, 32)).shape == (2, 2)
 
@@ -355,7 +363,8 @@ def test_two_channel_in_projection_is_repeated(submissions):
 
     sub = load_submission(submissions["PrimusM"])
     model, report = build_classifier("PrimusM", input_channels=2, num_classes=3, patch_size=(32, 32, 32),
-                                     dropout=0.0, weights=sub.weights, pretrain_patch_size=sub.pretrain_patch_size)
+                                     dropout=0.0, recipe=SSL3D_2025.classification, weights=sub.weights,
+                                     pretrain_patch_size=sub.pretrain_patch_size)
     w = sub.weights["down_projection.proj.weight"].float()
     assert report.in_proj_repeated
     torch.testing.assert_close(model.state_dict()["down_projection.proj.weight"], torch.cat([w, w], 1) / 2)
@@ -368,8 +377,9 @@ def test_resencl_end_to_end(fast_task, submissions, results):
     _, test_ids = split_cases(fast_task, load_cases(fast_task), 0)
     check_run_folder(results, metrics, fast_task, test_ids)
     assert metrics["transfer"]["track"] == "ResEncL" and metrics["transfer"]["loaded_keys"] > 400
-    assert metrics["is_baseline"] is False and metrics["initial_lr"] == fast_task.schedule["ResEncL"].lr
+    assert metrics["is_baseline"] is False and metrics["initial_lr"] == fast_task.schedule_for("ResEncL").lr
     assert metrics["training"]["optimizer_steps"] == 1  # 2 iterations, accumulated into one step
+    assert metrics["recipe"] == "ssl3d-2025" and metrics["recipe_values"]["schedule"]["gradient_accumulation"] == 2
     assert metrics["undefined_metrics"] == []
     assert all(isinstance(metrics["aggregates"][m], float) for m in ("auroc", "balanced_accuracy", "f1"))
     job_json = json.loads(job.run.job_json.read_text())
@@ -381,12 +391,13 @@ def test_primus_end_to_end_and_baseline(fast_task, submissions, results):
     sub = run_classification(FinetuneJob(task=fast_task, fold=1, track="PrimusM", results=results,
                                          submission=submissions["PrimusM"]))
     check_run_folder(results, sub, fast_task, test_ids)
-    assert list(sub["transfer"]["pos_embed_to_grid"]) == [4, 4, 4] and sub["token_order_policy"] == "nnssl"
-    assert sub["training"]["optimizer_steps"] == 2 and sub["training"]["warmup_steps"] == 1
+    assert list(sub["transfer"]["pos_embed_to_grid"]) == [4, 4, 4] and sub["transfer"]["token_order"] == "nnssl"
+    assert sub["training"]["optimizer_steps"] == 2
+    assert sub["training"]["lr_per_epoch"] == pytest.approx([1e-4 / 2, 1e-4])  # warm-up lr/(W+1), then cosine
     base = run_classification(FinetuneJob(task=fast_task, fold=1, track="PrimusM", results=results))
     check_run_folder(results, base, fast_task, test_ids)
     assert base["entry"] == "baseline-PrimusM" and base["is_baseline"] is True
-    assert base["transfer"] is None and base["initial_lr"] == fast_task.schedule["PrimusM"].from_scratch_lr
+    assert base["transfer"] is None and base["initial_lr"] == fast_task.schedule_for("PrimusM").from_scratch_lr
     # one preprocessing folder serves the submission and the baseline
     assert sub["preprocessed"] == base["preprocessed"]
 
@@ -412,22 +423,52 @@ def test_fold_missing_a_class_is_reported_not_fatal(toy_root, tmp_path):
 
 
 # ----------------------------------------------------------------------------- schedule, augmentation
-def test_warmup_then_cosine():
-    sched = ClassificationSchedule(epochs=4, iterations_per_epoch=4, batch_size=2, gradient_accumulation=2,
-                                   warmup_epochs=1)
-    plan = plan_steps(sched, n_train=100)
-    assert (plan.steps_per_epoch, plan.total_steps, plan.warmup_steps) == (2, 8, 2)
-    factors = [lr_factor(s, plan) for s in range(plan.total_steps)]
-    assert factors[:3] == pytest.approx([0.5, 1.0, 1.0])
-    assert factors[2:] == pytest.approx([0.5 * (1 + math.cos(math.pi * i / 6)) for i in range(6)])
-    # unset iterations: one pass over the training cases
-    assert plan_steps(ClassificationSchedule(batch_size=2, gradient_accumulation=4), n_train=9).iterations_per_epoch == 5
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_lr_per_epoch_is_the_organizers_warmstart_cosine(pretrained):
+    """SSL3D_classification's CosineAnnealingLR_Warmstart at their values: 200 epochs, 20 warm-up."""
+    for track in ("ResEncL", "PrimusM"):
+        sched = SSL3D_2025.classification.schedules[track]
+        lr = sched.lr if pretrained else sched.from_scratch_lr
+        assert lr == 1e-4
+        lrs = [lr_at_epoch(e, lr, sched) for e in range(200)]
+        assert lrs[0] == pytest.approx(1e-4 / 21) and lrs[19] == pytest.approx(1e-4 * 20 / 21)
+        assert lrs[20] == pytest.approx(1e-4) and lrs[21] == pytest.approx(9.99924e-5, rel=1e-5)
+        assert lrs[110] == pytest.approx(5e-5) and lrs[199] == pytest.approx(7.615e-9, rel=1e-3)
+    # batches per epoch: one pass over the training cases, the last batch smaller
+    plan = plan_steps(ClassificationSchedule(batch_size=2, gradient_accumulation=4), n_train=9)
+    assert (plan.batches_per_epoch, plan.steps_per_epoch) == (5, 2)
+
+
+def test_accumulation_steps_every_k_batches_and_at_the_epoch_end(fast_task, results):
+    """batch 2, accumulation 2, 5 training cases: batches of 2, 2, 1 -> steps after batch 2 and 3."""
+    from harness.finetune.classification.train import train_classifier
+
+    cases = load_cases(fast_task)
+    cache = preprocess_task(fast_task, cases, (32, 32, 32), results)
+    ids = [c.case_id for c in cases][:5]
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 ** 3, 2))
+    steps = []
+    sched = ClassificationSchedule(epochs=2, batch_size=2, gradient_accumulation=2, warmup_epochs=1)
+    opt_step = torch.optim.AdamW.step
+
+    def counting_step(self, *a, **k):
+        steps.append(self.param_groups[0]["lr"])
+        return opt_step(self, *a, **k)
+
+    torch.optim.AdamW.step = counting_step
+    try:
+        summary = train_classifier(model, cache, ids, [0, 1, 0, 1, 0], sched, 1e-4, None, torch.device("cpu"), 0,
+                                   lambda m: None)
+    finally:
+        torch.optim.AdamW.step = opt_step
+    assert summary["optimizer_steps"] == 4 and summary["batches_per_epoch"] == 3
+    assert steps == pytest.approx([5e-5, 5e-5, 1e-4, 1e-4])  # the lr changes per epoch, not per step
 
 
 def test_augmentation_keeps_shape_and_changes_the_image():
     torch.manual_seed(0)
     np.random.seed(0)
-    aug = ClassificationAugmentation(gaussian_noise_p=1.0, mirror_axes=(0,))
+    aug = ClassificationAugmentation(gaussian_noise_p=1.0, mirror_axes=(0,), rotation_p=0.0, scale_p=0.0)
     transform = build_augmentation(aug, (16, 16, 16))
     x = torch.randn(2, 16, 16, 16)
     y = transform(image=x.clone())["image"]

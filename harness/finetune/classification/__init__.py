@@ -1,6 +1,6 @@
 """Classification fine-tuning: the track's pre-trained encoder plus a linear head.
 
-* ``data``: reading and validating cases (labels CSV, images, masks), stratified folds, and
+* ``data``: reading and validating cases (labels CSV, images, masks), the recipe's folds, and
   the preprocessing cache shared by all entries of a task;
 * ``model``: the encoder + head networks of both tracks;
 * ``train``: the schedule, the loop, prediction and ``run_classification(job)``, which writes

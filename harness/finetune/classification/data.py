@@ -4,18 +4,31 @@ Axis order: arrays are (z, y, x) as SimpleITK's ``GetArrayFromImage`` returns th
 task's ``target_spacing`` and ``patch_size`` are in that same array order (nnU-Net's
 convention); SimpleITK calls take the reversed (x, y, z) order.
 
-Preprocessing (shared/reference/SSL3D.md section 3) is done once per task and preprocessing
-configuration, for every labelled case, and shared by all submissions and the baselines:
+Preprocessing is done once per task, patch and recipe preprocessing configuration, for every
+labelled case, and shared by all submissions and the baselines. Under the ``ssl3d-2025`` recipe
+it is the SSL3D 2025 organizers' ``run_case`` (SSL3D_classification,
+``datasets/preprocess_3D_data/datasets/template_brain_preprocessing.py``), step by step
+(``preprocess_case`` has the details):
 
-1. resample to the target spacing with SimpleITK (linear for images, nearest for masks);
-2. z-score every channel with the mean and standard deviation of the whole resampled image;
-3. crop or zero-pad to the patch, centred on the bounding box of the mask (or, without masks,
-   of the image's nonzero voxels). Zero padding is applied after normalisation, so the padding
-   value is the channel mean.
+1. resample the mask and every channel to the target spacing with nnU-Net's own
+   ``resample_data_or_seg_to_spacing`` (spline order ``resampling_order`` = 3 for the images
+   *and* for the mask, one 3-D resize, no separate z), all from the mask's spacing;
+2. centre = the mean voxel coordinate of the resampled mask, truncated to integers (not the
+   bounding-box centre);
+3. voxels outside the resampled mask are set to 0 (``zero_outside_mask``);
+4. crop ``[c - p//2, c - p//2 + p)`` per axis, zero padding where the window leaves the volume;
+5. z-score every channel over the whole crop, zeros (background and padding) included.
+
+A task without masks has each whole image resized to the patch (after resampling to the target
+spacing) and then z-scored.
+
+Cross-validation (``split_cases``) is the recipe's: scikit-learn's ``KFold`` (the organizers')
+or ``StratifiedKFold``, shuffled with the task's or the recipe's seed.
 
 The cache folder is named by a hash of what determines its content (spacing, patch, channels,
-the preprocessing version and the data files' names, sizes and mtimes); a ``COMPLETE`` marker is
-written last, and an exclusive file lock keeps two jobs from preprocessing at once.
+the recipe's preprocessing fields, the preprocessing version and the data files' names, sizes
+and mtimes); a ``COMPLETE`` marker is written last, and an exclusive file lock keeps two jobs
+from preprocessing at once.
 """
 from __future__ import annotations
 
@@ -30,10 +43,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from harness.finetune.cache import build_once
+from harness.recipes import SSL3D_2025, ClassificationRecipe
 from harness.runs import write_json_atomic
 
 #: Bump when preprocessing changes what ends up in the cache.
-PREPROCESS_VERSION = "1"
+PREPROCESS_VERSION = "2"
 IMAGE_SUFFIX = ".nii.gz"
 
 
@@ -172,71 +186,95 @@ def load_cases(task) -> list[ClassificationCase]:
 
 
 # ----------------------------------------------------------------------------- folds
-def split_cases(task, cases: Sequence[ClassificationCase], fold: int) -> tuple[list[str], list[str]]:
-    """``(train case ids, test case ids)`` of ``fold``.
+def _classification_recipe(recipe) -> ClassificationRecipe:
+    """The classification part of ``recipe`` (a ``ClassificationRecipe`` or a whole ``Recipe``);
+    ``None`` is the default recipe's (``ssl3d-2025``)."""
+    if recipe is None:
+        return SSL3D_2025.classification
+    return getattr(recipe, "classification", recipe)
+
+
+def fold_seed(task, recipe=None) -> int:
+    """The seed of the task's folds: its own ``folds.seed``, else the recipe's ``split_seed``
+    (``ClassificationTask.split_seed``, for a recipe part as well as a whole recipe)."""
+    part = _classification_recipe(recipe)
+    own = task.folds.seed if task.folds is not None else None
+    return int(part.split_seed if own is None else own)
+
+
+def split_cases(task, cases: Sequence[ClassificationCase], fold: int,
+                recipe: ClassificationRecipe | None = None) -> tuple[list[str], list[str]]:
+    """``(train case ids, test case ids)`` of ``fold``, each in labels-file order.
 
     With an explicit ``test_cases`` list there is one fold (0): those cases are the test set and
-    every other labelled case trains. Otherwise scikit-learn's ``StratifiedKFold`` (shuffled,
-    ``random_state=folds.seed``) over the labels in labels-file order gives fold ``fold``.
+    every other labelled case trains. Otherwise ``recipe.split`` (``recipe``: the job's
+    ``ClassificationRecipe``; ``None`` is ``ssl3d-2025``'s) draws ``task.folds.k`` folds with
+    ``random_state`` = the task's ``folds.seed``, else the recipe's ``split_seed`` (12345):
+
+    * ``kfold`` (``ssl3d-2025``): scikit-learn's ``KFold(k, shuffle=True, random_state=seed)``
+      over the cases in labels-file order, not stratified, as the organizers'
+      ``cross_validation.py::generate_crossval_split`` draws them. Their case list is
+      ``list(set(ids))``, whose order follows Python's string hashing (``PYTHONHASHSEED``), so
+      their exact folds cannot be reproduced without their ``splits.json``; the labels file's
+      order is the reproducible stand-in. A fold may miss a class: that is not an error here
+      (the metrics report what is undefined).
+    * ``stratified-kfold``: ``StratifiedKFold(k, shuffle=True, random_state=seed)`` over the
+      labels in labels-file order (a class with fewer than k cases is missing from some folds).
     """
+    part = _classification_recipe(recipe)
     ids = [c.case_id for c in cases]
     if task.test_cases is not None:
         if fold != 0:
             raise ClassificationDataError(f"task {task.name} has an explicit test list: the only fold is 0, not {fold}")
         test = set(task.test_cases)
         return [i for i in ids if i not in test], [i for i in ids if i in test]
-    from sklearn.model_selection import StratifiedKFold
-
     k = task.folds.k
     if not 0 <= fold < k:
         raise ClassificationDataError(f"task {task.name}: fold {fold} is outside 0..{k - 1}")
     if len(ids) < k:
         raise ClassificationDataError(f"task {task.name}: {len(ids)} labelled cases cannot make {k} folds")
-    y = np.array([c.label_index for c in cases])
-    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=task.folds.seed)
-    import warnings
+    seed = fold_seed(task, part)
+    if part.split == "kfold":
+        from sklearn.model_selection import KFold
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # a class with fewer than k cases: some folds miss it
-        train_idx, test_idx = list(skf.split(np.zeros(len(ids)), y))[fold]
+        train_idx, test_idx = list(KFold(n_splits=k, shuffle=True, random_state=seed).split(ids))[fold]
+    elif part.split == "stratified-kfold":
+        import warnings
+
+        from sklearn.model_selection import StratifiedKFold
+
+        y = np.array([c.label_index for c in cases])
+        skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a class with fewer than k cases: some folds miss it
+            try:
+                train_idx, test_idx = list(skf.split(np.zeros(len(ids)), y))[fold]
+            except ValueError as e:  # every class has fewer than k cases
+                raise ClassificationDataError(f"task {task.name}: cannot stratify {k} folds: {e}") from None
+    else:  # the recipe's Literal admits nothing else
+        raise ClassificationDataError(f"task {task.name}: unknown split {part.split!r}")
     return [ids[i] for i in sorted(train_idx)], [ids[i] for i in sorted(test_idx)]
 
 
 # ----------------------------------------------------------------------------- preprocessing
-def resample(image, spacing_zyx: Sequence[float], is_mask: bool):
-    """Resample a SimpleITK image to ``spacing_zyx`` (mm) over the same physical extent.
-
-    Linear interpolation for images, nearest neighbour for masks; origin and direction kept.
-    """
-    import SimpleITK as sitk
-
-    new_spacing = tuple(float(s) for s in reversed(spacing_zyx))  # SimpleITK order (x, y, z)
-    old_size, old_spacing = image.GetSize(), image.GetSpacing()
-    new_size = [max(1, int(round(n * o / s))) for n, o, s in zip(old_size, old_spacing, new_spacing)]
-    if tuple(new_size) == tuple(old_size) and np.allclose(old_spacing, new_spacing):
-        return image
-    return sitk.Resample(
-        image,
-        new_size,
-        sitk.Transform(),
-        sitk.sitkNearestNeighbor if is_mask else sitk.sitkLinear,
-        image.GetOrigin(),
-        new_spacing,
-        image.GetDirection(),
-        0,
-        image.GetPixelID() if is_mask else sitk.sitkFloat32,
-    )
+#: The recipe fields preprocessing depends on (part of the cache key).
+PREPROCESSING_FIELDS = ("resampling_order", "crop_centre", "zero_outside_mask", "normalization", "without_mask")
 
 
-def _bbox_centre(mask: np.ndarray) -> tuple[int, ...] | None:
-    idx = np.nonzero(mask)
-    if idx[0].size == 0:
-        return None
-    return tuple(int((i.min() + i.max() + 1) // 2) for i in idx)
+def preprocessing_values(recipe=None) -> dict:
+    """The recipe's preprocessing choices (``PREPROCESSING_FIELDS``), as JSON values."""
+    part = _classification_recipe(recipe)
+    return {name: getattr(part, name) for name in PREPROCESSING_FIELDS}
 
 
 def crop_or_pad(volume: np.ndarray, centre: Sequence[int], patch: Sequence[int]) -> np.ndarray:
-    """The ``patch``-sized block of ``volume`` (C, Z, Y, X) centred on ``centre``; zeros outside."""
+    """The ``patch``-sized block of ``volume`` (C, Z, Y, X) around ``centre``: voxels
+    ``[c - p//2, c - p//2 + p)`` of each axis, zeros where that leaves the volume; float32.
+
+    This is the organizers' ``crop_center_with_padding_np`` for even patch sizes (every patch
+    the tracks take). For an odd size theirs copies ``[c - p//2, c + p//2)``, one voxel fewer,
+    and leaves the last slice of the patch zero; here the window is a full ``p`` wide.
+    """
     out = np.zeros((volume.shape[0], *patch), dtype=np.float32)
     src, dst = [], []
     for c, p, n in zip(centre, patch, volume.shape[1:]):
@@ -250,48 +288,152 @@ def crop_or_pad(volume: np.ndarray, centre: Sequence[int], patch: Sequence[int])
     return out
 
 
-def preprocess_case(case: ClassificationCase, target_spacing: Sequence[float], patch: Sequence[int]) -> tuple[np.ndarray, dict]:
-    """``(array float32 (C, *patch), info)`` for one case; ``info`` records geometry and centring."""
+def _read_volume(path: Path, case: str, what: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    """``(array (z, y, x) in the file's own pixel type, spacing (z, y, x))``; errors name the file."""
     import SimpleITK as sitk
 
-    channels = []
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise ClassificationDataError(f"case {case!r}: {what} {path} cannot be read: {e}") from None
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise ClassificationDataError(
+            f"case {case!r}: {what} {path} is a {img.GetDimension()}D image with "
+            f"{img.GetNumberOfComponentsPerPixel()} component(s) per voxel; a single-component 3D volume is expected"
+        )
+    return sitk.GetArrayFromImage(img), tuple(float(s) for s in img.GetSpacing()[::-1])
+
+
+def _zscore(crop: np.ndarray) -> tuple[np.ndarray, list[float], list[float]]:
+    """nnU-Net's ``ZScoreNormalization`` of every channel over all its voxels, in float32:
+    ``(x - mean) / max(std, 1e-8)`` (numpy std, ddof 0). Returns the array and the statistics."""
+    out = crop.astype(np.float32)  # a copy
+    means, stds = [], []
+    for ch in out:
+        mean, std = ch.mean(), ch.std()
+        ch -= mean
+        ch /= max(std, 1e-8)
+        means.append(float(mean))
+        stds.append(float(std))
+    return out, means, stds
+
+
+def preprocess_case(case: ClassificationCase, target_spacing: Sequence[float], patch: Sequence[int],
+                    recipe: ClassificationRecipe | None = None) -> tuple[np.ndarray, dict]:
+    """``(array float32 (C, *patch), info)`` for one case, as ``recipe`` (the job's
+    ``ClassificationRecipe``; ``None`` is ``ssl3d-2025``'s) preprocesses it.
+
+    This is the organizers' ``run_case`` (SSL3D_classification,
+    ``template_brain_preprocessing.py``), in their order:
+
+    With a mask:
+
+    1. the mask and each channel are resampled from the **mask's** spacing (the organizers never
+       read the image's; ``load_cases`` has checked that all files of a case share one grid) to
+       ``target_spacing`` with nnU-Net's ``resample_data_or_seg_to_spacing``: one 3-D resize
+       (``force_separate_z=False``), spline order ``recipe.resampling_order`` (3) for the images
+       (skimage ``resize``, ``mode='edge'``, no anti-aliasing) and, as theirs, for the mask too
+       (``is_seg=True``: each label's indicator resized with order 3);
+    2. the centre is the mean voxel index of the resampled mask's voxels equal to 1, truncated
+       (``np.argwhere(mask == 1).mean(0).astype(int)``), not the bounding-box centre. A
+       multi-label mask is binarised first (every nonzero label counts as 1); the organizers'
+       code would centre on label 1 alone and multiply the image by the label values;
+    3. ``zero_outside_mask``: voxels outside the resampled mask are set to 0 (after resampling,
+       before cropping: their ``data_1mm *= mask_1mm``);
+    4. ``crop_or_pad`` to ``patch`` around the centre, zero padding outside the volume;
+    5. z-score per channel over the whole crop, zeroed background and padding included (their
+       ``ZScoreNormalization`` with ``seg >= 0``, which is true everywhere), float32.
+
+    Without a mask (the task has no masks folder): each channel is resampled to the target
+    spacing from its own spacing as above and the whole image is then resized to ``patch``
+    (nnU-Net's ``resample_data_or_seg_to_shape``, same order), no cropping, then z-scored. This
+    is what the organizers' no-mask branch sets out to do; as written it raises ``NameError``
+    (``original_spacing`` is only assigned when there is a mask).
+
+    Pixel type: every file is read in its stored pixel type, and nnU-Net's resampling casts its
+    result back to the input's type (``dtype_out = data.dtype``), exactly as the organizers'
+    copy does: an integer image (e.g. int16) has its interpolated values truncated toward zero
+    to integers (skimage clips the result to the input's range, so nothing wraps around); a
+    float image is unaffected. A volume that needs no resampling is passed through unchanged.
+    The crop is float32 from there on.
+
+    ``info`` records the centre (``None`` without a mask), what it is centred on, the resampled
+    shape, the input pixel type and each channel's mean and std over the crop (before the
+    z-score). Errors (an unreadable file, NaN or inf voxels, an empty mask) name the case and the
+    file. (SimpleITK's NIfTI reader, which the organizers use too, already reads NaN voxels as 0,
+    so the NaN check guards against other readers and formats.)
+    """
+    from nnunetv2.preprocessing.resampling.default_resampling import (
+        resample_data_or_seg_to_shape,
+        resample_data_or_seg_to_spacing,
+    )
+
+    part = _classification_recipe(recipe)
+    for name, supported in (("crop_centre", "mask-centre-of-mass"), ("normalization", "zscore-after-crop"),
+                            ("without_mask", "resize-to-patch")):
+        if getattr(part, name) != supported:
+            raise ValueError(f"recipe classification.{name} {getattr(part, name)!r} is not implemented")
+    order = int(part.resampling_order)
+    target = tuple(float(s) for s in target_spacing)
+    patch = tuple(int(p) for p in patch)
+    cid = case.case_id
+
+    def to_spacing(arr: np.ndarray, spacing, is_seg: bool) -> np.ndarray:
+        return resample_data_or_seg_to_spacing(arr[None], spacing, target, is_seg=is_seg, order=order,
+                                               force_separate_z=False)[0]
+
+    volumes = []
     for path in case.images:
-        try:
-            img = sitk.ReadImage(str(path), sitk.sitkFloat32)
-        except RuntimeError as e:
-            raise ClassificationDataError(f"case {case.case_id!r}: image {path} cannot be read: {e}") from None
-        if img.GetDimension() != 3:
-            raise ClassificationDataError(
-                f"case {case.case_id!r}: image {path} is {img.GetDimension()}D; a 3D volume is expected"
-            )
-        channels.append(sitk.GetArrayFromImage(resample(img, target_spacing, is_mask=False)))
-    data = np.stack(channels).astype(np.float32)
-    if not np.all(np.isfinite(data)):
-        raise ClassificationDataError(f"case {case.case_id!r}: image {case.images[0].parent} holds NaN or inf voxels")
-    centre_from = "mask"
-    centre = None
+        arr, spacing = _read_volume(path, cid, "image")
+        if not np.all(np.isfinite(arr)):
+            raise ClassificationDataError(f"case {cid!r}: image {path} holds NaN or inf voxels")
+        volumes.append((path, arr, spacing))
+    dtypes = sorted({str(arr.dtype) for _, arr, _ in volumes})
+
     if case.mask is not None:
-        mask = sitk.GetArrayFromImage(resample(sitk.ReadImage(str(case.mask)), target_spacing, is_mask=True))
-        centre = _bbox_centre(mask != 0)
-        if centre is None:
-            raise ClassificationDataError(f"case {case.case_id!r}: mask {case.mask} is empty")
+        mask_arr, spacing = _read_volume(case.mask, cid, "mask")
+        for path, arr, image_spacing in volumes:
+            if arr.shape != mask_arr.shape or not np.allclose(image_spacing, spacing, rtol=1e-4):
+                raise ClassificationDataError(
+                    f"case {cid!r}: image {path.name} has shape {arr.shape} spacing {image_spacing}, but mask "
+                    f"{case.mask.name} has shape {mask_arr.shape} spacing {spacing}; they must share one grid"
+                )
+        mask = to_spacing((mask_arr != 0).astype(np.uint8), spacing, is_seg=True)
+        coords = np.argwhere(mask == 1)
+        if coords.size == 0:
+            where = "is empty" if not np.any(mask_arr) else f"is empty after resampling to {list(target)} mm"
+            raise ClassificationDataError(f"case {cid!r}: mask {case.mask} {where}")
+        centre = tuple(int(v) for v in coords.mean(axis=0).astype(int))
+        channels = []
+        for _, arr, _ in volumes:
+            data = to_spacing(arr, spacing, is_seg=False)
+            if part.zero_outside_mask:
+                data = np.where(mask != 0, data, np.zeros((), dtype=data.dtype))
+            channels.append(crop_or_pad(data[None], centre, patch)[0])
+        resampled_shape = list(mask.shape)
+        centred_on = "mask centre of mass"
     else:
-        centre_from = "image foreground"
-        centre = _bbox_centre(np.any(data != 0, axis=0))
-        if centre is None:
-            raise ClassificationDataError(f"case {case.case_id!r}: image {case.images[0]} is all zeros")
-    mean = data.reshape(data.shape[0], -1).mean(axis=1)
-    std = data.reshape(data.shape[0], -1).std(axis=1)
-    data = (data - mean[:, None, None, None]) / np.maximum(std, 1e-8)[:, None, None, None]
-    out = crop_or_pad(data, centre, patch)
+        channels = []
+        for _, arr, spacing in volumes:
+            data = to_spacing(arr, spacing, is_seg=False)
+            resampled_shape = list(data.shape)
+            resize_spacing = [t / p * s for t, p, s in zip(target, patch, data.shape)]
+            channels.append(resample_data_or_seg_to_shape(
+                data[None], patch, target, resize_spacing, is_seg=False, order=order, force_separate_z=False,
+            )[0].astype(np.float32))
+        centre = None
+        centred_on = "none: the whole image resized to the patch"
+
+    out, mean, std = _zscore(np.stack(channels))
     info = {
-        "case": case.case_id,
+        "case": cid,
         "label": case.label,
-        "resampled_shape": list(data.shape[1:]),
-        "centre": list(centre),
-        "centred_on": centre_from,
-        "channel_mean": [float(m) for m in mean],
-        "channel_std": [float(s) for s in std],
+        "image_dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
+        "resampled_shape": resampled_shape,
+        "centre": list(centre) if centre is not None else None,
+        "centred_on": centred_on,
+        "channel_mean": mean,
+        "channel_std": std,
     }
     return out, info
 
@@ -301,8 +443,10 @@ def _file_fingerprint(path: Path) -> list:
     return [str(path), st.st_size, st.st_mtime_ns]
 
 
-def cache_key(task, cases: Sequence[ClassificationCase], patch: Sequence[int]) -> str:
-    """Hash of what preprocessing depends on: spacing, patch, channels, version and the data files."""
+def cache_key(task, cases: Sequence[ClassificationCase], patch: Sequence[int],
+              recipe: ClassificationRecipe | None = None) -> str:
+    """Hash of what preprocessing depends on: spacing, patch, channels, the recipe's preprocessing
+    fields (``PREPROCESSING_FIELDS``; ``None`` is ``ssl3d-2025``'s), version and the data files."""
     files = [task.labels_csv]
     for c in cases:
         files.extend(c.images)
@@ -313,6 +457,7 @@ def cache_key(task, cases: Sequence[ClassificationCase], patch: Sequence[int]) -
         "target_spacing": [float(s) for s in task.target_spacing],
         "patch": [int(p) for p in patch],
         "num_channels": int(task.num_channels),
+        "preprocessing": preprocessing_values(recipe),
         "files": [_file_fingerprint(Path(f)) for f in files],
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -337,17 +482,20 @@ def preprocess_task(
     cases: Sequence[ClassificationCase],
     patch: Sequence[int],
     results: Path,
+    recipe: ClassificationRecipe | None = None,
     log: Callable[[str], None] = lambda msg: None,
 ) -> PreprocessedCache:
-    """Preprocess every case once into ``<results>/cache/classification/<task>/<key>/``
+    """Preprocess every case once, as ``recipe`` (the job's ``ClassificationRecipe``; ``None`` is
+    ``ssl3d-2025``'s) says, into ``<results>/cache/classification/<task>/<key>/``
     (``harness.finetune.cache.build_once``: locked, marked complete last, reused after)."""
-    key = cache_key(task, cases, patch)
+    part = _classification_recipe(recipe)
+    key = cache_key(task, cases, patch, part)
     folder = Path(results) / "cache" / "classification" / task.name / key
 
     def build(folder: Path) -> dict:
         infos = []
         for case in cases:
-            array, info = preprocess_case(case, task.target_spacing, patch)
+            array, info = preprocess_case(case, task.target_spacing, patch, part)
             tmp = folder / f".{case.case_id}.npy.tmp"
             with open(tmp, "wb") as f:
                 np.save(f, array)
@@ -358,6 +506,7 @@ def preprocess_task(
             "target_spacing": list(task.target_spacing),
             "patch": list(patch),
             "num_channels": task.num_channels,
+            "preprocessing": preprocessing_values(part),
             "version": PREPROCESS_VERSION,
         }
         write_json_atomic(folder / "cases.json", {"config": config, "cases": infos})

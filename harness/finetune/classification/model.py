@@ -1,15 +1,22 @@
-"""Encoder + linear head: the classification network of each track.
+"""Encoder + linear head: the classification network of each track, as the recipe builds it.
 
-The encoder is the track's reference network (``harness.models.build_network``) with the
-submission's stem and encoder loaded by ``harness.models.load_pretrained_encoder`` (channel
-repeat, positional-embedding interpolation and token order all happen there); everything else
-of the reference network (decoder, segmentation head) is dropped. Sub-modules keep the reference
-names (``encoder.*`` for ResEnc-L, ``down_projection.*`` / ``eva.*`` for Primus-M), so the
-classifier's state-dict keys of the transferred part are the submission's own keys.
+Built as the organizers' classification code builds it (shared/reference/SSL3D.md section 6,
+docs/recipes.md); the submission's stem and encoder are loaded by
+``harness.models.load_pretrained_encoder`` (channel repeat, positional-embedding resize).
+Sub-modules keep the reference names (``encoder.*`` for ResEnc-L, ``down_projection.*`` /
+``eva.*`` for Primus-M), so the classifier's keys of the transferred part are the submission's.
 
-* ResEnc-L: ``encoder`` output (last stage, 320 features) -> global average pool -> dropout -> linear.
-* Primus-M: ``down_projection`` -> tokens ``b (w h d) c`` -> ``eva`` (ends in its LayerNorm) ->
-  mean over tokens -> dropout -> linear.
+* ResEnc-L: the reference network's ``encoder`` (last stage, 320 features) -> global average pool
+  -> dropout -> linear. Not nnU-Net-initialised: the organizers' classifier never calls
+  ``initialize``.
+* Primus-M: a patch embedding (8^3 conv) -> tokens in nnssl's ``(h w d)`` order -> Eva (ends in
+  its LayerNorm) -> mean over tokens -> dropout -> linear. The recipe picks the Eva
+  (``primus_encoder``: the organizers' without LayerScale and inner attention norm, or PrimusM's)
+  and the pooling (``primus_pooling``: tokens 1..N as the organizers', or all tokens).
+
+Initialisation (recipe ``network_init: ssl3d-2025``): torch's defaults and Eva's own init; a
+from-scratch model then gets the organizers' ``on_train_start``: every ``nn.Linear`` (Eva's and
+the head's) drawn from N(0, 1e-3) with zero bias (their Conv2d rule touches no 3D conv).
 """
 from __future__ import annotations
 
@@ -19,6 +26,11 @@ import torch
 from torch import nn
 
 from harness.models import TransferReport, build_network, get_track, load_pretrained_encoder
+from harness.models.reference import token_grid
+from harness.recipes import ClassificationRecipe
+
+#: Primus-M's transformer (SSL3D.md section 1).
+PRIMUS_M_EVA = dict(embed_dim=864, depth=16, num_heads=12)
 
 
 class ResEncClassifier(nn.Module):
@@ -37,22 +49,52 @@ class ResEncClassifier(nn.Module):
 
 
 class PrimusClassifier(nn.Module):
-    """Input (B, C, *patch) with the patch the network was built for; output logits (B, num_classes)."""
+    """Input (B, C, *patch) with the patch the network was built for; output logits (B, num_classes).
 
-    def __init__(self, down_projection: nn.Module, eva: nn.Module, num_classes: int, dropout: float, embed_dim: int):
+    ``skip_first_token``: pool tokens 1..N (the organizers' config assumes a class token at 0 that
+    their Eva does not have, so the first patch token is left out)."""
+
+    def __init__(self, down_projection: nn.Module, eva: nn.Module, num_classes: int, dropout: float,
+                 embed_dim: int, skip_first_token: bool):
         super().__init__()
         self.down_projection = down_projection
         self.eva = eva
+        self.skip_first_token = skip_first_token
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(embed_dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from einops import rearrange
+        from harness.models.primus import to_tokens
 
-        x = self.down_projection(x)  # (B, embed, w, h, d)
-        x = rearrange(x, "b c w h d -> b (w h d) c")  # the token order Primus.forward uses
-        x, _ = self.eva(x)  # (B, tokens, embed); keep_indices is None without patch dropping
-        return self.head(self.dropout(x.mean(dim=1)))
+        x = to_tokens(self.down_projection(x), "nnssl")  # (B, tokens, embed), nnssl's order
+        x, _ = self.eva(x)  # keep_indices is None without patch dropping
+        pooled = x[:, 1:].mean(dim=1) if self.skip_first_token else x.mean(dim=1)
+        return self.head(self.dropout(pooled))
+
+
+def build_primus_encoder(input_channels: int, patch_size: Sequence[int], encoder: str) -> tuple[nn.Module, nn.Module]:
+    """``(down_projection, eva)`` of Primus-M; ``encoder`` ``eva-no-layerscale`` is the organizers'
+    classification Eva (dynamic-network-architectures' Eva with its defaults: no LayerScale, no
+    inner attention norm), ``primus-m`` the Eva of PrimusM (LayerScale 0.1, inner attention norm)."""
+    from dynamic_network_architectures.building_blocks.eva import Eva
+    from dynamic_network_architectures.building_blocks.patch_encode_decode import PatchEmbed
+
+    spec = get_track("PrimusM")
+    with_layerscale = {"eva-no-layerscale": False, "primus-m": True}[encoder]
+    down_projection = PatchEmbed(spec.patch_embed_size, input_channels, PRIMUS_M_EVA["embed_dim"])
+    eva = Eva(**PRIMUS_M_EVA, ref_feat_shape=token_grid(patch_size), num_reg_tokens=0,
+              use_rot_pos_emb=True, use_abs_pos_emb=True, drop_path_rate=0.0,
+              init_values=0.1 if with_layerscale else None, scale_attn_inner=with_layerscale)
+    return down_projection, eva
+
+
+def init_from_scratch(model: nn.Module) -> None:
+    """The organizers' ``on_train_start`` for a model without pre-trained weights."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=1e-3)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def build_classifier(
@@ -62,34 +104,27 @@ def build_classifier(
     num_classes: int,
     patch_size: Sequence[int],
     dropout: float,
+    recipe: ClassificationRecipe,
     weights: Mapping[str, torch.Tensor] | None = None,
     pretrain_patch_size: Sequence[int] | None = None,
-    token_order: str = "nnssl",
 ) -> tuple[nn.Module, TransferReport | None]:
-    """The track's classifier; with ``weights`` (a submission's, prefixes stripped) the stem and
-    encoder are loaded from them, without it everything is randomly initialised (baseline).
-
-    Returns ``(model, transfer report or None)``.
-    """
+    """The track's classifier under ``recipe``; with ``weights`` (a submission's, prefixes
+    stripped) the stem and encoder are loaded from them, without it the model is initialised
+    from scratch (baseline). Returns ``(model, transfer report or None)``."""
     spec = get_track(track)
-    net = build_network(spec.name, input_channels=input_channels, num_classes=1, patch_size=patch_size)
-    report = None
-    if weights is not None:
-        if pretrain_patch_size is None:
-            raise ValueError("pretrain_patch_size is needed to load pre-trained weights")
-        report = load_pretrained_encoder(
-            net,
-            weights,
-            spec.name,
-            pretrain_patch_size=pretrain_patch_size,
-            target_patch_size=patch_size,
-            token_order=token_order,
-        )
     if spec.name == "ResEncL":
+        net = build_network("ResEncL", input_channels=input_channels, num_classes=1, initialize=False)
         model: nn.Module = ResEncClassifier(net.encoder, num_classes, dropout)
+        del net
     else:
-        if net.register_tokens is not None:  # PrimusM has none; the forward above assumes it
-            raise ValueError("Primus with register tokens is not supported by the classifier")
-        model = PrimusClassifier(net.down_projection, net.eva, num_classes, dropout, net.embed_dim)
-    del net
+        down_projection, eva = build_primus_encoder(input_channels, patch_size, recipe.primus_encoder)
+        model = PrimusClassifier(down_projection, eva, num_classes, dropout, PRIMUS_M_EVA["embed_dim"],
+                                 skip_first_token=recipe.primus_pooling == "tokens-1..N")
+    if weights is None:
+        init_from_scratch(model)
+        return model, None
+    if pretrain_patch_size is None:
+        raise ValueError("pretrain_patch_size is needed to load pre-trained weights")
+    report = load_pretrained_encoder(model, weights, spec.name, pretrain_patch_size=pretrain_patch_size,
+                                     target_patch_size=patch_size, token_order=recipe.primus_token_order)
     return model, report
