@@ -233,9 +233,9 @@ def test_single_case_task_is_reported_not_bootstrappable(tmp_path):
 
 def write_run(results, entry, task, fold, *, track="ResEncL", task_type="segmentation", cases=None,
               metrics=("dice", "nsd"), classes=None, state="done", is_baseline=None):
-    run = RunFolder.of(results, entry, task, fold)
+    run = RunFolder.of(results, entry, task, fold, "ssl3d-2025")
     job = {"entry": entry, "track": track, "is_baseline": entry.startswith("baseline-") if is_baseline is None else is_baseline,
-           "task": task, "task_type": task_type, "fold": fold}
+           "task": task, "task_type": task_type, "fold": fold, "recipe": "ssl3d-2025"}
     write_json_atomic(run.job_json, job)
     if state == "failed":
         run.mark_failed("RuntimeError", "CUDA out of memory")
@@ -364,9 +364,23 @@ def test_multiclass_bootstrap_scores_match_scikit_learn_on_each_resample(tmp_pat
             assert scores[1, r, e] == pytest.approx(balanced_accuracy_score(y, p.argmax(axis=1)))
 
 
+def test_a_leaderboard_ranks_the_runs_of_its_recipe(results, tmp_path):
+    from harness.recipes import SSL3D_2025, SSL3D_2025_LOSSLESS
+
+    lossless = RunFolder.of(results, "subC", "seg", 0, "ssl3d-2025-lossless")
+    write_json_atomic(lossless.job_json, {"entry": "subC", "track": "PrimusM", "is_baseline": False, "task": "seg",
+                                          "task_type": "segmentation", "fold": 0, "recipe": "ssl3d-2025-lossless"})
+    # ssl3d-2025 ignores the lossless Primus run; the lossless recipe ranks it and shares ResEnc-L's
+    assert {t.track: t.entries for t in collect_runs(results, SSL3D_2025)}["PrimusM"] == ("baseline-PrimusM", "subC")
+    tracks = {t.track: t for t in collect_runs(results, SSL3D_2025_LOSSLESS)}
+    assert tracks["PrimusM"].entries == ("subC",) and "subA" in tracks["ResEncL"].entries
+    assert main(["leaderboard", "--results", str(results), "--recipe", "ssl3d-2025-lossless", "--bootstrap", "0"]) == 0
+    assert (results / "leaderboard" / "ssl3d-2025-lossless" / "report.html").is_file()
+
+
 def test_missing_classification_case_is_the_most_wrong_answer(results):
     # drop subA's fold-1 classification run: its cases become the worst possible predictions
-    run = RunFolder.of(results, "subA", "clf", 1)
+    run = RunFolder.of(results, "subA", "clf", 1, "ssl3d-2025")
     run.done_marker.unlink()
     res = {t.track: t for t in collect_runs(results)}["ResEncL"]
     clf = res.tasks[0]
@@ -384,15 +398,24 @@ def test_build_writes_public_aggregates_and_a_private_case_table(results, tmp_pa
     outcome = build_leaderboard(out, results=results, n_bootstrap=30, seed=0)
     board = pd.read_csv(out / "leaderboard_ResEncL.csv")
     assert list(board.columns[:4]) == ["rank", "entry", "is_baseline", "mean_task_rank"]
-    for column in ("rank_seg", "rank_clf", "score_seg_dice", "score_seg_nsd", "score_clf_auroc",
-                   "score_clf_balanced_accuracy", "rank_lo", "rank_hi", "failed_jobs", "gain_seg", "gain_clf"):
+    for column in ("rank_seg", "rank_clf", "reported_seg_dice", "ranked_mean_seg_dice", "reported_seg_nsd",
+                   "score_clf_auroc", "score_clf_balanced_accuracy", "rank_lo", "rank_hi", "failed_jobs", "gain_seg",
+                   "gain_clf"):
         assert column in board.columns
+    assert not [c for c in board.columns if c.startswith("score_seg")]
     assert board["rank"].is_monotonic_increasing
     row = board.set_index("entry")
     assert row.loc["baseline-ResEncL", "is_baseline"] and not row.loc["subA", "is_baseline"]
     assert row.loc["subB", "failed_jobs"] == 1 and row.loc["subB", "missing_cases"] == 1
     assert row.loc["baseline-ResEncL", "gain_seg"] == 0
     assert row.loc["subA", "gain_seg"] == pytest.approx(np.mean([0.85, 0.7, 0.8]) - np.mean([0.5, 0.5, 0.45]))
+    # reported as the organizers do: per label the nan-mean over cases, then the mean over labels
+    # (label 1: 0.9, 0.7, 0.8; label 2: 0.8, NaN, 0.8); the ranking's case means differ
+    assert row.loc["subA", "reported_seg_dice"] == pytest.approx(0.8)
+    assert row.loc["subA", "ranked_mean_seg_dice"] == pytest.approx(np.mean([0.85, 0.7, 0.8]))
+    assert row.loc["subB", "reported_seg_dice"] == pytest.approx(0.5)  # its failed fold counts as 0
+    report = (out / "report.html").read_text()
+    assert "recipe: ssl3d-2025 (version 1)" in report and "per label the nan-mean over cases" in report
     for name in ("report.html", "leaderboard.json", "leaderboard_PrimusM.csv", "stability_ResEncL.csv",
                  "significance_ResEncL.csv", "plots/ResEncL_blobs.png", "plots/ResEncL_significance.png",
                  "plots/ResEncL_ranks.png", "private/cases_ResEncL.csv"):

@@ -36,7 +36,9 @@ from harness.leaderboard.plots import blob_plot, rank_heatmap, significance_map
 from harness.leaderboard.ranking import TrackRanking, check_scheme, rank_track
 from harness.leaderboard.report import leaderboard_table, render_html, significance_table, stability_table
 from harness.leaderboard.stability import TrackStability, bootstrap_track, significance_track
+from harness.recipes import DEFAULT_RECIPE, TASK_TYPES, RecipeError, get_recipe
 from harness.runs import write_json_atomic, write_text_atomic
+from harness.tracks import TRACKS
 
 PRIVATE_DIR = "private"
 
@@ -106,14 +108,22 @@ def build_leaderboard(
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = DEFAULT_SEED,
     plots: bool = True,
+    recipe: str | None = DEFAULT_RECIPE,
 ) -> LeaderboardOutcome:
-    """Rank every track found in ``results`` run folders or in ``from_csv`` and write ``out``."""
+    """Rank every track found in ``results`` run folders (those of ``recipe``) or in ``from_csv``
+    and write ``out``."""
     check_scheme(scheme)
     if n_bootstrap < 0:
         raise LeaderboardInputError(f"--bootstrap must be >= 0, got {n_bootstrap}")
     if (results is None) == (from_csv is None):
         raise LeaderboardInputError("give exactly one of results (run folders) or from_csv")
-    tracks = collect_csv(from_csv) if from_csv is not None else collect_runs(results)
+    chosen = None
+    if recipe is not None:
+        try:
+            chosen = get_recipe(recipe)
+        except RecipeError as e:
+            raise LeaderboardInputError(str(e)) from None
+    tracks = collect_csv(from_csv) if from_csv is not None else collect_runs(results, chosen)
     out = Path(out)
     outcome = LeaderboardOutcome(out, scheme, [])
     sections = []
@@ -153,6 +163,11 @@ def build_leaderboard(
         "seed": seed,
         "alpha": ALPHA,
         "source": str(from_csv if from_csv is not None else results),
+        "recipe": None if chosen is None or from_csv is not None else {
+            "name": chosen.name, "version": chosen.version, "description": chosen.description,
+            "differences": list(chosen.differences),
+            "values": {kind: {track: chosen.applicable_values(kind, track) for track in TRACKS} for kind in TASK_TYPES},
+        },
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "harness_version": __version__,
         "tracks": {t.track: {"entries": len(t.ranking.track.entries), "baseline": t.ranking.track.baseline(),

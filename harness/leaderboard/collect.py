@@ -98,6 +98,10 @@ class PerCaseTask:
     metrics: tuple[Metric, ...]
     values: np.ndarray
     flags: np.ndarray
+    #: (M, E) the mean as the organizers report it (segmentation: per label the nan-mean over
+    #: cases, then the mean over labels; a missing case counts as the worst value), or None where
+    #: the input has no labels (a long CSV): then it is the mean over cases.
+    reported: np.ndarray | None = None
 
     kind = "per_case"
 
@@ -224,6 +228,7 @@ class _Job:
     task: str
     task_type: str
     fold: int
+    recipe: str | None = None
 
     @property
     def status(self) -> str:
@@ -251,7 +256,9 @@ def _read_job(run: RunFolder) -> _Job:
             f"{where}: task_type {job['task_type']!r} is not one of {', '.join(TASK_TYPES)}"
         )
     _check_track_name(job["track"], where)
-    return _Job(run, job["entry"], job["track"], job["is_baseline"], job["task"], job["task_type"], job["fold"])
+    recipe = job.get("recipe")
+    return _Job(run, job["entry"], job["track"], job["is_baseline"], job["task"], job["task_type"], job["fold"],
+                recipe if isinstance(recipe, str) else None)
 
 
 def _check_track_name(track: str, where: str) -> None:
@@ -325,18 +332,49 @@ def _numeric(frame: pd.DataFrame, column: str, where: Path | str) -> np.ndarray:
 
 
 def _segmentation_cases(path: Path, metrics: tuple[Metric, ...]) -> pd.DataFrame:
-    """Per-case values: the nan-mean over the case's labels (NaN when every label is NaN)."""
+    """Per (case, label) values, checked: one row per pair, numbers in range."""
     frame = _read_cases_csv(path, ["case", "label", *(m.name for m in metrics)])
     duplicated = frame.duplicated(["case", "label"], keep=False)
     if duplicated.any():
         raise LeaderboardInputError(f"{path}: duplicate (case, label) on line(s) {_lines(duplicated)}")
-    numbers = pd.DataFrame({"case": frame["case"]})
+    numbers = pd.DataFrame({"case": frame["case"], "label": frame["label"]})
     for metric in metrics:
         numbers[metric.name] = _numeric(frame, metric.name, path)
         _check_range(metric, numbers[metric.name].to_numpy(), f"{path} column {metric.name!r}")
+    return numbers
+
+
+def _case_means(numbers: pd.DataFrame, metrics: tuple[Metric, ...]) -> pd.DataFrame:
+    """Per-case values: the nan-mean over the case's labels (NaN when every label is NaN)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return numbers.groupby("case", sort=True).mean()  # pandas' mean skips NaN: a nan-mean
+        # pandas' mean skips NaN: a nan-mean
+        return numbers.groupby("case", sort=True)[[m.name for m in metrics]].mean()
+
+
+def _reported_means(per_label: dict, entries, units, status, metrics: tuple[Metric, ...]) -> np.ndarray:
+    """(M, E) per label the nan-mean over every (fold, case) unit, then the mean over labels (a
+    label NaN everywhere is left out). A unit or label an entry lacks counts as the worst value."""
+    labels = sorted({label for table in per_label.values() for label in table["label"]})
+    indexed = {key: table.set_index(["case", "label"]) for key, table in per_label.items()}
+    out = np.full((len(metrics), len(entries)), np.nan)
+    for m, metric in enumerate(metrics):
+        worst = metric.known_worst if metric.known_worst is not None else np.nan
+        for e, entry in enumerate(entries):
+            grid = np.full((len(labels), len(units)), worst)
+            for u, (fold, case) in enumerate(units):
+                table = indexed.get((entry, fold))
+                if status[entry, fold] != FLAG_OK or table is None:
+                    continue
+                for label_index, label in enumerate(labels):
+                    if (case, label) in table.index:
+                        grid[label_index, u] = table.at[(case, label), metric.name]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                label_means = np.nanmean(grid, axis=1)
+            valid = label_means[~np.isnan(label_means)]
+            out[m, e] = float(valid.mean()) if valid.size else np.nan
+    return out
 
 
 def _classification_cases(path: Path, classes: tuple[str, ...]) -> pd.DataFrame:
@@ -367,11 +405,17 @@ def _classification_cases(path: Path, classes: tuple[str, ...]) -> pd.DataFrame:
     return out
 
 
-def collect_runs(results: Path) -> list[TrackData]:
-    """Every track found under ``results/runs``, sorted by track name."""
+def collect_runs(results: Path, recipe=None) -> list[TrackData]:
+    """Every track found under ``results/runs``, sorted by track name. With ``recipe`` (a
+    ``harness.recipes.Recipe``), only the runs that recipe makes (its ``setup_name`` per task type
+    and track: a ResEnc-L run two recipes share counts for both)."""
     jobs = [_read_job(run) for run in iter_run_folders(results)]
     if not jobs:
         raise LeaderboardInputError(f"{Path(results) / 'runs'}: no run folder with a job.json")
+    if recipe is not None:
+        jobs = [j for j in jobs if j.recipe == recipe.setup_name(j.task_type, j.track)]
+        if not jobs:
+            raise LeaderboardInputError(f"{Path(results) / 'runs'}: no run of recipe {recipe.name}")
     seen: dict[tuple[str, str, str, int], _Job] = {}
     for job in jobs:
         key = (job.track, job.entry, job.task, job.fold)
@@ -453,7 +497,8 @@ def _unit(fold: int, case: str) -> str:
 
 def _segmentation_task(task, entries, folds, done, status) -> PerCaseTask:
     metrics, _ = _agreed_metrics(done, task)
-    per_run = {(j.entry, j.fold): _segmentation_cases(j.run.cases_csv, metrics) for j in done}
+    per_label = {(j.entry, j.fold): _segmentation_cases(j.run.cases_csv, metrics) for j in done}
+    per_run = {key: _case_means(numbers, metrics) for key, numbers in per_label.items()}
     units = sorted({(fold, case) for (_, fold), table in per_run.items() for case in table.index})
     cases = tuple(_unit(f, c) for f, c in units)
     values = np.full((len(metrics), len(entries), len(cases)), np.nan)
@@ -468,17 +513,18 @@ def _segmentation_task(task, entries, folds, done, status) -> PerCaseTask:
                 flags[:, e, u] = FLAG_MISSING_CASE
             else:
                 values[:, e, u] = table.loc[case, [m.name for m in metrics]].to_numpy(dtype=float)
-    return _per_case_task(task, entries, cases, metrics, values, flags)
+    reported = _reported_means(per_label, entries, units, status, metrics)
+    return _per_case_task(task, entries, cases, metrics, values, flags, reported)
 
 
-def _per_case_task(task, entries, cases, metrics, values, flags) -> PerCaseTask:
+def _per_case_task(task, entries, cases, metrics, values, flags, reported=None) -> PerCaseTask:
     """Flag present-but-NaN values and drop those cases for every entry (see module doc)."""
     present_nan = np.isnan(values) & (flags == FLAG_OK)
     not_applicable = present_nan.any(axis=1)  # (M, C)
     flags = flags.copy()
     for m in range(len(metrics)):
         flags[m][:, not_applicable[m]] = FLAG_NOT_APPLICABLE
-    return PerCaseTask(task, tuple(entries), tuple(cases), tuple(metrics), values, flags.astype(str))
+    return PerCaseTask(task, tuple(entries), tuple(cases), tuple(metrics), values, flags.astype(str), reported)
 
 
 def _classification_task(task, entries, folds, done, status) -> ClassificationTask:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from harness.leaderboard import DEFAULT_BOOTSTRAP, DEFAULT_SCHEME, DEFAULT_SEED, SCHEMES
+from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
 
 
 def register(subparsers) -> None:
@@ -20,7 +21,9 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder holding runs/ (default results)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default RESULTS/leaderboard)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default RESULTS/leaderboard/RECIPE)")
+    p.add_argument("--recipe", choices=RECIPE_NAMES, default=DEFAULT_RECIPE,
+                   help="rank the runs this recipe makes (default: %(default)s)")
     p.add_argument("--scheme", choices=SCHEMES, default=DEFAULT_SCHEME, help=f"ranking scheme (default {DEFAULT_SCHEME})")
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="N",
                    help=f"bootstrap resamples of the cases, 0 to skip (default {DEFAULT_BOOTSTRAP})")
@@ -34,7 +37,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from harness.leaderboard.build import build_leaderboard
     from harness.leaderboard.collect import LeaderboardInputError
 
-    out = args.out if args.out is not None else args.results / "leaderboard"
+    out = args.out if args.out is not None else args.results / "leaderboard" / args.recipe
     try:
         outcome = build_leaderboard(
             out,
@@ -43,6 +46,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
             scheme=args.scheme,
             n_bootstrap=args.bootstrap,
             seed=args.seed,
+            recipe=None if args.from_csv is not None else args.recipe,
         )
     except LeaderboardInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

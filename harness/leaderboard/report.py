@@ -3,16 +3,22 @@
 Nothing here emits a per-case value: the per-case table is written by ``build`` under
 ``private/``. Columns of ``leaderboard_<track>.csv``, best first::
 
-    rank, entry, is_baseline, mean_task_rank, rank_<task>..., score_<task>_<metric>...,
+    rank, entry, is_baseline, mean_task_rank, rank_<task>...,
+    reported_<task>_<metric>... and ranked_mean_<task>_<metric>...   (segmentation)
+    score_<task>_<metric>...                                        (classification, pooled)
     rank_lo, rank_hi, rank_median, failed_jobs, missing_cases, gain_<task>...
 
-``gain_<task>`` is the entry's score on the task's primary (first) metric minus the track
-baseline's, signed so that positive means better than the baseline.
+``reported_`` is the mean as the organizers report it (per label the nan-mean over cases, then the
+mean over labels); the ranking uses per-case values (each case's nan-mean over its labels), and
+``ranked_mean_`` is their mean over cases, which is what aggregate-then-rank ranks. ``gain_<task>``
+is the entry's ranked score on the task's primary (first) metric minus the track baseline's,
+signed so that positive means better than the baseline.
 """
 from __future__ import annotations
 
 import base64
 import html
+import json
 
 import numpy as np
 import pandas as pd
@@ -45,7 +51,12 @@ def leaderboard_table(ranking: TrackRanking, stability: TrackStability) -> pd.Da
         table[f"rank_{t.task.task}"] = t.rank.astype(int)
     for t in ranking.tasks:
         for m, metric in enumerate(t.task.metrics):
-            table[f"score_{t.task.task}_{metric.name}"] = t.scores[m]
+            if isinstance(t.task, PerCaseTask):
+                reported = t.task.reported[m] if t.task.reported is not None else t.scores[m]
+                table[f"reported_{t.task.task}_{metric.name}"] = reported
+                table[f"ranked_mean_{t.task.task}_{metric.name}"] = t.scores[m]
+            else:
+                table[f"score_{t.task.task}_{metric.name}"] = t.scores[m]
     lo, median, hi = stability.rank_quantiles
     table["rank_lo"], table["rank_hi"], table["rank_median"] = lo, hi, median
     failed = track.failed_jobs()
@@ -124,6 +135,19 @@ def render_html(sections: list[dict], meta: dict) -> str:
             f"source: {meta['source']} | created {meta['created']} | harness {meta['harness_version']}"
         ) + "</p>",
     ]
+    recipe = meta.get("recipe")
+    if recipe:
+        parts.append("<p class='recipe'>" + html.escape(
+            f"recipe: {recipe['name']} (version {recipe['version']}): {recipe['description']}") + "</p>")
+        if recipe["differences"]:
+            parts.append("<ul class='notes'>" + "".join(
+                f"<li>{html.escape('differs from ssl3d-2025: ' + d)}</li>" for d in recipe["differences"]) + "</ul>")
+        parts.append("<details><summary>every value of the recipe</summary><pre>" + html.escape(
+            json.dumps(recipe["values"], indent=1, sort_keys=True)) + "</pre></details>")
+    parts.append("<p>" + html.escape(
+        "Segmentation: reported_* columns are the organizers' means (per label the nan-mean over cases, "
+        "then the mean over labels); the ranking uses per-case values (each case's nan-mean over its "
+        "labels), whose mean over cases is ranked_mean_*.") + "</p>")
     for section in sections:
         parts.append(f"<h2>Track {html.escape(section['track'])}</h2>")
         if section["notes"]:
