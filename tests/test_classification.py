@@ -7,7 +7,6 @@ the whole file fits in a few minutes on two CPU cores.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 

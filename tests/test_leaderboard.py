@@ -367,6 +367,9 @@ def test_multiclass_bootstrap_scores_match_scikit_learn_on_each_resample(tmp_pat
 def test_a_leaderboard_ranks_the_runs_of_its_recipe(results, tmp_path):
     from harness.recipes import SSL3D_2025, SSL3D_2025_LOSSLESS
 
+    write_run(results, "subD", "seg", 0, track="OtherNet", cases=seg_cases({"case_s1": (0.5, 0.5)}))
+    assert "OtherNet" in {t.track for t in collect_runs(results)}  # no recipe filter: every track
+    assert "OtherNet" not in {t.track for t in collect_runs(results, SSL3D_2025)}  # no recipe makes it
     lossless = RunFolder.of(results, "subC", "seg", 0, "ssl3d-2025-lossless")
     write_json_atomic(lossless.job_json, {"entry": "subC", "track": "PrimusM", "is_baseline": False, "task": "seg",
                                           "task_type": "segmentation", "fold": 0, "recipe": "ssl3d-2025-lossless"})

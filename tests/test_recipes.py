@@ -14,9 +14,7 @@ from harness.recipes import (
     RECIPES,
     SSL3D_2025,
     SSL3D_2025_LOSSLESS,
-    ClassificationSchedule,
     RecipeError,
-    SegmentationSchedule,
     get_recipe,
 )
 from harness.tasks.registry import TaskSpecError, parse_task

@@ -71,7 +71,7 @@ class FinetuneJob:
         values["schedule"] = self.schedule.model_dump(mode="json")
         if self.task.type == "classification":
             values["augmentation"] = self.task.augmentation_for(self.recipe).model_dump(mode="json")
-            values["split_seed"] = self.task.split_seed(self.recipe)
+            values["split_seed"] = self.task.split_seed(self.recipe.classification)
         return values
 
     @property

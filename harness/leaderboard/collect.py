@@ -413,7 +413,12 @@ def collect_runs(results: Path, recipe=None) -> list[TrackData]:
     if not jobs:
         raise LeaderboardInputError(f"{Path(results) / 'runs'}: no run folder with a job.json")
     if recipe is not None:
-        jobs = [j for j in jobs if j.recipe == recipe.setup_name(j.task_type, j.track)]
+        from harness.tracks import TRACKS
+
+        # the run folder a (task type, track) job of this recipe has; a track the harness does not
+        # know has none (no recipe makes it)
+        setups = {(kind, track): recipe.setup_name(kind, track) for kind in TASK_TYPES for track in TRACKS}
+        jobs = [j for j in jobs if j.recipe is not None and j.recipe == setups.get((j.task_type, j.track))]
         if not jobs:
             raise LeaderboardInputError(f"{Path(results) / 'runs'}: no run of recipe {recipe.name}")
     seen: dict[tuple[str, str, str, int], _Job] = {}

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from harness.recipes import (
     DEFAULT_RECIPE,
     ClassificationAugmentation,
+    ClassificationRecipe,
     ClassificationSchedule,
     Recipe,
     RecipeError,
@@ -251,10 +252,11 @@ class ClassificationTask(_TaskBase):
         return apply_overrides(part.augmentation, self.augmentation, fixed=part.fixed_fields,
                                recipe=recipe.name, where=str(self.source or self.name), field="augmentation")
 
-    def split_seed(self, recipe: Recipe | None = None) -> int:
-        """The task's own fold seed, else the recipe's."""
-        recipe = recipe or get_recipe(DEFAULT_RECIPE)
-        return recipe.classification.split_seed if self.folds is None or self.folds.seed is None else self.folds.seed
+    def split_seed(self, recipe: ClassificationRecipe | None = None) -> int:
+        """The task's own fold seed, else the recipe's (``recipe``: its classification part;
+        ``None`` is the default recipe's)."""
+        recipe = recipe or get_recipe(DEFAULT_RECIPE).classification
+        return recipe.split_seed if self.folds is None or self.folds.seed is None else self.folds.seed
 
     @field_validator("metrics")
     @classmethod

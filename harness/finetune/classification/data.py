@@ -186,20 +186,9 @@ def load_cases(task) -> list[ClassificationCase]:
 
 
 # ----------------------------------------------------------------------------- folds
-def _classification_recipe(recipe) -> ClassificationRecipe:
-    """The classification part of ``recipe`` (a ``ClassificationRecipe`` or a whole ``Recipe``);
-    ``None`` is the default recipe's (``ssl3d-2025``)."""
-    if recipe is None:
-        return SSL3D_2025.classification
-    return getattr(recipe, "classification", recipe)
-
-
-def fold_seed(task, recipe=None) -> int:
-    """The seed of the task's folds: its own ``folds.seed``, else the recipe's ``split_seed``
-    (``ClassificationTask.split_seed``, for a recipe part as well as a whole recipe)."""
-    part = _classification_recipe(recipe)
-    own = task.folds.seed if task.folds is not None else None
-    return int(part.split_seed if own is None else own)
+def _classification_recipe(recipe: ClassificationRecipe | None) -> ClassificationRecipe:
+    """``recipe``, or ``ssl3d-2025``'s classification part when it is ``None``."""
+    return recipe if recipe is not None else SSL3D_2025.classification
 
 
 def split_cases(task, cases: Sequence[ClassificationCase], fold: int,
@@ -233,7 +222,7 @@ def split_cases(task, cases: Sequence[ClassificationCase], fold: int,
         raise ClassificationDataError(f"task {task.name}: fold {fold} is outside 0..{k - 1}")
     if len(ids) < k:
         raise ClassificationDataError(f"task {task.name}: {len(ids)} labelled cases cannot make {k} folds")
-    seed = fold_seed(task, part)
+    seed = task.split_seed(part)
     if part.split == "kfold":
         from sklearn.model_selection import KFold
 
@@ -261,7 +250,7 @@ def split_cases(task, cases: Sequence[ClassificationCase], fold: int,
 PREPROCESSING_FIELDS = ("resampling_order", "crop_centre", "zero_outside_mask", "normalization", "without_mask")
 
 
-def preprocessing_values(recipe=None) -> dict:
+def preprocessing_values(recipe: ClassificationRecipe | None = None) -> dict:
     """The recipe's preprocessing choices (``PREPROCESSING_FIELDS``), as JSON values."""
     part = _classification_recipe(recipe)
     return {name: getattr(part, name) for name in PREPROCESSING_FIELDS}
@@ -391,13 +380,7 @@ def preprocess_case(case: ClassificationCase, target_spacing: Sequence[float], p
     dtypes = sorted({str(arr.dtype) for _, arr, _ in volumes})
 
     if case.mask is not None:
-        mask_arr, spacing = _read_volume(case.mask, cid, "mask")
-        for path, arr, image_spacing in volumes:
-            if arr.shape != mask_arr.shape or not np.allclose(image_spacing, spacing, rtol=1e-4):
-                raise ClassificationDataError(
-                    f"case {cid!r}: image {path.name} has shape {arr.shape} spacing {image_spacing}, but mask "
-                    f"{case.mask.name} has shape {mask_arr.shape} spacing {spacing}; they must share one grid"
-                )
+        mask_arr, spacing = _read_volume(case.mask, cid, "mask")  # load_cases checked the shared grid
         mask = to_spacing((mask_arr != 0).astype(np.uint8), spacing, is_seg=True)
         coords = np.argwhere(mask == 1)
         if coords.size == 0:
