@@ -40,7 +40,7 @@ import sys
 from harness.models import build_network
 path, track = sys.argv[1], sys.argv[2]
 checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-network = build_network(track, patch_size=(160, 160, 160))
+network = build_network(track, patch_size=(160, 160, 160), initialize=False)
 network.load_state_dict(checkpoint["network_weights"])
 """
 

@@ -117,8 +117,8 @@ def build_leaderboard(
         raise LeaderboardInputError(f"--bootstrap must be >= 0, got {n_bootstrap}")
     if (results is None) == (from_csv is None):
         raise LeaderboardInputError("give exactly one of results (run folders) or from_csv")
-    chosen = None
-    if recipe is not None:
+    chosen = None  # a long CSV carries no recipe
+    if recipe is not None and from_csv is None:
         try:
             chosen = get_recipe(recipe)
         except RecipeError as e:
@@ -163,7 +163,7 @@ def build_leaderboard(
         "seed": seed,
         "alpha": ALPHA,
         "source": str(from_csv if from_csv is not None else results),
-        "recipe": None if chosen is None or from_csv is not None else {
+        "recipe": None if chosen is None else {
             "name": chosen.name, "version": chosen.version, "description": chosen.description,
             "differences": list(chosen.differences),
             "values": {kind: {track: chosen.applicable_values(kind, track) for track in TRACKS} for kind in TASK_TYPES},

@@ -41,8 +41,6 @@ def sequence_grid(grid: tuple[int, int, int], token_order: str) -> tuple[int, in
 class PrimusNnsslOrder(PrimusM):
     """PrimusM whose Eva sees the patch tokens in nnssl's ``(h w d)`` pre-training order."""
 
-    token_order = "nnssl"
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.register_tokens is not None:  # PrimusM has none; this forward assumes it
             raise NotImplementedError("register tokens are not supported")

@@ -429,7 +429,8 @@ class _Intake:
         edge = spec.canary_patch
         patch = (edge, edge, edge)
         try:
-            network = build_network(spec.name, input_channels=1, num_classes=1, patch_size=patch)
+            # the canary only needs a forward pass: nnU-Net's initialisation would be wasted work
+            network = build_network(spec.name, input_channels=1, num_classes=1, patch_size=patch, initialize=False)
             # assign=True: the network takes the mapped tensors instead of copying them, and the
             # freshly initialised encoder it was built with is freed.
             load_pretrained_encoder(
