@@ -499,3 +499,42 @@ def test_track_choices_match_the_models():
     from harness.submission.commands import TRACK_CHOICES
 
     assert TRACK_CHOICES == TRACKS
+
+
+def test_primus_without_layerscale_is_valid_for_the_organizers_eva_only(primus_checkpoint, derive_checkpoint):
+    """Seen in the wild: a Primus pre-trained without LayerScale and inner attention norm."""
+    from harness.finetune.classification import build_classifier
+    from harness.models import TransferError, build_network, load_pretrained_encoder
+    from harness.models.transfer import LAYERSCALE_KEY
+    from harness.recipes import SSL3D_2025, SSL3D_2025_LOSSLESS
+
+    def edit(c):
+        for key in [k for k in c["network_weights"] if LAYERSCALE_KEY.match(k)]:
+            del c["network_weights"][key]
+    path = derive_checkpoint(primus_checkpoint, "primus_no_layerscale.pth", edit)
+    report = validate_submission(path)
+    assert report.valid, report.errors
+    assert any("no LayerScale (gamma_1, gamma_2) or inner attention norm" in w and "64 PrimusM tensors" in w
+               for w in report.warnings)
+    assert "Primus-M encoder without LayerScale" in checks_by_name(report)["canary"].detail
+    sub = load_submission(path)
+    kwargs = dict(input_channels=1, num_classes=2, patch_size=(32, 32, 32), dropout=0.0, weights=sub.weights,
+                  pretrain_patch_size=sub.pretrain_patch_size)
+    model, transfer = build_classifier("PrimusM", recipe=SSL3D_2025.classification, **kwargs)
+    assert transfer.loaded_keys == len([k for k in sub.weights if k.startswith(("eva.", "down_projection."))])
+    for recipe_needs_layerscale in (
+        lambda: build_classifier("PrimusM", recipe=SSL3D_2025_LOSSLESS.classification, **kwargs),
+        lambda: load_pretrained_encoder(build_network("PrimusM", patch_size=(32, 32, 32)), sub.weights, "PrimusM",
+                                        pretrain_patch_size=sub.pretrain_patch_size, target_patch_size=(32, 32, 32)),
+    ):
+        with pytest.raises(TransferError, match=r"has no LayerScale \(gamma_1, gamma_2\) or inner attention norm"):
+            recipe_needs_layerscale()
+
+
+def test_a_partly_missing_layerscale_is_still_an_error(primus_checkpoint, derive_checkpoint):
+    path = derive_checkpoint(primus_checkpoint, "primus_one_gamma_missing.pth",
+                             lambda c: c["network_weights"].pop("eva.blocks.3.gamma_1"))
+    report = validate_submission(path)
+    assert_only_failure(report, "weights_vs_reference")
+    assert report.errors == ["1 stem/encoder key of the PrimusM reference is missing from 'network_weights': "
+                             "eva.blocks.3.gamma_1"]

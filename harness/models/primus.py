@@ -8,12 +8,24 @@ rotary embeddings (RoPE, computed from the token's index in the sequence, never 
 ``PrimusNnsslOrder`` instead feeds Eva the sequence nnssl fed it, so a copied ``pos_embed`` and
 RoPE both mean what they meant in pre-training; the output is rearranged back, so segmentation
 predictions keep the input's orientation. The state dict is PrimusM's, key for key.
+
+``build_primus_encoder`` builds Primus-M's patch embedding and Eva alone, with or without
+LayerScale and the inner attention norm (the organizers' classification Eva has neither; some
+released checkpoints neither): what a classifier and the intake canary of such a checkpoint use.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from dynamic_network_architectures.architectures.primus import PrimusM
 from einops import rearrange
+from torch import nn
+
+from harness.tracks import PRIMUS_PATCH_EMBED
+
+#: Primus-M's transformer (SSL3D.md section 1).
+PRIMUS_M_EVA = dict(embed_dim=864, depth=16, num_heads=12)
 
 #: einops patterns of each token order: the sequence Eva sees, from the patch grid ``(w, h, d)``.
 SEQUENCE_PATTERNS = {"as-is": "b c w h d -> b (w h d) c", "nnssl": "b c w h d -> b (h w d) c"}
@@ -48,3 +60,20 @@ class PrimusNnsslOrder(PrimusM):
         grid = tuple(x.shape[2:])
         x, _ = self.eva(to_tokens(x, "nnssl"))  # keep_indices is None without patch dropping
         return self.up_projection(from_tokens(x, grid, "nnssl"))
+
+
+def build_primus_encoder(input_channels: int, patch_size: Sequence[int], layerscale: bool) -> tuple[nn.Module, nn.Module]:
+    """``(down_projection, eva)`` of Primus-M for ``patch_size``: an 8^3 patch embedding and
+    dynamic-network-architectures' Eva with PrimusM's sizes. ``layerscale``: PrimusM's Eva
+    (LayerScale 0.1, inner attention norm); without it, Eva's defaults (neither), as the
+    organizers' classification builds it."""
+    from dynamic_network_architectures.building_blocks.eva import Eva
+    from dynamic_network_architectures.building_blocks.patch_encode_decode import PatchEmbed
+
+    from harness.models.reference import token_grid
+
+    down_projection = PatchEmbed(PRIMUS_PATCH_EMBED, input_channels, PRIMUS_M_EVA["embed_dim"])
+    eva = Eva(**PRIMUS_M_EVA, ref_feat_shape=token_grid(patch_size), num_reg_tokens=0,
+              use_rot_pos_emb=True, use_abs_pos_emb=True, drop_path_rate=0.0,
+              init_values=0.1 if layerscale else None, scale_attn_inner=layerscale)
+    return down_projection, eva

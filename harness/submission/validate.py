@@ -196,6 +196,8 @@ class _Intake:
         self.track: str | None = None
         self.pretrain_patch_size: tuple[int, int, int] | None = None
         self.shapes_ok = False
+        #: False for a Primus without LayerScale and inner attention norm (see weights_vs_reference).
+        self.layerscale = True
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _record(self, name: str, errors: list[str], warnings: list[str], detail: str) -> bool:
@@ -350,6 +352,19 @@ class _Intake:
         unexpected = [k for k in submitted if spec.is_transferred(k) and k not in reference]
         mismatched = [k for k in ref_in if k in submitted and submitted[k] != reference[k]]
         prefixes = " / ".join(spec.transferred_prefixes)
+        from harness.models.transfer import LAYERSCALE_KEY
+
+        layerscale_keys = [k for k in ref_in if LAYERSCALE_KEY.match(k)]
+        if layerscale_keys and missing == layerscale_keys:
+            # seen in the wild: a Primus built without LayerScale (gamma_1, gamma_2) and inner
+            # attention norm. It fits the organizers' classification Eva, not PrimusM.
+            self.layerscale = False
+            missing = []
+            warnings.append(
+                f"the Primus has no LayerScale (gamma_1, gamma_2) or inner attention norm (attn.norm): "
+                f"{len(layerscale_keys)} PrimusM tensors absent. It fits the organizers' classification Eva "
+                "(recipe ssl3d-2025); jobs that need PrimusM's Eva (segmentation, ssl3d-2025-lossless "
+                "classification) fail, naming what is missing")
         if missing:
             errors.append(f"{_count(missing, 'stem/encoder key')} of the {spec.name} reference {_be(missing)} missing from "
                           f"'{WEIGHTS_KEY}'{_first(missing)}: {', '.join(missing[:MAX_LISTED_KEYS])}")
@@ -428,9 +443,13 @@ class _Intake:
         spec = get_track(self.track)
         edge = spec.canary_patch
         patch = (edge, edge, edge)
+        what = f"{spec.name} network" if self.layerscale else "Primus-M encoder without LayerScale"
         try:
-            # the canary only needs a forward pass: nnU-Net's initialisation would be wasted work
-            network = build_network(spec.name, input_channels=1, num_classes=1, patch_size=patch, initialize=False)
+            if self.layerscale:
+                # the canary only needs a forward pass: nnU-Net's initialisation would be wasted work
+                network = build_network(spec.name, input_channels=1, num_classes=1, patch_size=patch, initialize=False)
+            else:
+                network = _EvaWithoutLayerScale(patch)
             # assign=True: the network takes the mapped tensors instead of copying them, and the
             # freshly initialised encoder it was built with is freed.
             load_pretrained_encoder(
@@ -445,7 +464,7 @@ class _Intake:
             with torch.no_grad():
                 y = network(x)
         except TransferError as exc:
-            self._record("canary", [f"canary: the weights cannot be loaded into the {spec.name} network: {exc}"], [], "")
+            self._record("canary", [f"canary: the weights cannot be loaded into the {what}: {exc}"], [], "")
             return
         except Exception as exc:  # noqa: BLE001 - a canary must report, never crash the intake
             self._record("canary", [f"canary: the forward pass at {patch} failed: {type(exc).__name__}: {exc}"], [], "")
@@ -456,12 +475,28 @@ class _Intake:
             y = y[0]
         errors = []
         if not bool(torch.isfinite(y).all()):
-            errors.append(f"canary: the {spec.name} network with the submitted stem and encoder gives "
+            errors.append(f"canary: the {what} with the submitted stem and encoder gives "
                           f"non-finite output on a {patch} input ({int(torch.isnan(y).sum())} NaN, "
                           f"{int(torch.isinf(y).sum())} Inf of {y.numel()} values)")
         self._record("canary", errors, [],
-                     f"{spec.name} with the submitted stem and encoder, one forward pass on a random "
+                     f"the {what} with the submitted stem and encoder, one forward pass on a random "
                      f"{'x'.join(map(str, patch))} input: output {list(y.shape)}, finite")
+
+
+class _EvaWithoutLayerScale(torch.nn.Module):
+    """The canary of a Primus without LayerScale: patch embedding and Eva as the organizers'
+    classification builds them; the output is Eva's tokens."""
+
+    def __init__(self, patch):
+        from harness.models.primus import build_primus_encoder
+
+        super().__init__()
+        self.down_projection, self.eva = build_primus_encoder(1, patch, layerscale=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from harness.models.primus import to_tokens
+
+        return self.eva(to_tokens(self.down_projection(x), "nnssl"))[0]
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:

@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from harness.models import TransferReport, build_network, get_track, load_pretrained_encoder
-from harness.models.reference import token_grid
+from harness.models.primus import PRIMUS_M_EVA, build_primus_encoder
 from harness.recipes import ClassificationRecipe
 
-#: Primus-M's transformer (SSL3D.md section 1).
-PRIMUS_M_EVA = dict(embed_dim=864, depth=16, num_heads=12)
+#: Whether each of the recipe's Primus encoders has LayerScale and the inner attention norm.
+ENCODER_LAYERSCALE = {"eva-no-layerscale": False, "primus-m": True}
 
 
 class ResEncClassifier(nn.Module):
@@ -72,22 +72,6 @@ class PrimusClassifier(nn.Module):
         return self.head(self.dropout(pooled))
 
 
-def build_primus_encoder(input_channels: int, patch_size: Sequence[int], encoder: str) -> tuple[nn.Module, nn.Module]:
-    """``(down_projection, eva)`` of Primus-M; ``encoder`` ``eva-no-layerscale`` is the organizers'
-    classification Eva (dynamic-network-architectures' Eva with its defaults: no LayerScale, no
-    inner attention norm), ``primus-m`` the Eva of PrimusM (LayerScale 0.1, inner attention norm)."""
-    from dynamic_network_architectures.building_blocks.eva import Eva
-    from dynamic_network_architectures.building_blocks.patch_encode_decode import PatchEmbed
-
-    spec = get_track("PrimusM")
-    with_layerscale = {"eva-no-layerscale": False, "primus-m": True}[encoder]
-    down_projection = PatchEmbed(spec.patch_embed_size, input_channels, PRIMUS_M_EVA["embed_dim"])
-    eva = Eva(**PRIMUS_M_EVA, ref_feat_shape=token_grid(patch_size), num_reg_tokens=0,
-              use_rot_pos_emb=True, use_abs_pos_emb=True, drop_path_rate=0.0,
-              init_values=0.1 if with_layerscale else None, scale_attn_inner=with_layerscale)
-    return down_projection, eva
-
-
 def init_from_scratch(model: nn.Module) -> None:
     """The organizers' ``on_train_start`` for a model without pre-trained weights."""
     for m in model.modules():
@@ -117,7 +101,8 @@ def build_classifier(
         model: nn.Module = ResEncClassifier(net.encoder, num_classes, dropout)
         del net
     else:
-        down_projection, eva = build_primus_encoder(input_channels, patch_size, recipe.primus_encoder)
+        down_projection, eva = build_primus_encoder(input_channels, patch_size,
+                                                    ENCODER_LAYERSCALE[recipe.primus_encoder])
         model = PrimusClassifier(down_projection, eva, num_classes, dropout, PRIMUS_M_EVA["embed_dim"],
                                  skip_first_token=recipe.primus_pooling == "tokens-1..N")
     if weights is None:
