@@ -283,7 +283,8 @@ def write_nifti(path, array, spacing_xyz=(1.0, 1.0, 2.0)):
 @pytest.fixture
 def folders(tmp_path):
     """Three cases at spacing (x, y, z) = (1, 1, 2) mm: A two adjacent voxels along z (NSD at
-    1.5 mm is 1/2 only if the z spacing is read as 2 mm), B label 2 only, C no prediction."""
+    1.5 mm is 1/2 only if the z spacing is read as 2 mm), B label 2 only, C an empty prediction
+    (written as .nii: either ending matches)."""
     ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
     ref_dir.mkdir()
     pred_dir.mkdir()
@@ -299,7 +300,7 @@ def folders(tmp_path):
     write_nifti(ref_dir / "B.nii.gz", b_ref)
     write_nifti(pred_dir / "B.nii.gz", b_ref)
     write_nifti(ref_dir / "C.nii.gz", c_ref)
-    write_nifti(pred_dir / "extra.nii.gz", c_ref)
+    write_nifti(pred_dir / "C.nii", np.zeros(shape, np.uint8))
     return pred_dir, ref_dir
 
 
@@ -313,14 +314,14 @@ def test_score_folders(folders):
     assert row.loc[("A", 1), "nsd"] == pytest.approx(0.5)  # z spacing 2 mm > 1.5 mm tolerance
     assert math.isnan(row.loc[("A", 2), "dice"]) and math.isnan(row.loc[("B", 1), "nsd"])
     assert row.loc[("B", 2), "dice"] == 1.0 and row.loc[("B", 2), "nsd"] == 1.0
-    # the missing prediction is a scored failure where the reference has the label
+    # the empty prediction is a scored failure where the reference has the label
     assert (row.loc[("C", 1), "dice"], row.loc[("C", 1), "nsd"], row.loc[("C", 1), "pred_voxels"]) == (0.0, 0.0, 0)
     assert row.loc[("C", 1), "ref_voxels"] == 8
     assert math.isnan(row.loc[("C", 2), "dice"])
-    assert df.attrs["missing_predictions"] == ["C"]
-    assert df.attrs["unmatched_predictions"] == ["extra"]
-    explicit = score_folders(pred_dir, ref_dir, labels=[2], tolerance_mm=1.5)
-    assert list(explicit["label"].unique()) == [2]
+    assert df.attrs["tolerance_mm"] == 1.5
+    explicit = score_folders(pred_dir, ref_dir, labels=[2, 1, 5], tolerance_mm=1.5)
+    assert list(explicit["label"].unique()) == [1, 2, 5]
+    assert explicit.loc[explicit["label"] == 5, "dice"].isna().all()
     assert score_folders(pred_dir, ref_dir, tolerance_mm=2.0).set_index(["case", "label"]).loc[("A", 1), "nsd"] == pytest.approx(1.0)
 
 
@@ -345,7 +346,7 @@ def test_score_folders_bad_folders(tmp_path, folders):
     pred_dir, ref_dir = folders
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ScoringInputError, match="no .nii.gz"):
+    with pytest.raises(ScoringInputError, match="no .nii.gz or .nii files"):
         score_folders(pred_dir, empty)
     with pytest.raises(ScoringInputError, match="does not exist"):
         score_folders(tmp_path / "nope", ref_dir)
@@ -361,6 +362,7 @@ def test_score_folders_without_foreground_needs_labels(tmp_path):
     ref_dir.mkdir()
     pred_dir.mkdir()
     write_nifti(ref_dir / "A.nii.gz", np.zeros((3, 3, 3), np.uint8))
+    write_nifti(pred_dir / "A.nii.gz", np.zeros((3, 3, 3), np.uint8))
     with pytest.raises(ScoringInputError, match="no foreground"):
         score_folders(pred_dir, ref_dir)
     df = score_folders(pred_dir, ref_dir, labels=[1])
@@ -381,7 +383,7 @@ def test_cli_writes_cases_csv_and_summary(folders, tmp_path, capsys):
     out = tmp_path / "scores" / "cases.csv"
     assert run_cli(["score", str(pred_dir), str(ref_dir), "--tolerance-mm", "1.5", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "3 case(s)" in printed and "missing predictions" in printed and "C" in printed
+    assert "3 case(s)" in printed and "NSD tolerance 1.5 mm" in printed
     table = pd.read_csv(out)
     assert list(table.columns) == list(seg.CASE_COLUMNS)
     assert len(table) == 6
@@ -391,9 +393,9 @@ def test_cli_writes_cases_csv_and_summary(folders, tmp_path, capsys):
 
 def test_cli_default_out_and_labels(folders):
     pred_dir, ref_dir = folders
-    assert run_cli(["score", str(pred_dir), str(ref_dir), "--labels", "2"]) == 0
+    assert run_cli(["score", str(pred_dir), str(ref_dir), "--labels", "1,2,3"]) == 0
     table = pd.read_csv(pred_dir / "cases.csv")
-    assert set(table["label"]) == {2}
+    assert set(table["label"]) == {1, 2, 3}
 
 
 def test_cli_error_exit_code(folders, capsys):

@@ -22,7 +22,8 @@ from scipy import ndimage
 from harness.metrics.surface import surface_agreement
 
 CASE_COLUMNS: tuple[str, ...] = ("case", "label", "dice", "nsd", "ref_voxels", "pred_voxels")
-NIFTI_SUFFIX = ".nii.gz"
+#: File endings of label maps in a folder, longest first; a case is the file name without it.
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 #: Relative difference above which a prediction's spacing is not the reference's.
 SPACING_RTOL = 1e-4
 
@@ -209,20 +210,6 @@ def score_case(
     return rows
 
 
-def missing_prediction_rows(ref_labels: np.ndarray, labels: Iterable[int]) -> list[dict]:
-    """The rows of a case whose prediction is missing: scored as an empty prediction (0 where
-    the reference label is present, NaN where it is absent too)."""
-    ref = _check_label_map("ref_labels", ref_labels)
-    wanted = _check_labels(labels)
-    counts = np.bincount(ref.ravel(), minlength=max(wanted) + 1)
-    rows = []
-    for label in wanted:
-        n_ref = int(counts[label])
-        value = 0.0 if n_ref else math.nan
-        rows.append(_row(label, value, value, n_ref, 0))
-    return rows
-
-
 # --------------------------------------------------------------------------- folders
 
 
@@ -253,8 +240,44 @@ def _read_label_image(path: Path) -> _Volume:
     return _Volume(array, spacing)  # type: ignore[arg-type]
 
 
-def _case_name(path: Path) -> str:
-    return path.name[: -len(NIFTI_SUFFIX)]
+def _few(items: Sequence, limit: int = 5) -> str:
+    """``a, b, c`` or, past ``limit`` items, ``a, b, c, d, e and 7 more``."""
+    shown = ", ".join(str(item) for item in items[:limit])
+    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
+
+
+def _nifti_case(name: str) -> str | None:
+    """The case of a label-map file name (``A.nii.gz`` and ``A.nii`` are case ``A``), None
+    for any other file."""
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _label_files(folder: Path, what: str) -> dict[str, Path]:
+    """``{case: path}`` of the ``.nii.gz`` / ``.nii`` files in ``folder``, sorted by case; two
+    files for one case (``A.nii`` and ``A.nii.gz``) are an error naming both."""
+    files: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        case = _nifti_case(path.name)
+        if case is not None and path.is_file():
+            files.setdefault(case, []).append(path)
+    doubled = [" and ".join(p.name for p in paths) for paths in files.values() if len(paths) > 1]
+    if doubled:
+        raise ScoringInputError(
+            f"{what} folder {folder} holds two files for one case ({_few(doubled)}): keep one of each"
+        )
+    return {case: paths[0] for case, paths in sorted(files.items())}
+
+
+def _present_labels(array: np.ndarray) -> set[int]:
+    """The label values present in a non-negative integer label map."""
+    if array.size == 0:
+        return set()
+    if int(array.max()) <= 65535:  # bincount is linear, but allocates max+1 counts
+        return {int(v) for v in np.flatnonzero(np.bincount(array.ravel()))}
+    return {int(v) for v in np.unique(array)}
 
 
 def _check_geometry(case: str, pred_path: Path, pred: _Volume, ref: _Volume) -> None:
@@ -277,63 +300,89 @@ def score_folders(
     labels: Sequence[int] | None = None,
     tolerance_mm: float = 1.0,
 ):
-    """Score every reference ``REF_DIR/<case>.nii.gz`` against ``PRED_DIR/<case>.nii.gz``.
+    """Score every reference ``REF_DIR/<case>.nii.gz`` (or ``.nii``) against the prediction
+    ``PRED_DIR/<case>.nii.gz`` (or ``.nii``: either ending matches either).
 
     Returns a pandas DataFrame with columns ``case,label,dice,nsd,ref_voxels,pred_voxels``
-    (one row per case and label, sorted), spacing taken from each reference. ``labels=None``
-    scores every non-zero label present in any reference. A missing prediction is scored as an
-    empty one; the missing and the unmatched (no reference) predictions are listed in
-    ``df.attrs["missing_predictions"]`` and ``df.attrs["unmatched_predictions"]``. A size or
-    spacing mismatch, an unreadable file or an empty reference folder raises
-    :class:`ScoringInputError` naming the case.
+    (one row per case and label, sorted), spacing taken from each reference; ``attrs`` holds
+    ``tolerance_mm``. ``labels=None`` scores every non-zero label present in any reference.
+
+    Raises :class:`ScoringInputError` (nothing is scored as a guess) when a folder is missing
+    or holds no label maps; when the case names of the two folders differ (both sides' extra
+    cases are listed); when a folder holds two files for one case; when a prediction holds a
+    value that is neither background 0 nor a scored label (``labels``, or without it the labels
+    found in the references); on a size or spacing mismatch and on an unreadable file.
     """
     import pandas as pd
 
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     tol = _check_tolerance(tolerance_mm)
     wanted = None if labels is None else _check_labels(labels)
+    endings = " or ".join(NIFTI_SUFFIXES)
     if not ref_dir.is_dir():
         raise ScoringInputError(f"reference folder {ref_dir} does not exist")
     if not pred_dir.is_dir():
         raise ScoringInputError(f"prediction folder {pred_dir} does not exist")
-    refs = sorted(p for p in ref_dir.iterdir() if p.name.endswith(NIFTI_SUFFIX) and p.is_file())
+    refs = _label_files(ref_dir, "reference")
     if not refs:
-        raise ScoringInputError(f"reference folder {ref_dir} holds no {NIFTI_SUFFIX} files")
-    ref_names = {p.name for p in refs}
-    unmatched = sorted(
-        _case_name(p) for p in pred_dir.iterdir() if p.name.endswith(NIFTI_SUFFIX) and p.name not in ref_names
-    )
+        raise ScoringInputError(f"reference folder {ref_dir} holds no {endings} files")
+    preds = _label_files(pred_dir, "prediction")
+    if not preds:
+        others = sorted(p.name for p in pred_dir.iterdir())
+        raise ScoringInputError(
+            f"prediction folder {pred_dir} holds no predictions (<case>{endings} files)"
+            + (f"; it holds {len(others)} other file(s): {_few(others)}" if others else ", it is empty")
+        )
+    no_pred = [refs[c].name for c in refs if c not in preds]
+    no_ref = [preds[c].name for c in preds if c not in refs]
+    if no_pred or no_ref:
+        sides = []
+        if no_pred:
+            sides.append(f"{len(no_pred)} reference(s) in {ref_dir} without a prediction: {_few(no_pred)}")
+        if no_ref:
+            sides.append(f"{len(no_ref)} prediction(s) in {pred_dir} without a reference: {_few(no_ref)}")
+        raise ScoringInputError(
+            "prediction names do not match the references (<case>.nii.gz or <case>.nii on both sides): "
+            + "; ".join(sides)
+        )
 
     # One pass. Without explicit labels each case is scored for the labels it holds in either
     # map; labels found only in other references are filled in afterwards (both empty: NaN).
+    # Which prediction values are foreign is known only once every reference is read, so they
+    # are collected and reported together.
     per_case: dict[str, list[dict]] = {}
-    missing: list[str] = []
+    pred_values: dict[str, set[int]] = {}
     found: set[int] = set()
-    for ref_path in refs:
-        case = _case_name(ref_path)
+    for case, ref_path in refs.items():
         ref = _read_label_image(ref_path)
-        pred_path = pred_dir / ref_path.name
-        ref_present = [int(v) for v in np.flatnonzero(np.bincount(ref.array.ravel())) if v != 0]
-        found.update(ref_present)
-        if not pred_path.is_file():
-            missing.append(case)
-            case_labels = wanted or tuple(ref_present)
-            per_case[case] = missing_prediction_rows(ref.array, case_labels) if case_labels else []
-            continue
+        pred_path = preds[case]
+        ref_present = _present_labels(ref.array) - {0}
+        found |= ref_present
         pred = _read_label_image(pred_path)
         _check_geometry(case, pred_path, pred, ref)
+        pred_values[case] = _present_labels(pred.array)
         if wanted is not None:
+            if not pred_values[case] <= {0, *wanted}:
+                continue  # an error below; no use scoring it
             case_labels = wanted
         else:
-            pred_present = np.flatnonzero(np.bincount(pred.array.ravel()))
-            case_labels = tuple(sorted(set(ref_present) | {int(v) for v in pred_present if v != 0}))
+            case_labels = tuple(sorted(ref_present | (pred_values[case] - {0})))
         per_case[case] = score_case(pred.array, ref.array, ref.spacing, case_labels, tol) if case_labels else []
 
+    if wanted is None and not found:
+        raise ScoringInputError(f"the references in {ref_dir} hold no foreground label: pass the labels to score")
+    allowed = {0, *(found if wanted is None else wanted)}
+    foreign = [
+        f"{preds[case].name} ({_few(sorted(values - allowed))})"
+        for case, values in pred_values.items() if not values <= allowed
+    ]
+    if foreign:
+        source = "found in the references" if wanted is None else "to score"
+        raise ScoringInputError(
+            f"{len(foreign)} prediction(s) in {pred_dir} hold values other than background 0 and the "
+            f"labels {source} ({_few(sorted(allowed - {0}))}): {_few(foreign)}"
+        )
     if wanted is None:
-        if not found:
-            raise ScoringInputError(
-                f"the references in {ref_dir} hold no foreground label: pass the labels to score"
-            )
         wanted = tuple(sorted(found))
     records = []
     for case, rows in per_case.items():
@@ -344,8 +393,6 @@ def score_folders(
     df = pd.DataFrame.from_records(records, columns=list(CASE_COLUMNS))
     df = df.astype({"case": str, "label": int, "dice": float, "nsd": float, "ref_voxels": int, "pred_voxels": int})
     df = df.sort_values(["case", "label"], kind="stable").reset_index(drop=True)
-    df.attrs["missing_predictions"] = missing
-    df.attrs["unmatched_predictions"] = unmatched
     df.attrs["tolerance_mm"] = tol
     return df
 
@@ -389,7 +436,7 @@ def rescore(
 
 
 def format_summary(cases) -> str:
-    """A few lines for a terminal: per-label means, case count, missing/unmatched predictions."""
+    """A few lines for a terminal: per-label means, case count, NSD tolerance."""
     summary = summarize(cases)
     n_cases = int(cases["case"].nunique())
     tol = cases.attrs.get("tolerance_mm")
@@ -400,10 +447,4 @@ def format_summary(cases) -> str:
     if len(summary) > 1:
         lines.append(f"{'mean':>6} {summary['dice_mean'].mean():>8.4f} {summary['nsd_mean'].mean():>8.4f}")
     lines.append("(means over cases ignore NaN = label absent from both reference and prediction)")
-    missing = cases.attrs.get("missing_predictions") or []
-    if missing:
-        lines.append(f"missing predictions, scored as empty ({len(missing)}): {', '.join(missing)}")
-    unmatched = cases.attrs.get("unmatched_predictions") or []
-    if unmatched:
-        lines.append(f"predictions without a reference, ignored ({len(unmatched)}): {', '.join(unmatched)}")
     return "\n".join(lines)
