@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -447,19 +448,25 @@ def test_bad_job_json_names_the_file_and_field(tmp_path):
         collect_runs(tmp_path)
 
 
-def test_disagreeing_true_labels_are_an_error(tmp_path):
-    for entry, truth in (("e1", [0, 1]), ("e2", [1, 1])):
+def test_disagreeing_true_labels_fail_the_minority_run(tmp_path):
+    # e1 and e3 agree, e2 contradicts them on case_k0: e2's run is failed, nobody else is
+    for entry, truth in (("e1", [0, 1]), ("e2", [1, 1]), ("e3", [0, 1])):
         write_run(tmp_path, entry, "clf", 0, task_type="classification", cases=clf_cases(truth, [0.2, 0.8]),
                   metrics=("auroc",), classes=("neg", "pos"))
-    with pytest.raises(LeaderboardInputError, match="case 'case_k0' has true_label"):
-        collect_runs(tmp_path)
+    (track,) = collect_runs(tmp_path)
+    (problem,) = track.job_problems
+    assert (problem.entry, problem.status, problem.unreadable) == ("e2", FLAG_FAILED_JOB, True)
+    assert "e2/clf/ssl3d-2025/fold_0/cases.csv: the true_label of case 'case_k0' is 'pos' here but 'neg'" in problem.detail
 
 
-def test_duplicate_case_label_in_cases_csv_is_an_error(tmp_path):
+def test_duplicate_case_label_in_cases_csv_fails_the_run(tmp_path):
     rows = seg_cases({"s1": (0.5, 0.5)})
     write_run(tmp_path, "e1", "seg", 0, cases=rows + rows[:1])
-    with pytest.raises(LeaderboardInputError, match=r"cases\.csv: duplicate \(case, label\)"):
-        collect_runs(tmp_path)
+    write_run(tmp_path, "e2", "seg", 0, cases=rows)
+    (track,) = collect_runs(tmp_path)
+    (problem,) = track.job_problems
+    assert problem.entry == "e1" and problem.status == FLAG_FAILED_JOB
+    assert re.search(r"cases\.csv: duplicate \(case, label\)", problem.detail)
 
 
 # --------------------------------------------------------------------------- command line

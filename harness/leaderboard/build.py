@@ -6,7 +6,7 @@ Files in ``out`` (each written atomically, the report last)::
     stability_<track>.csv        public: per task, Kendall's tau of the bootstrap rankings
     significance_<track>.csv     public: pairwise one-sided p-values, Holm-adjusted
     plots/<track>_{blobs,significance,ranks}.png
-    leaderboard.json             provenance: scheme, N, seed, source, notes, file list
+    leaderboard.json             provenance: scheme, N, seed, source, notes, warnings, file list
     report.html                  everything above in one self-contained page
     private/cases_<track>.csv    PRIVATE: per-case values and flags (hidden test cases)
 """
@@ -25,6 +25,7 @@ from harness.leaderboard import AGGREGATE_THEN_RANK, ALPHA, DEFAULT_BOOTSTRAP, D
 from harness.leaderboard.collect import (
     FLAG_NOT_APPLICABLE,
     ClassificationTask,
+    JobProblem,
     LeaderboardInputError,
     PerCaseTask,
     TrackData,
@@ -58,6 +59,8 @@ class LeaderboardOutcome:
     scheme: str
     tracks: list[TrackOutcome]
     files: list[Path] = field(default_factory=list)
+    #: run folders whose files could not be read (ranked as failed runs, or skipped), once each
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def report(self) -> Path:
@@ -66,16 +69,13 @@ class LeaderboardOutcome:
 
 def track_notes(track: TrackData, ranking: TrackRanking, stability: TrackStability) -> list[str]:
     """What a reader must know to trust the table: gaps, dropped cases, fallbacks."""
-    notes = []
-    for p in track.job_problems:
-        fold = "" if p.fold is None else f" fold {p.fold}"
-        detail = f" ({p.detail})" if p.detail else ""
-        notes.append(f"{p.entry}: {p.task}{fold} is {p.status}{detail}; its cases count as worst")
+    notes = [job_problem_note(p) for p in track.job_problems]
+    notes.extend(track.notes)
     if track.baseline() is None:
         notes.append(f"no unique baseline in track {track.track}: gain_<task> columns are empty")
     for task in track.tasks:
         if not task.metrics:
-            notes.append(f"{task.task}: no finished run, so no metric: every entry ties on it")
+            notes.append(f"{task.task}: no finished run could be read, so no metric: every entry ties on it")
         if isinstance(task, PerCaseTask):
             for m, metric in enumerate(task.metrics):
                 dropped = int((task.flags[m] == FLAG_NOT_APPLICABLE).all(axis=0).sum())
@@ -85,6 +85,20 @@ def track_notes(track: TrackData, ranking: TrackRanking, stability: TrackStabili
             notes.append(f"{task.task}: pooled classification metrics are ranked by their pooled value under every scheme")
     notes.extend(f"{s.task}: {s.note}" for s in stability.tasks if s.note)
     return notes
+
+
+def job_problem_note(problem: JobProblem) -> str:
+    fold = "" if problem.fold is None else f" fold {problem.fold}"
+    detail = f" ({problem.detail})" if problem.detail else ""
+    return f"{problem.entry}: {problem.task}{fold} is {problem.status}{detail}; its cases count as worst"
+
+
+def read_warnings(tracks: list[TrackData]) -> list[str]:
+    """Each run the leaderboard failed for unreadable or contradicting files, and each run folder
+    it skipped (every track notes those), once, in track order."""
+    found = [job_problem_note(p) for t in tracks for p in t.job_problems if p.unreadable]
+    found += [note for t in tracks for note in t.notes]
+    return list(dict.fromkeys(found))
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -125,7 +139,7 @@ def build_leaderboard(
             raise LeaderboardInputError(str(e)) from None
     tracks = collect_csv(from_csv) if from_csv is not None else collect_runs(results, chosen)
     out = Path(out)
-    outcome = LeaderboardOutcome(out, scheme, [])
+    outcome = LeaderboardOutcome(out, scheme, [], warnings=read_warnings(tracks))
     sections = []
     for track in tracks:
         ranking = rank_track(track, scheme)
@@ -172,6 +186,7 @@ def build_leaderboard(
         "harness_version": __version__,
         "tracks": {t.track: {"entries": len(t.ranking.track.entries), "baseline": t.ranking.track.baseline(),
                              "notes": t.notes} for t in outcome.tracks},
+        "warnings": outcome.warnings,
     }
     meta["files"] = [str(p.relative_to(out)) for p in outcome.files] + ["report.html"]
     write_json_atomic(out / "leaderboard.json", meta)

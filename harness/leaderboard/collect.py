@@ -15,12 +15,28 @@ Expected work is the union over the track: every entry of a track is expected to
 (task, fold) that any entry of the track has, and every case that any finished run of that
 (task, fold) has. A missing run, a FAILED or unfinished run, or a missing case is never dropped:
 it counts as the worst value for that case and is flagged (``FLAG_*``).
+
+One run never stops the ranking. A run whose own files cannot be trusted is a failed run of its
+entry (``FLAG_FAILED_JOB``, ``JobProblem.unreadable``, the message naming the file and the
+problem), even when it says DONE: a job.json, metrics.json or cases.csv that does not parse, lacks
+a needed field or column, holds a non-number or a value out of range; or a run that contradicts
+the majority of its peers (task type, is_baseline, ranking metrics and classes of the task, true
+labels of a case; a tie goes to the first run in path order), or that claims the same (entry,
+task, fold) as another run (then neither counts). A run whose job.json cannot be read is
+attributed by its path ``runs/<entry>/<task>/<setup>/fold_<k>`` when the setup is one the recipe
+ranks and the other runs tell its track and task type; otherwise it is skipped with a note
+(``TrackData.notes``). ``LeaderboardInputError`` is left for what is global: no run at all, a
+malformed long CSV, bad arguments.
 """
 from __future__ import annotations
 
+import csv
+import io
 import math
+import re
 import warnings
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -82,6 +98,9 @@ class JobProblem:
     fold: int | None
     status: str  # one of FLAG_FAILED_JOB, FLAG_UNFINISHED_JOB, FLAG_MISSING_JOB
     detail: str = ""
+    #: the leaderboard failed the run: its files cannot be read or contradict the other runs
+    #: (``detail`` names the file and the problem), whatever its DONE marker says
+    unreadable: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +132,11 @@ class PerCaseTask:
     def missing(self) -> np.ndarray:
         """(M, E, C) True where the value counts as the worst one."""
         return np.isin(self.flags, MISSING_FLAGS) & self.applicable[:, None, :]
+
+    @property
+    def has_value(self) -> np.ndarray:
+        """(M, E) True where the entry has at least one real value on an applicable case."""
+        return ((self.flags == FLAG_OK) & self.applicable[:, None, :]).any(axis=2)
 
     def worst_oriented(self) -> np.ndarray:
         """(M,) the value (higher better) a missing case gets where a number is needed.
@@ -156,6 +180,11 @@ class ClassificationTask:
     def missing(self) -> np.ndarray:
         return np.isin(self.flags, MISSING_FLAGS)
 
+    @property
+    def has_value(self) -> np.ndarray:
+        """(M, E) True where the entry has a prediction for at least one case (same for every metric)."""
+        return np.broadcast_to((self.flags == FLAG_OK).any(axis=1), (len(self.metrics), len(self.entries)))
+
 
 Task = PerCaseTask | ClassificationTask
 
@@ -168,6 +197,8 @@ class TrackData:
     tasks: tuple[Task, ...]
     job_problems: tuple[JobProblem, ...] = ()
     source: str = ""
+    #: what collecting found that is not a job problem (a run folder skipped: job.json unreadable
+    #: and its path says nothing usable)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def failed_jobs(self) -> dict[str, int]:
@@ -229,12 +260,20 @@ class _Job:
     task_type: str
     fold: int
     recipe: str | None = None
+    #: why the leaderboard fails this run whatever its markers say (a message naming the file)
+    problem: str = ""
 
     @property
     def status(self) -> str:
+        if self.problem:
+            return FLAG_FAILED_JOB
         if self.run.is_done():
             return FLAG_OK
         return FLAG_FAILED_JOB if self.run.is_failed() else FLAG_UNFINISHED_JOB
+
+    def failed(self, problem: str) -> "_Job":
+        """This run counted as failed; a run failed already keeps its first problem."""
+        return self if self.problem else replace(self, problem=problem)
 
 
 def _read_job(run: RunFolder) -> _Job:
@@ -302,11 +341,30 @@ def _ranking_metrics(job: _Job) -> tuple[tuple[Metric, ...], tuple[str, ...]]:
     return tuple(metrics), classes
 
 
-def _read_cases_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
+def _read_text_table(path: Path) -> pd.DataFrame:
+    """Every column as text ("" where empty). A line with fewer fields than the header is an error:
+    pandas would pad it with empty values, which read as "not applicable", so a file cut short
+    mid-line would drop its last case for every entry."""
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError) as exc:
+        text = Path(path).read_text(encoding="utf-8")
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:  # pandas' parser errors and UnicodeDecodeError are ValueErrors
         raise LeaderboardInputError(f"{path}: cannot read: {exc}") from None
+    try:
+        rows = [(line, row) for line, row in enumerate(csv.reader(io.StringIO(text)), start=1) if row]
+    except csv.Error as exc:
+        raise LeaderboardInputError(f"{path}: cannot read: {exc}") from None
+    short = [line for line, row in rows if len(row) < len(frame.columns)]
+    if short:
+        raise LeaderboardInputError(
+            f"{path}: line(s) {', '.join(map(str, short[:5]))} have fewer fields than the header's "
+            f"{len(frame.columns)} (the file is cut short?)"
+        )
+    return frame
+
+
+def _read_cases_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
+    frame = _read_text_table(path)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise LeaderboardInputError(f"{path}: missing column(s) {missing}; has {list(frame.columns)}")
@@ -405,13 +463,37 @@ def _classification_cases(path: Path, classes: tuple[str, ...]) -> pd.DataFrame:
     return out
 
 
+def _run_folders(results: Path) -> list[RunFolder]:
+    """Every run folder with a job.json, and every finished or failed one without (its job.json
+    lost: attributed by its path), in path order."""
+    runs = {run.path: run for run in iter_run_folders(results)}
+    for path in (Path(results) / "runs").glob("*/*/*/fold_*"):
+        run = RunFolder(path)
+        if path not in runs and (run.done_marker.is_file() or run.failed_marker.is_file()):
+            runs[path] = run
+    return [runs[path] for path in sorted(runs)]
+
+
 def collect_runs(results: Path, recipe=None) -> list[TrackData]:
     """Every track found under ``results/runs``, sorted by track name. With ``recipe`` (a
     ``harness.recipes.Recipe``), only the runs that recipe makes (its ``setup_name`` per task type
-    and track: a ResEnc-L run two recipes share counts for both)."""
-    jobs = [_read_job(run) for run in iter_run_folders(results)]
+    and track: a ResEnc-L run two recipes share counts for both).
+
+    A run whose files cannot be read is a failed run of its entry, never an error (module doc);
+    ``LeaderboardInputError`` only when no run can be ranked at all.
+    """
+    root = Path(results) / "runs"
+    jobs: list[_Job] = []
+    unreadable: list[tuple[RunFolder, str]] = []
+    for run in _run_folders(results):
+        try:
+            jobs.append(_read_job(run))
+        except LeaderboardInputError as exc:
+            unreadable.append((run, str(exc)))
+    found = "".join(f"; {problem}" for _, problem in unreadable[:5])  # what an error should show
     if not jobs:
-        raise LeaderboardInputError(f"{Path(results) / 'runs'}: no run folder with a job.json")
+        raise LeaderboardInputError(f"{root}: no run folder with a readable job.json{found}")
+    setups = None
     if recipe is not None:
         from harness.tracks import TRACKS
 
@@ -420,18 +502,59 @@ def collect_runs(results: Path, recipe=None) -> list[TrackData]:
         setups = {(kind, track): recipe.setup_name(kind, track) for kind in TASK_TYPES for track in TRACKS}
         jobs = [j for j in jobs if j.recipe is not None and j.recipe == setups.get((j.task_type, j.track))]
         if not jobs:
-            raise LeaderboardInputError(f"{Path(results) / 'runs'}: no run of recipe {recipe.name}")
+            raise LeaderboardInputError(f"{root}: no run of recipe {recipe.name} with a readable job.json{found}")
+    notes: list[str] = []
+    attributed = []
+    for run, problem in unreadable:
+        job = _attribute_by_path(run, problem, jobs, setups, recipe)
+        if isinstance(job, str):
+            notes.append(job)
+        else:
+            attributed.append(job)
     seen: dict[tuple[str, str, str, int], _Job] = {}
-    for job in jobs:
+    for job in sorted(jobs + attributed, key=lambda j: j.run.path):
         key = (job.track, job.entry, job.task, job.fold)
         if key in seen:
-            raise LeaderboardInputError(
+            # which of the two is the entry's run cannot be told: neither counts
+            seen[key] = seen[key].failed(
                 f"{job.run.job_json} and {seen[key].run.job_json}: both claim entry {job.entry!r}, "
                 f"task {job.task!r}, fold {job.fold} of track {job.track!r}"
             )
-        seen[key] = job
+        else:
+            seen[key] = job
+    jobs = list(seen.values())
     tracks = sorted({job.track for job in jobs})
-    return [_track_from_jobs(track, [j for j in jobs if j.track == track], str(results)) for track in tracks]
+    return [_track_from_jobs(track, [j for j in jobs if j.track == track], str(results), tuple(notes))
+            for track in tracks]
+
+
+def _attribute_by_path(run: RunFolder, problem: str, jobs: list[_Job], setups: dict | None, recipe) -> _Job | str:
+    """The failed run of ``runs/<entry>/<task>/<setup>/fold_<k>`` whose job.json cannot be read, when
+    the setup is one the recipe ranks (any, without a recipe) and the readable ``jobs`` leave one
+    (task type, track) for that task and entry; else a note saying why it is skipped."""
+    entry, task, setup, fold_name = run.path.parts[-4:]
+    skipped = f"{problem}; run folder skipped"
+    fold = re.fullmatch(r"fold_(\d+)", fold_name)
+    if fold is None:
+        return f"{skipped}: {fold_name!r} is not fold_<k>"
+    allowed = None if setups is None else {pair for pair, name in setups.items() if name == setup}
+    if allowed is not None and not allowed:
+        return f"{skipped}: setup {setup!r} is not one recipe {recipe.name} ranks"
+    pairs = {(j.task_type, j.track) for j in jobs if j.task == task}
+    if allowed is not None:
+        pairs &= allowed
+    tracks = {j.track for j in jobs if j.entry == entry}
+    if not tracks and entry.startswith(BASELINE_PREFIX):
+        tracks = {entry[len(BASELINE_PREFIX):]}
+    if tracks:
+        pairs = {pair for pair in pairs if pair[1] in tracks}
+    if len(pairs) != 1:
+        why = "no readable run" if not pairs else f"the readable runs allow {sorted(pairs)}"
+        return f"{skipped}: {why} to tell the track and task type of entry {entry!r}, task {task!r}"
+    ((task_type, track),) = pairs
+    peers = [j.is_baseline for j in jobs if j.entry == entry and j.track == track]
+    is_baseline = Counter(peers).most_common(1)[0][0] if peers else entry.startswith(BASELINE_PREFIX)
+    return _Job(run, entry, track, is_baseline, task, task_type, int(fold[1]), setup, problem)
 
 
 def _baselines(pairs: Iterable[tuple[str, bool]], where: str) -> frozenset[str]:
@@ -442,36 +565,73 @@ def _baselines(pairs: Iterable[tuple[str, bool]], where: str) -> frozenset[str]:
     return frozenset(e for e, b in flags.items() if b)
 
 
-def _track_from_jobs(track: str, jobs: list[_Job], source: str) -> TrackData:
-    entries = tuple(sorted({j.entry for j in jobs}))
-    baselines = _baselines(((j.entry, j.is_baseline) for j in jobs), f"{source} track {track!r}")
+def _majority(claims: list[tuple[_Job, Any]], file, what: str, show=repr) -> tuple[Any, dict[Path, str]]:
+    """The value most of the (run, value) ``claims`` give (a tie: the first run's, in path order;
+    runs failed already vote only when no other run does), and per dissenting run a message
+    naming its ``file(run)``, ``what``, both values (``show``) and a file of the majority."""
+    voters = [c for c in claims if not c[0].problem] or claims
+    if not voters:
+        return None, {}
+    counts = Counter(value for _, value in voters)
+    top = max(counts.values())
+    winner = next(value for _, value in voters if counts[value] == top)
+    example = next(file(job) for job, value in voters if value == winner)
+    dissent = {
+        job.run.path: f"{file(job)}: {what} is {show(value)} here but {show(winner)} in {counts[winner]} "
+                      f"other run(s), e.g. {example}"
+        for job, value in claims if value != winner
+    }
+    return winner, dissent
+
+
+def _fail_dissent(jobs: list[_Job], dissent: dict[Path, str]) -> list[_Job]:
+    return [job.failed(dissent[job.run.path]) if job.run.path in dissent else job for job in jobs]
+
+
+def _track_from_jobs(track: str, jobs: list[_Job], source: str, notes: tuple[str, ...] = ()) -> TrackData:
     task_types: dict[str, str] = {}
-    for job in jobs:
-        if task_types.setdefault(job.task, job.task_type) != job.task_type:
-            raise LeaderboardInputError(
-                f"{job.run.job_json}: task {job.task!r} is {job.task_type!r} here but "
-                f"{task_types[job.task]!r} in another run of track {track!r}"
-            )
-    by_key = {(j.entry, j.task, j.fold): j for j in jobs}
+    for task in sorted({j.task for j in jobs}):
+        claims = [(j, j.task_type) for j in jobs if j.task == task]
+        task_types[task], dissent = _majority(claims, lambda j: j.run.job_json, f"the task_type of task {task!r}")
+        jobs = _fail_dissent(jobs, dissent)
+    baselines = set()
+    for entry in sorted({j.entry for j in jobs}):
+        claims = [(j, j.is_baseline) for j in jobs if j.entry == entry]
+        is_baseline, dissent = _majority(claims, lambda j: j.run.job_json, f"the is_baseline of entry {entry!r}")
+        jobs = _fail_dissent(jobs, dissent)
+        if is_baseline:
+            baselines.add(entry)
+    entries = tuple(sorted({j.entry for j in jobs}))
     problems: list[JobProblem] = []
     tasks: list[Task] = []
     for task in sorted(task_types):
-        folds = sorted({j.fold for j in jobs if j.task == task})
+        task_jobs = [j for j in jobs if j.task == task]
+        if task_types[task] == SEGMENTATION:
+            task_jobs, metrics, classes, tables = _read_segmentation_runs(task, task_jobs)
+        else:
+            task_jobs, metrics, classes, tables = _read_classification_runs(task, task_jobs)
+        by_key = {(j.entry, j.fold): j for j in task_jobs}
+        folds = sorted({j.fold for j in task_jobs})
         status: dict[tuple[str, int], str] = {}
         for entry in entries:
             for fold in folds:
-                job = by_key.get((entry, task, fold))
+                job = by_key.get((entry, fold))
                 state = FLAG_MISSING_JOB if job is None else job.status
                 status[entry, fold] = state
                 if state != FLAG_OK:
-                    problems.append(JobProblem(entry, task, fold, state, _failure_detail(job)))
-        done = [j for j in jobs if j.task == task and j.status == FLAG_OK]
-        build = _segmentation_task if task_types[task] == SEGMENTATION else _classification_task
-        tasks.append(build(task, entries, folds, done, status))
-    return TrackData(track, entries, baselines, tuple(tasks), tuple(problems), source)
+                    unreadable = job is not None and bool(job.problem)
+                    problems.append(JobProblem(entry, task, fold, state, _failure_detail(job), unreadable))
+        ok = {key: table for key, table in tables.items() if status[key] == FLAG_OK}
+        if task_types[task] == SEGMENTATION:
+            tasks.append(_segmentation_task(task, entries, metrics, ok, status))
+        else:
+            tasks.append(_classification_task(task, entries, metrics, classes, ok, status))
+    return TrackData(track, entries, frozenset(baselines), tuple(tasks), tuple(problems), source, notes)
 
 
 def _failure_detail(job: _Job | None) -> str:
+    if job is not None and job.problem:
+        return job.problem
     if job is None or not job.run.is_failed():
         return ""
     try:
@@ -481,28 +641,74 @@ def _failure_detail(job: _Job | None) -> str:
         return "FAILED marker unreadable"
 
 
-def _agreed_metrics(done: list[_Job], task: str) -> tuple[tuple[Metric, ...], tuple[str, ...]]:
-    first: tuple[tuple[Metric, ...], tuple[str, ...]] | None = None
-    first_path = None
+def _agreed_metrics(task: str, jobs: list[_Job]) -> tuple[list[_Job], tuple[Metric, ...], tuple[str, ...]]:
+    """The ranking metrics and classes of the finished runs' metrics.json; a run whose file cannot
+    be read or disagrees with the majority is failed."""
+    claims = []
+    for i, job in enumerate(jobs):
+        if job.status != FLAG_OK:
+            continue
+        try:
+            claims.append((job, _ranking_metrics(job)))
+        except LeaderboardInputError as exc:
+            jobs[i] = job.failed(str(exc))
+    found, dissent = _majority(claims, lambda j: j.run.metrics_json, f"the ranking metrics/classes of task {task!r}",
+                               _show_metrics)
+    metrics, classes = found if found is not None else ((), ())
+    return _fail_dissent(jobs, dissent), metrics, classes
+
+
+def _show_metrics(found: tuple[tuple[Metric, ...], tuple[str, ...]]) -> str:
+    metrics, classes = found
+    names = [m.name if m.higher_is_better else f"{m.name} (lower is better)" for m in metrics]
+    return f"{names}" + (f" with classes {list(classes)}" if classes else "")
+
+
+def _read_cases(jobs: list[_Job], read) -> tuple[list[_Job], dict[tuple[str, int], pd.DataFrame]]:
+    """``read(cases_csv)`` of every finished run; a run whose cases.csv cannot be read is failed."""
+    tables = {}
+    for i, job in enumerate(jobs):
+        if job.status != FLAG_OK:
+            continue
+        try:
+            tables[job.entry, job.fold] = read(job.run.cases_csv)
+        except LeaderboardInputError as exc:
+            jobs[i] = job.failed(str(exc))
+    return jobs, tables
+
+
+def _read_segmentation_runs(task: str, jobs: list[_Job]):
+    jobs, metrics, _ = _agreed_metrics(task, list(jobs))
+    jobs, tables = _read_cases(jobs, lambda path: _segmentation_cases(path, metrics))
+    return jobs, metrics, (), tables
+
+
+def _read_classification_runs(task: str, jobs: list[_Job]):
+    """As for segmentation, and each case's true label is the majority's over the runs that have
+    it: a run that gives another is failed (its cases.csv disagrees with the task's truth)."""
+    jobs, metrics, classes = _agreed_metrics(task, list(jobs))
+    jobs, tables = _read_cases(jobs, lambda path: _classification_cases(path, classes))
+    done = [j for j in jobs if j.status == FLAG_OK]
+    votes: dict[tuple[int, str], list[tuple[_Job, int]]] = {}
     for job in done:
-        found = _ranking_metrics(job)
-        if first is None:
-            first, first_path = found, job.run.metrics_json
-        elif found != first:
-            raise LeaderboardInputError(
-                f"{job.run.metrics_json}: ranking metrics/classes of task {task!r} {found} differ from "
-                f"{first_path} {first}"
-            )
-    return first if first is not None else ((), ())
+        table = tables[job.entry, job.fold]
+        for case, label in zip(table.index, table["true"]):
+            votes.setdefault((job.fold, case), []).append((job, int(label)))
+    dissent: dict[Path, str] = {}
+    for (_, case), claims in sorted(votes.items()):
+        claims = [(job, classes[label]) for job, label in claims]
+        _, found = _majority(claims, lambda j: j.run.cases_csv, f"the true_label of case {case!r}")
+        for path, message in found.items():
+            dissent.setdefault(path, message)
+    return _fail_dissent(jobs, dissent), metrics, classes, tables
 
 
 def _unit(fold: int, case: str) -> str:
     return f"fold_{fold}/{case}"
 
 
-def _segmentation_task(task, entries, folds, done, status) -> PerCaseTask:
-    metrics, _ = _agreed_metrics(done, task)
-    per_label = {(j.entry, j.fold): _segmentation_cases(j.run.cases_csv, metrics) for j in done}
+def _segmentation_task(task, entries, metrics, per_label, status) -> PerCaseTask:
+    """``per_label``: (entry, fold) -> the checked per-label table of each run counted as done."""
     per_run = {key: _case_means(numbers, metrics) for key, numbers in per_label.items()}
     units = sorted({(fold, case) for (_, fold), table in per_run.items() for case in table.index})
     cases = tuple(_unit(f, c) for f, c in units)
@@ -532,22 +738,16 @@ def _per_case_task(task, entries, cases, metrics, values, flags, reported=None) 
     return PerCaseTask(task, tuple(entries), tuple(cases), tuple(metrics), values, flags.astype(str), reported)
 
 
-def _classification_task(task, entries, folds, done, status) -> ClassificationTask:
-    metrics, classes = _agreed_metrics(done, task)
-    per_run = {(j.entry, j.fold): _classification_cases(j.run.cases_csv, classes) for j in done}
-    truth: dict[tuple[int, str], tuple[int, Path]] = {}
-    for job in done:
-        table = per_run[job.entry, job.fold]
+def _classification_task(task, entries, metrics, classes, per_run, status) -> ClassificationTask:
+    """``per_run``: (entry, fold) -> the checked table of each run counted as done; their true
+    labels agree (``_read_classification_runs``)."""
+    truth: dict[tuple[int, str], int] = {}
+    for (_, fold), table in per_run.items():
         for case, label in zip(table.index, table["true"]):
-            known = truth.setdefault((job.fold, case), (int(label), job.run.cases_csv))
-            if known[0] != label:
-                raise LeaderboardInputError(
-                    f"{job.run.cases_csv}: case {case!r} has true_label {classes[label]!r} but "
-                    f"{classes[known[0]]!r} in {known[1]}"
-                )
+            truth.setdefault((fold, case), int(label))
     units = sorted(truth)
     cases = tuple(_unit(f, c) for f, c in units)
-    y_true = np.array([truth[u][0] for u in units], dtype=int)
+    y_true = np.array([truth[u] for u in units], dtype=int)
     n_classes = len(classes)  # 0 only when no run of the task finished, and then there are no cases
     # The most wrong answer: true class below every real probability, the others above.
     worst_probs = np.where(np.eye(n_classes, dtype=bool)[y_true], -1.0, 2.0)
@@ -596,11 +796,7 @@ def collect_csv(path: Path) -> list[TrackData]:
     name starts with ``baseline-``.
     """
     path = Path(path)
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError) as exc:
-        raise LeaderboardInputError(f"{path}: cannot read: {exc}") from None
-    return collect_long(frame, str(path))
+    return collect_long(_read_text_table(path), str(path))
 
 
 def collect_long(frame: pd.DataFrame, path: str = "<table>") -> list[TrackData]:

@@ -17,7 +17,8 @@ def register(subparsers) -> None:
             "Read every run's cases.csv under RESULTS/runs (or a long CSV track,entry,task,metric,case,"
             "value[,higher_is_better][,is_baseline]) and rank the entries of each track: per task and "
             "metric, then the mean of task ranks. Missing, failed or unfinished work counts as the "
-            "worst value and is flagged. Per-case values go only to OUT/private/."
+            "worst value and is flagged, and so does a run whose files cannot be read (a warning names "
+            "the file). Per-case values go only to OUT/private/."
         ),
     )
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder holding runs/ (default results)")
@@ -51,6 +52,8 @@ def _leaderboard(args: argparse.Namespace) -> int:
     except LeaderboardInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for track in outcome.tracks:
         print(f"== {track.track} ({outcome.scheme}, {track.stability.n_bootstrap} bootstrap resamples)")
         shown = ["rank", "entry", "is_baseline", "mean_task_rank", "rank_lo", "rank_hi", "failed_jobs"]

@@ -16,6 +16,16 @@ Schemes, for per-case metrics (segmentation, ``--from-csv``):
 Pooled classification metrics (AUROC, balanced accuracy) have no per-case value, so under every
 scheme they rank their pooled value (aggregate-then-rank is the only one defined for them).
 
+An entry without a single valid value for a metric (every case missing, failed or unfinished:
+say every fold of a classification task failed) ranks behind every entry that has one, under
+every scheme and in every bootstrap resample, tied with the other such entries
+(``place_invalid_last``); validity is judged on the full data. The schemes alone would let it
+tie: its worst value 0 equals a real mean 0 or AUROC 0, or the worst value seen of an unknown
+metric; in a resample that misses an entry's few real cases the per-case ranks tie; a test-then-
+rank entry that wins no test ties with it. The other entries rank as if it were not there: it
+never beats anyone, and test-then-rank leaves it out of the pairwise tests (a free win against
+it would reorder the others; the significance map still shows it).
+
 **Default: rank-then-aggregate**, because
 
 1. it needs no common scale: Dice, NSD and any metric from a CSV enter as per-case ranks, so a
@@ -79,6 +89,19 @@ def rank_scores(scores: np.ndarray) -> np.ndarray:
     return rank_best_first(np.round(scores, TIE_DECIMALS))
 
 
+def place_invalid_last(ranks: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(M, R, E) ``ranks`` re-ranked with the entries ``valid`` (M, E) marks False behind every
+    entry it marks True, tied among themselves (rank = number of valid entries + 1); the valid
+    entries keep their order. No valid entry at all: everyone ties at 1."""
+    return rank_lowest_first(np.where(valid[:, None, :], ranks, np.inf))
+
+
+def rank_task_scores(task: Task, scores: np.ndarray) -> np.ndarray:
+    """(M, R, E) ranks of a task's aggregated ``scores`` (M, R, E, higher better), entries without
+    a valid value last."""
+    return place_invalid_last(rank_scores(scores), task.has_value)
+
+
 def consensus(ranks: np.ndarray, axis: int = 0) -> np.ndarray:
     """Mean of ranks along ``axis``, re-ranked; nothing to average (size 0) ties everyone at 1."""
     if ranks.shape[axis] == 0:
@@ -93,20 +116,23 @@ def case_ranks(task: PerCaseTask) -> np.ndarray:
 
 
 def metric_ranks(task: Task, scheme: str, idx: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
-    """(M, R, E) rank of every entry per metric on each resample ``idx`` (R, C) of the cases."""
+    """(M, R, E) rank of every entry per metric on each resample ``idx`` (R, C) of the cases;
+    an entry without a valid value for the metric is last (module doc)."""
     check_scheme(scheme)
     if not isinstance(task, PerCaseTask) or scheme == AGGREGATE_THEN_RANK:
-        return rank_scores(task_scores(task, idx))
+        return rank_task_scores(task, task_scores(task, idx))
     if scheme == RANK_THEN_AGGREGATE:
         mean_rank = weighted_case_means(case_ranks(task), task.applicable, multiplicity(idx, len(task.cases)))
-        return rank_lowest_first(mean_rank)
+        return place_invalid_last(rank_lowest_first(mean_rank), task.has_value)
     assert scheme == TEST_THEN_RANK
     values = filled_values(task)
-    out = np.empty((len(task.metrics), idx.shape[0], len(task.entries)))
+    valid = task.has_value
+    out = np.full((len(task.metrics), idx.shape[0], len(task.entries)), np.inf)
     for m in range(len(task.metrics)):
-        p_holm = holm_matrix(pairwise_wilcoxon(values[m], idx))
-        out[m] = rank_best_first(wins(p_holm, alpha).astype(float))
-    return out
+        if valid[m].any():  # an entry without a value is not tested: a free win would reorder the others
+            p_holm = holm_matrix(pairwise_wilcoxon(values[m][valid[m]], idx))
+            out[m][:, valid[m]] = rank_best_first(wins(p_holm, alpha).astype(float))
+    return place_invalid_last(out, valid)
 
 
 @dataclass(frozen=True, eq=False)

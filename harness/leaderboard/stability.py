@@ -16,7 +16,7 @@ import numpy as np
 
 from harness.leaderboard import ALPHA
 from harness.leaderboard.collect import LeaderboardInputError, PerCaseTask
-from harness.leaderboard.ranking import TrackRanking, consensus, metric_ranks, rank_scores
+from harness.leaderboard.ranking import TrackRanking, consensus, metric_ranks, rank_task_scores
 from harness.leaderboard.scores import filled_values, full_index, task_scores
 from harness.leaderboard.significance import bootstrap_pvalues, holm_matrix, pairwise_wilcoxon
 
@@ -94,7 +94,7 @@ def bootstrap_track(ranking: TrackRanking, n_bootstrap: int, seed: int) -> Track
             per_metric = metric_ranks(task, ranking.scheme, idx)
         else:
             scores = task_scores(task, idx)
-            per_metric = rank_scores(scores)
+            per_metric = rank_task_scores(task, scores)
         ranks = consensus(per_metric, axis=0)
         tasks.append(TaskStability(task.task, True, "", ranks, _kendall(ranks, task_ranking.rank), scores))
     task_ranks = np.stack([t.ranks for t in tasks]) if tasks else np.ones((0, n_bootstrap, n_entries))
