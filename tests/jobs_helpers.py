@@ -1,6 +1,7 @@
-"""What the job-matrix tests share: a tiny Primus-only segmentation task and a lean environment.
+"""What the job-matrix tests share: a tiny Primus-only segmentation task, a classification task
+that fails inside its jobs, and a lean environment.
 
-A job of this task trains 2 epochs of 1 iteration at 32^3, the cheapest real nnU-Net run.
+A job of the segmentation task trains 2 epochs of 1 iteration at 32^3, the cheapest real nnU-Net run.
 """
 from __future__ import annotations
 
@@ -42,4 +43,45 @@ def write_tiny_task(registry: Path, name: str, data: str = "Seg", limit: float =
     registry.mkdir(parents=True, exist_ok=True)
     path = registry / f"{name}.yaml"
     path.write_text(TINY_TASK_YAML.format(name=name, data=data, limit=limit))
+    return path
+
+
+FAILING_CLASSIFICATION_YAML = """\
+name: {name}
+type: classification
+images: ../data/{data}/imagesTr
+labels: ../data/{data}/labels.csv
+masks: ../data/{data}/masksTr
+classes: [sphere, cube]
+test_cases: [case_000, case_001, case_002, case_003]
+target_spacing: [4.0, 4.0, 4.0]
+patch_size: {{ResEncL: [64, 64, 64], PrimusM: [32, 32, 32]}}
+schedule:
+  PrimusM: {{epochs: 1, iterations_per_epoch: 1, batch_size: 2, gradient_accumulation: 1, warmup_epochs: 0}}
+time_limit_minutes: 10
+"""
+
+
+def write_failing_classification(registry: Path, name: str, data_root: Path) -> Path:
+    """A classification task whose data passes the data check but fails inside every job: one
+    case's mask is a single voxel, which the resampling to the task's 4 mm spacing empties (the
+    check reads files; it does not resample them). ``data_root/<name>`` holds the data."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from harness.tasks.toy_classification import write_toy_classification
+
+    folder = write_toy_classification(data_root / "tmp")
+    folder.rename(data_root / name)
+    (data_root / "tmp").rmdir()
+    mask_path = data_root / name / "masksTr" / "case_005.nii.gz"
+    mask = sitk.ReadImage(str(mask_path))
+    array = np.zeros_like(sitk.GetArrayFromImage(mask))
+    array[12, 24, 24] = 1
+    single = sitk.GetImageFromArray(array)
+    single.CopyInformation(mask)
+    sitk.WriteImage(single, str(mask_path), True)
+    registry.mkdir(parents=True, exist_ok=True)
+    path = registry / f"{name}.yaml"
+    path.write_text(FAILING_CLASSIFICATION_YAML.format(name=name, data=name))
     return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from harness.jobs.lock import EvaluateLockedError, ResultsLock
 from harness.jobs.matrix import MatrixError, selected_folds
 from harness.jobs.state import DONE, FAILED, PENDING, JobFiles, job_state, process_alive
 from harness.jobs.worker import error_class
-from jobs_helpers import lean_env, write_tiny_dataset, write_tiny_task
+from jobs_helpers import lean_env, write_failing_classification, write_tiny_dataset, write_tiny_task
 
 PY = sys.executable
 
@@ -41,11 +40,9 @@ def world(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("jobs")
     write_tiny_dataset(root / "data" / "Seg")
-    # a dataset that breaks during the job (nnU-Net's integrity check): a training label is gone
-    shutil.copytree(root / "data" / "Seg", root / "data" / "Broken")
-    (root / "data" / "Broken" / "labelsTr" / "train_001.nii.gz").unlink()
+    # a task whose data passes the data check and breaks inside the job (a mask resampled away)
+    write_failing_classification(root / "reg_all", "Broken", root / "data")
     write_tiny_task(root / "reg_all", "Good", "Seg")
-    write_tiny_task(root / "reg_all", "Broken", "Broken")
     write_tiny_task(root / "reg_all", "Slow", "Seg", limit=0.05)  # 3 s: killed while it starts
     write_tiny_task(root / "reg_good", "Good", "Seg")
     sub = write_example_submission(root / "subs" / "primus.pth", "PrimusM", pretrain_patch=(64, 64, 64))
@@ -174,7 +171,8 @@ def test_dry_run_prints_matrix_and_runs_nothing(world, tmp_path):
     assert sum(" run" in l and "pending" in l for l in table) == 6  # 3 tasks x (baseline + primus)
     assert sum("rejected" in l and l.startswith("broken_upload") for l in table) == 3
     assert "dry run: 9 jobs, 6 would run" in out.stdout
-    assert not results.exists()
+    # nothing but the data check's memory of the files it read (a real run then reads none again)
+    assert [p.relative_to(results) for p in results.rglob("*") if p.is_file()] == [Path("cache/data-check.json")]
 
 
 def test_second_evaluate_fails_at_once_naming_the_holder(world, tmp_path):
@@ -198,7 +196,7 @@ def test_failures_are_isolated_and_retried(failure_run, world):
         assert job_state(good, None).state == DONE, out.stdout + good.worker_log.read_text()
         broken = job_state(run_folder(results, entry, "Broken"), None)
         assert (broken.state, broken.error_class) == (FAILED, "error")
-        assert "dataset" in broken.message.lower()
+        assert "case_005.nii.gz" in broken.message and "empty after resampling" in broken.message
         slow = job_state(run_folder(results, entry, "Slow"), None)
         assert (slow.state, slow.error_class) == (FAILED, "timeout")
         assert "time limit of 0.05 min" in slow.message
@@ -208,7 +206,7 @@ def test_failures_are_isolated_and_retried(failure_run, world):
     assert not (results / "runs" / "broken_upload").exists()
 
     status = json.loads(harness("status", "--results", results, "--json", check=0).stdout)
-    assert status["counts"] == {"pending": 0, "running": 0, "done": 2, "failed": 4, "rejected": 3}
+    assert status["counts"] == {"pending": 0, "running": 0, "done": 2, "corrupt": 0, "failed": 4, "rejected": 3}
     assert sorted((f["task"], f["error_class"]) for f in status["failed"]) == [
         ("Broken", "error"), ("Broken", "error"), ("Slow", "timeout"), ("Slow", "timeout")]
     assert all(Path(f["log"]).is_file() for f in status["failed"])

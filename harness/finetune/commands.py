@@ -49,9 +49,15 @@ def _finetune(args) -> int:
     except (TaskSpecError, SubmissionError, RecipeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from harness.tasks.preflight import check_tasks, preflight_cache
+
+    report = check_tasks([task], cache=preflight_cache(args.results), recipe=recipe)
+    if not report.ok:
+        print(f"error: {report.format_text()}", file=sys.stderr)
+        return 2
     metrics = run_finetune_job(
         task=task, fold=args.fold, track=track, results=args.results, submission=args.submission,
-        submission_sha256=sha, device=args.device, recipe=recipe,
+        submission_sha256=sha, device=args.device, recipe=recipe, data=report.data[task.name],
     )
     print(f"done: {metrics['entry']} on {task.name} fold {args.fold}: {metrics['aggregates']}")
     return 0

@@ -21,6 +21,7 @@ import pandas as pd
 
 from harness.recipes import RECIPES, SSL3D_2025, Recipe, fingerprint
 from harness.runs import RunFolder, baseline_entry, entry_name, read_json, write_json_atomic, write_text_atomic
+from harness.tasks.preflight import TaskData
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class FinetuneJob:
     device: str = "cpu"
     recipe: Recipe = SSL3D_2025
     submission_sha256: str | None = None
+    #: The content hash of every file of the task this job reads (``harness.tasks.preflight``):
+    #: part of the identity, so a changed file reruns the job.
+    data: TaskData | None = None
 
     def __post_init__(self) -> None:
         if self.entry is None:
@@ -94,15 +98,22 @@ class FinetuneJob:
             "recipe_version": self.setup.version,
             "recipe_values": self.recipe_values,
             "recipe_values_hash": fingerprint(self.recipe_values),
+            "data_fingerprint": self.data.fingerprint if self.data is not None else None,
             "device": self.device,
             "seed": self.seed,
         }
+
+    def spec(self) -> dict:
+        """The content of job.json: the description, the job id and the data manifest (every file
+        read, with its sha256: what names a changed file later)."""
+        return {**self.description(), "job_id": self.job_id(),
+                "data_files": self.data.as_dict() if self.data is not None else None}
 
     def job_id(self) -> str:
         """Stable hash of what determines the result: unchanged inputs, same id."""
         d = self.description()
         key = {k: d[k] for k in ("entry", "track", "task", "fold", "submission_sha256", "task_spec_hash",
-                                 "recipe", "recipe_version", "recipe_values_hash")}
+                                 "recipe", "recipe_version", "recipe_values_hash", "data_fingerprint")}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -115,11 +126,12 @@ class RunLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.echo = echo
 
-    def __call__(self, message: str) -> None:
+    def __call__(self, message: str, *, echo: bool | None = None) -> None:
+        """Append ``message`` with a timestamp; ``echo`` (default: the log's) also prints it."""
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {message}\n"
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line)
-        if self.echo:
+        if self.echo if echo is None else echo:
             print(line, end="", flush=True)
 
 
@@ -158,13 +170,17 @@ def recommended_patch(sub) -> tuple[int, int, int] | None:
 
 def run_logged(job: FinetuneJob, body) -> dict:
     """Start the run, call ``body(log)``, and log any failure's traceback to ``train.log``
-    before re-raising it (the job matrix decides what a failure means)."""
+    before re-raising it (the job matrix decides what a failure means). The console gets one
+    line: whoever catches the exception prints its traceback there (the worker, or Python for
+    `harness finetune`), so every log holds it once."""
     start_run(job)
     log = RunLog(job.run.log)
     try:
         return body(log)
     except Exception as e:
-        log(f"FAILED: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+        log(f"FAILED: {type(e).__name__}: {e}\n{traceback.format_exc()}", echo=False)
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"FAILED: {type(e).__name__}: {first} (traceback in {log.path})", flush=True)
         raise
 
 
@@ -173,7 +189,7 @@ def start_run(job: FinetuneJob) -> RunFolder:
     run = job.run
     run.path.mkdir(parents=True, exist_ok=True)
     run.failed_marker.unlink(missing_ok=True)
-    write_json_atomic(run.job_json, {**job.description(), "job_id": job.job_id()})
+    write_json_atomic(run.job_json, job.spec())
     return run
 
 

@@ -11,7 +11,9 @@ PyPI nnunetv2 has no nnssl fine-tuning trainer, so this subclass brings one. It 
 * ``train_step``: the schedule's gradient clip (1 for Primus, nnU-Net's 12 otherwise);
 * no deep supervision;
 * no "best" checkpoint: the held-out cases are predicted with the final network, so writing a
-  full checkpoint whenever the validation EMA improves would only cost time and disk.
+  full checkpoint whenever the validation EMA improves would only cost time and disk;
+* one ``epoch {e}/{E} ...`` line per epoch in train.log (``epoch_line``), the progress
+  `harness status` shows.
 
 The schedule is handed over with ``configure_finetuning`` (not smuggled through the plans), and
 the trainer is passed to the runner as a class, never looked up by name.
@@ -108,6 +110,25 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         decoder = getattr(self.network, "decoder", None)
         if decoder is not None and hasattr(decoder, "deep_supervision"):
             decoder.deep_supervision = enabled
+
+    def on_epoch_end(self):
+        epoch = self.current_epoch  # nnU-Net's on_epoch_end moves it on
+        super().on_epoch_end()
+        try:
+            line = self.epoch_line(epoch)
+        except (KeyError, IndexError, TypeError, ValueError):  # a progress line never fails the job
+            line = f"epoch {epoch + 1}/{self.num_epochs}"
+        self.print_to_log_file(line)
+
+    def epoch_line(self, epoch: int) -> str:
+        """``epoch {e}/{E} loss ... val_loss ... lr ... (12.3s)`` for 0-based ``epoch`` (1-based in
+        the line): the progress line `harness status` reads from train.log, as the
+        classification loop writes it."""
+        get = self.logger.get_value
+        seconds = get("epoch_end_timestamps", step=epoch) - get("epoch_start_timestamps", step=epoch)
+        return (f"epoch {epoch + 1}/{self.num_epochs} loss {float(get('train_losses', step=epoch)):.4f} "
+                f"val_loss {float(get('val_losses', step=epoch)):.4f} lr {float(get('lrs', step=epoch)):.3e} "
+                f"({seconds:.1f}s)")
 
     def save_checkpoint(self, filename: str) -> None:
         if os.path.basename(filename) == "checkpoint_best.pth":

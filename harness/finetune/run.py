@@ -16,10 +16,11 @@ def default_device() -> str:
 
 def run_finetune_job(*, task, fold: int, track: str, results: Path, submission: Path | None = None,
                      submission_sha256: str | None = None, device: str | None = None,
-                     recipe: Recipe = SSL3D_2025, entry: str | None = None) -> dict:
+                     recipe: Recipe = SSL3D_2025, entry: str | None = None, data=None) -> dict:
+    """``data``: the task's ``TaskData`` from the data check (part of the job's identity)."""
     job = FinetuneJob(task=task, fold=fold, track=track, results=Path(results), submission=submission,
                       submission_sha256=submission_sha256, device=device or default_device(),
-                      recipe=recipe, entry=entry)
+                      recipe=recipe, entry=entry, data=data)
     return run_job(job)
 
 

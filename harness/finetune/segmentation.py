@@ -187,10 +187,47 @@ def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_
     os.symlink(task.dataset_dir, raw / dataset_name, target_is_directory=True)
     n_proc = max(1, int(os.environ.get("nnUNet_def_n_proc", "1")))
     with nnunet_paths(raw=raw, preprocessed=root / "preprocessed"):
-        try:
-            verify_dataset_integrity(str(raw / dataset_name), n_proc)
-        except (AssertionError, RuntimeError) as e:
-            raise SegmentationDataError(f"{task.dataset_dir}: nnU-Net dataset check failed: {e}") from None
+        # nnU-Net's check prints what it finds, from its pool's processes, and raises "check text
+        # output above": capture fd 1 (the processes inherit it) so that the error names the files
+        import io
+        import re
+        import sys
+        import tempfile
+
+        problem, in_process = None, io.StringIO()
+        with tempfile.TemporaryFile() as out, environment(PYTHONUNBUFFERED="1"):
+            sys.stdout.flush()
+            saved_fd = os.dup(1)
+            os.dup2(out.fileno(), 1)
+            try:
+                with contextlib.redirect_stdout(in_process):
+                    verify_dataset_integrity(str(raw / dataset_name), n_proc)
+            except (AssertionError, RuntimeError, FileNotFoundError) as e:
+                problem = e
+            finally:
+                os.dup2(saved_fd, 1)
+                os.close(saved_fd)
+            out.seek(0)
+            printed = in_process.getvalue() + out.read().decode("utf-8", "replace")
+        print(printed, end="", flush=True)  # nnU-Net's own words stay in the job's output
+        if problem is not None:
+            def real(text: str) -> str:  # paths through our symlink: the task's dataset; np.int64(1): 1
+                text = text.replace(str(raw / dataset_name), str(task.dataset_dir))
+                return re.sub(r"np\.\w+\(([^()]*)\)", r"\1", text)
+
+            found, block = [], None  # one line per problem: "Error: ..." / "Images contain NaN ..." + its details
+            for line in real(printed).splitlines():
+                if re.match(r"\s*(Error:|Images contain NaN|Segmentation contains NaN)", line):
+                    block = [line.strip()]
+                    found.append(block)
+                elif block is not None and line.strip() and not line.lstrip().lower().startswith("warning"):
+                    block.append(line.strip())
+                else:
+                    block = None
+            lines = [" ".join(b)[:400] for b in found] or [real(str(problem)).strip() or type(problem).__name__]
+            more = f"\n... and {len(lines) - 20} more (see the job's output)" if len(lines) > 20 else ""
+            raise SegmentationDataError(f"{task.dataset_dir}: nnU-Net dataset check failed: "
+                                        + "\n".join(lines[:20]) + more) from None
         DatasetFingerprintExtractor(DATASET_ID, n_proc, verbose=False).run(overwrite_existing=True)
         # nnU-Net's planner hands nnUNet_n_proc_DA to torch.set_num_threads, which rejects 0
         # (0 is otherwise a valid setting: single-threaded data augmentation)

@@ -40,9 +40,11 @@ def register(sub) -> None:
                    help="extra sbatch option, e.g. --sbatch exclude=node7 (repeatable)")
     p.set_defaults(func=_evaluate)
 
-    s = sub.add_parser("status", help="jobs per state in a results folder; failed jobs with error class and log")
+    s = sub.add_parser("status", help="jobs per state in a results folder; running jobs with elapsed time, epoch "
+                       "and ETA; failed jobs with error class and log; corrupt results with the command that reruns them")
     s.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
-    s.add_argument("--json", action="store_true", help="one JSON object: counts (state -> number), failed, jobs")
+    s.add_argument("--json", action="store_true",
+                   help="one JSON object: counts (state -> number), running, failed, corrupt, jobs")
     s.set_defaults(func=_status)
 
 

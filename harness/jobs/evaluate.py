@@ -18,7 +18,7 @@ from typing import Sequence
 from harness.jobs.executors import Executor, LocalExecutor, SlurmConfig, SlurmExecutor, kill_orphan
 from harness.jobs.lock import ResultsLock
 from harness.jobs.matrix import Entry, PlannedJob, build_matrix, selected_folds
-from harness.jobs.state import (DONE, FAILED, PENDING, REJECTED, STATES, JobState, job_state,
+from harness.jobs.state import (CORRUPT, DONE, FAILED, PENDING, REJECTED, STATES, JobState, job_state,
                                 read_marker, stored_job_id)
 from harness.finetune.job import collect_provenance
 from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
@@ -29,6 +29,10 @@ EXECUTORS = ("local", "slurm")
 
 class EvaluateError(ValueError):
     """Bad input to evaluate (missing file, clashing entry names, bad registry, bad option)."""
+
+
+class DataCheckError(EvaluateError):
+    """The data check found problems; the message lists every one."""
 
 
 @dataclass
@@ -86,14 +90,27 @@ def intake_record_path(results: Path, entry: str) -> Path:
     return Path(results) / "submissions" / entry / "intake.json"
 
 
-def resolve_submissions(paths: Sequence[Path]) -> list[tuple[str, Path, str]]:
-    """(entry, path, sha256) per distinct submission; a missing file or two different files
-    with the same entry name is an error naming both."""
+@dataclass(frozen=True)
+class Submitted:
+    """One submission file of the command line. ``duplicate_of``: the entry of an earlier file
+    with the same content (sha256), which this one is rejected for."""
+
+    entry: str
+    path: Path
+    sha256: str
+    duplicate_of: tuple[str, Path] | None = None
+
+
+def resolve_submissions(paths: Sequence[Path]) -> list[Submitted]:
+    """One ``Submitted`` per distinct file. A missing file, or two different files with the same
+    entry name, is an error naming both; the same content under a second name is that entry's
+    rejection (one set of weights, one entry: it is never trained twice, and a copy is noticed)."""
     from harness.submission.checkpoint import sha256_file
 
     if not paths:
         raise EvaluateError("no submission given")
     seen: dict[str, tuple[Path, str]] = {}
+    by_digest: dict[str, tuple[str, Path]] = {}
     out = []
     for path in paths:
         path = Path(path)
@@ -108,8 +125,35 @@ def resolve_submissions(paths: Sequence[Path]) -> list[tuple[str, Path, str]]:
                                     f"(sha256 {other_digest[:12]}...) and {path} (sha256 {digest[:12]}...); rename one")
             continue
         seen[name] = (path, digest)
-        out.append((name, path, digest))
+        out.append(Submitted(name, path, digest, by_digest.get(digest)))
+        by_digest.setdefault(digest, (name, path))
     return out
+
+
+def duplicate_record(sub: Submitted) -> dict:
+    """The intake verdict of a file identical to an earlier one: rejected, naming both files."""
+    from harness import __version__
+
+    entry, path = sub.duplicate_of
+    error = (f"{sub.path} is identical to {path} (entry {entry!r}, sha256 {sub.sha256[:12]}...): "
+             "the same weights are evaluated once, under the first name")
+    return {"entry": sub.entry, "file": str(Path(sub.path).resolve()), "sha256": sub.sha256, "valid": False,
+            "track": None, "harness_version": __version__, "duplicate_of": entry,
+            "checked": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "report": {"errors": [error], "warnings": []}}
+
+
+def intake(sub: Submitted, results: Path, *, write: bool, log) -> dict:
+    """``run_intake`` of a distinct file; the recorded rejection of a duplicate."""
+    if sub.duplicate_of is None:
+        return run_intake(sub.entry, sub.path, sub.sha256, results, write=write, log=log)
+    record = duplicate_record(sub)
+    log(f"intake {sub.entry}: REJECTED: {record['report']['errors'][0]}")
+    if write:
+        write_json_atomic(intake_record_path(results, sub.entry), record)
+        (intake_record_path(results, sub.entry).parent / "intake.txt").write_text(
+            record["report"]["errors"][0] + "\n", encoding="utf-8")
+    return record
 
 
 def run_intake(entry: str, path: Path, sha256: str, results: Path, *, write: bool, log) -> dict:
@@ -120,7 +164,8 @@ def run_intake(entry: str, path: Path, sha256: str, results: Path, *, write: boo
     record_path = intake_record_path(results, entry)
     try:
         record = read_json(record_path)
-        if record.get("sha256") == sha256 and record.get("harness_version") == __version__:
+        if (record.get("sha256") == sha256 and record.get("harness_version") == __version__
+                and not record.get("duplicate_of")):
             log(f"intake {entry}: {'valid' if record['valid'] else 'REJECTED'} (recorded {record.get('checked')})")
             return record
     except (OSError, ValueError, AttributeError, KeyError):
@@ -158,14 +203,55 @@ def check_recipe(recipe, tasks: dict) -> None:
             task.augmentation_for(recipe)
 
 
+def check_results_folder(results: Path, tasks: dict) -> None:
+    """An unwritable results folder, or one without room for a job, stops evaluate before
+    anything is planned (each worker checks again before its job starts)."""
+    from harness.jobs.disk import DiskSpaceError, check_writable, job_need_bytes
+
+    try:
+        need = max((job_need_bytes(t.type) for t in tasks.values()), default=job_need_bytes(None))
+        check_writable(Path(results), need, "a fine-tuning job")
+    except (DiskSpaceError, ValueError) as e:
+        raise EvaluateError(str(e)) from None
+
+
+def check_data(opts: EvaluateOptions, tasks: dict, log) -> dict:
+    """The data check of every task (``harness.tasks.preflight``) before anything is planned:
+    any problem stops evaluate with all of them listed. Returns each task's data identity."""
+    from harness.tasks.preflight import check_tasks, preflight_cache
+
+    report = check_tasks(tasks, cache=preflight_cache(opts.results), recipe=get_recipe(opts.recipe))
+    if not report.ok:
+        raise DataCheckError(report.format_text() + "\nno job was planned: fix the data, then run evaluate again")
+    log(report.format_text())
+    return report.data
+
+
+def data_change(job: PlannedJob) -> str:
+    """The files that changed since the job's folder was written (empty when none did or when
+    the folder holds no manifest)."""
+    from harness.tasks.preflight import data_changes
+
+    stored = read_marker(job.files.run.job_json) or {}
+    before = stored.get("data_files")
+    if not isinstance(before, dict) or job.job.data is None:
+        return ""
+    return data_changes(before, job.job.data.as_dict())
+
+
 def plan(opts: EvaluateOptions, tasks: dict, records: list[dict], executor: Executor | None,
-         log) -> list[MatrixRow]:
+         log, data: dict | None = None) -> list[MatrixRow]:
     accepted = [Entry(r["entry"], Path(r["file"]), r["sha256"], r["track"]) for r in records if r["valid"]]
     rejected = [r for r in records if not r["valid"]]
     device = opts.device or _default_device(opts)
     jobs = build_matrix(accepted, tasks, opts.results, folds=opts.folds, device=device,
-                        recipe=get_recipe(opts.recipe))
+                        recipe=get_recipe(opts.recipe), data=data)
     rows = [_row(job, opts, executor, log) for job in jobs]
+    for row in rows:
+        if row.to_run and row.detail.startswith("stale"):
+            change = data_change(row.job)
+            if change:
+                row.action, row.detail = "rerun (data changed)", change
     per_task = selected_folds(tasks, opts.folds)
     for r in rejected:
         for name in sorted(tasks):
@@ -176,10 +262,14 @@ def plan(opts: EvaluateOptions, tasks: dict, records: list[dict], executor: Exec
 
 
 def _row(job: PlannedJob, opts: EvaluateOptions, executor: Executor | None, log) -> MatrixRow:
-    state = job_state(job.files, job.job_id)
+
+    state = job_state(job.files, job.job_id, check_results=True)
     row = MatrixRow(job.job.entry, job.job.track, job.job.task.name, job.job.fold, state.state, "", state.detail, job)
     if state.state == DONE:
         row.action = "skip (done)"
+    elif state.state == CORRUPT:  # DONE, but a result file does not parse: prepare_job_folder clears it
+        row.to_run = True
+        row.action = f"rerun (corrupt result: {Path(state.file).name if state.file else 'unknown file'})"
     elif state.state == FAILED:
         row.detail = f"{state.error_class}: {state.message}"
         row.to_run = opts.retry_failed
@@ -221,8 +311,9 @@ def _default_device(opts: EvaluateOptions) -> str:
 
 def prepare_job_folder(job: PlannedJob) -> None:
     """Make the folder hold exactly this job: leftovers of another job id (a changed spec or
-    submission) are removed, so nothing stale is resumed or counted; job.json is written before
-    the job is started or queued."""
+    submission) are removed, so nothing stale is resumed or counted; so is the result of a job
+    that is to run again (a corrupt one: DONE with a result file that does not parse), else its
+    DONE would count; job.json is written before the job is started or queued."""
     files = job.files
     stored = stored_job_id(files)
     if stored is not None and stored != job.job_id:
@@ -230,9 +321,11 @@ def prepare_job_folder(job: PlannedJob) -> None:
     elif stored is None and files.folder.is_dir() and files.run.done_marker.is_file():
         shutil.rmtree(files.folder)
     files.folder.mkdir(parents=True, exist_ok=True)
-    for marker in (files.run.failed_marker, files.running_marker, files.submitted_marker):
+    # DONE first: without it the result files count for nothing, whatever is left of them
+    for marker in (files.run.done_marker, files.run.metrics_json, files.run.cases_csv, files.run.failed_marker,
+                   files.running_marker, files.submitted_marker):
         marker.unlink(missing_ok=True)
-    write_json_atomic(files.run.job_json, {**job.job.description(), "job_id": job.job_id})
+    write_json_atomic(files.run.job_json, job.job.spec())
 
 
 # ------------------------------------------------------------------------------------ output
@@ -305,20 +398,23 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
         check_recipe(get_recipe(opts.recipe), tasks)
     except (TaskSpecError, RecipeError) as e:
         raise EvaluateError(str(e)) from None
-    submissions = resolve_submissions(opts.submissions)
     progress_log = lambda m: print(m, file=stream, flush=True)  # noqa: E731
+    if not opts.dry_run:
+        check_results_folder(opts.results, tasks)
+    data = check_data(opts, tasks, progress_log)
+    submissions = resolve_submissions(opts.submissions)
     executor = make_executor(opts)
     if opts.dry_run:
-        records = [run_intake(e, p, s, opts.results, write=False, log=progress_log) for e, p, s in submissions]
-        rows = plan(opts, tasks, records, None, progress_log)
+        records = [intake(sub, opts.results, write=False, log=progress_log) for sub in submissions]
+        rows = plan(opts, tasks, records, None, progress_log, data)
         print(format_matrix(rows), file=stream)
         n = sum(r.to_run for r in rows)
         print(f"dry run: {len(rows)} jobs, {n} would run with the {opts.executor} executor; nothing was run",
               file=stream)
         return EvaluateOutcome(rows)
     with ResultsLock(opts.results):
-        records = [run_intake(e, p, s, opts.results, write=True, log=progress_log) for e, p, s in submissions]
-        rows = plan(opts, tasks, records, executor, progress_log)
+        records = [intake(sub, opts.results, write=True, log=progress_log) for sub in submissions]
+        rows = plan(opts, tasks, records, executor, progress_log, data)
         for record in records:  # what a rejected entry would have run: `harness status` counts it
             if not record["valid"]:
                 record["jobs"] = [{"task": r.task, "fold": r.fold} for r in rows if r.entry == record["entry"]]

@@ -49,14 +49,34 @@ class Executor(ABC):
 
 
 def settle(job: PlannedJob, error_class: str, message: str, log: str | Path | None = None) -> JobState:
-    """The job's final state: its own DONE / FAILED if it wrote one, else FAILED as given."""
+    """The job's final state: its own DONE / FAILED if it wrote one, else FAILED as given (kept in
+    memory, with why, when FAILED cannot be written: a full disk must not stop the matrix)."""
     state = job_state(job.files, job.job_id)
     if state.state not in (DONE, FAILED):
-        job.files.mark_failed(job.job_id, error_class, message, log=log)
-        state = job_state(job.files, job.job_id)
-    job.files.running_marker.unlink(missing_ok=True)
-    job.files.submitted_marker.unlink(missing_ok=True)
+        message = _with_disk_note(job, message)
+        try:
+            job.files.mark_failed(job.job_id, error_class, message, log=log)
+            state = job_state(job.files, job.job_id)
+        except OSError as e:
+            state = JobState(FAILED, error_class=error_class, log=str(log or job.files.worker_log),
+                             message=f"{message} (FAILED could not be written: {e.strerror or e})")
+    for marker in (job.files.running_marker, job.files.submitted_marker):
+        try:
+            marker.unlink(missing_ok=True)
+        except OSError:
+            pass
     return state
+
+
+def _with_disk_note(job: PlannedJob, message: str) -> str:
+    """``message``, plus "disk full" with the free space when the job's file system is (nearly)
+    full: a worker that could not even write FAILED most likely ran out of space."""
+    from harness.jobs.disk import NEARLY_FULL_BYTES, format_bytes, free_bytes
+
+    free = free_bytes(job.folder)
+    if free is None or free >= NEARLY_FULL_BYTES:
+        return message
+    return f"{message}; disk full? {job.folder}: {format_bytes(free)} free"
 
 
 # ------------------------------------------------------------------------------------ local
@@ -99,10 +119,14 @@ class LocalExecutor(Executor):
     def _start(self, job: PlannedJob) -> subprocess.Popen:
         job.files.worker_log.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, PARENT_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
-        with open(job.files.worker_log, "ab") as log:
-            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} local worker, time limit "
-                      f"{job.time_limit_s:g} s\n".encode())
-            log.flush()
+        # unbuffered: a write failed on a full disk leaves nothing for close() to flush (and raise)
+        with open(job.files.worker_log, "ab", buffering=0) as log:
+            try:
+                log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} local worker, time limit "
+                          f"{job.time_limit_s:g} s\n".encode())
+                log.flush()
+            except OSError:  # a full disk: the worker fails on it and says so in FAILED or on stderr
+                pass
             return subprocess.Popen([self.python, "-m", "harness.jobs.worker", str(job.folder)],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env=env, start_new_session=True, close_fds=True)
@@ -113,7 +137,11 @@ class LocalExecutor(Executor):
             minutes = job.job.task.time_limit_minutes
             state = job_state(job.files, job.job_id)
             if state.state != DONE:  # killed at the limit: whatever it wrote, it timed out
-                job.files.mark_failed(job.job_id, TIMEOUT, f"exceeded the task's time limit of {minutes:g} min; killed")
+                message = f"exceeded the task's time limit of {minutes:g} min; killed"
+                try:
+                    job.files.mark_failed(job.job_id, TIMEOUT, message)
+                except OSError:  # a full disk: settle keeps the timeout in memory
+                    return settle(job, TIMEOUT, message)
         if rc == -signal.SIGKILL:
             return settle(job, OUT_OF_MEMORY, "killed by SIGKILL (not by the harness): most likely the "
                                               "kernel's out-of-memory killer")

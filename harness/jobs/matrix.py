@@ -9,6 +9,7 @@ from typing import Iterable, Mapping, Sequence
 from harness.finetune.job import FinetuneJob
 from harness.jobs.state import JobFiles
 from harness.recipes import SSL3D_2025, Recipe
+from harness.tasks.preflight import TaskData
 
 
 class MatrixError(ValueError):
@@ -63,8 +64,9 @@ def selected_folds(tasks: Mapping[str, object], folds: Sequence[int] | None) -> 
 
 def build_matrix(entries: Iterable[Entry], tasks: Mapping[str, object], results: Path, *,
                  folds: Sequence[int] | None = None, device: str = "cpu",
-                 recipe: Recipe = SSL3D_2025) -> list[PlannedJob]:
-    """Jobs in a stable order: per task and fold, the baselines first, then the entries by name."""
+                 recipe: Recipe = SSL3D_2025, data: Mapping[str, TaskData] | None = None) -> list[PlannedJob]:
+    """Jobs in a stable order: per task and fold, the baselines first, then the entries by name.
+    ``data``: each task's data identity from the data check (``harness.tasks.preflight``)."""
     entries = sorted(entries, key=lambda e: e.entry)
     per_task = selected_folds(tasks, folds)
     tracks = sorted({e.track for e in entries})
@@ -72,15 +74,16 @@ def build_matrix(entries: Iterable[Entry], tasks: Mapping[str, object], results:
     jobs: list[PlannedJob] = []
     for name in sorted(tasks):
         task = tasks[name]
+        task_data = (data or {}).get(name)
         for fold in per_task[name]:
             for track in tracks:
                 jobs.append(_planned(FinetuneJob(task=task, fold=fold, track=track, results=results,
-                                                 device=device, recipe=recipe)))
+                                                 device=device, recipe=recipe, data=task_data)))
             for e in entries:
                 jobs.append(_planned(FinetuneJob(task=task, fold=fold, track=e.track, results=results,
                                                  submission=e.path.resolve(), entry=e.entry,
                                                  submission_sha256=e.sha256, device=device,
-                                                 recipe=recipe)))
+                                                 recipe=recipe, data=task_data)))
     return jobs
 
 

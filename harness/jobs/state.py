@@ -9,11 +9,13 @@ few the job matrix adds beside the fine-tuning files:
     worker.log     the worker's stdout and stderr (tracebacks included)
     attempts.jsonl one line per worker start and end: what the resumption test counts
 
-States: pending, running, done, failed (error class timeout / out of memory / error), rejected
-(the entry failed intake; it has no run folder, see ``harness.jobs.evaluate``).
+States: pending, running, done, corrupt (DONE, but cases.csv or metrics.json is missing or does
+not parse: the next evaluate reruns it), failed (error class timeout / out of memory / error),
+rejected (the entry failed intake; it has no run folder, see ``harness.jobs.evaluate``).
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -25,7 +27,8 @@ from typing import Any
 from harness.runs import RunFolder, read_json, write_json_atomic
 
 PENDING, RUNNING, DONE, FAILED, REJECTED = "pending", "running", "done", "failed", "rejected"
-STATES = (PENDING, RUNNING, DONE, FAILED, REJECTED)
+CORRUPT = "corrupt"
+STATES = (PENDING, RUNNING, DONE, CORRUPT, FAILED, REJECTED)
 TIMEOUT, OUT_OF_MEMORY, ERROR = "timeout", "out of memory", "error"
 ERROR_CLASSES = (TIMEOUT, OUT_OF_MEMORY, ERROR)
 
@@ -111,19 +114,26 @@ class JobState:
     error_class: str | None = None
     message: str | None = None
     log: str | None = None
+    file: str | None = None  # corrupt: the result file that does not parse
 
 
-def job_state(files: JobFiles, job_id: str | None) -> JobState:
+def job_state(files: JobFiles, job_id: str | None, *, check_results: bool = False) -> JobState:
     """The state of the job with identity ``job_id`` in ``files`` (``None``: whatever job is there).
 
     A DONE or FAILED left by a job with another identity (a changed task spec, submission or
     recipe) does not count: the job is pending again. A RUNNING marker of a process that no
-    longer exists (a killed harness or worker) means interrupted, i.e. pending.
+    longer exists (a killed harness or worker) means interrupted, i.e. pending. With
+    ``check_results`` a DONE run whose result files are missing or do not parse is ``corrupt``
+    (``result_problem``; what `harness status` and `harness evaluate` ask for).
     """
     run = files.run
     if run.done_marker.is_file():
         done = read_marker(run.done_marker) or {}
         if job_id is None or done.get("job_id") == job_id:
+            problem = result_problem(run) if check_results else None
+            if problem is not None:
+                path, why = problem
+                return JobState(CORRUPT, f"{path}: {why}", message=why, file=str(path))
             return JobState(DONE)
         return JobState(PENDING, "stale: its inputs changed since it was done")
     if run.failed_marker.is_file():
@@ -148,6 +158,39 @@ def job_state(files: JobFiles, job_id: str | None) -> JobState:
     if run.job_json.is_file() and (run.work_dir.is_dir() or files.attempts.is_file()):
         return JobState(PENDING, "interrupted")
     return JobState(PENDING)
+
+
+def result_problem(run: RunFolder) -> tuple[Path, str] | None:
+    """(file, problem) for the first result file of a done run that is missing or does not parse
+    (metrics.json: a JSON object; cases.csv: a table with a ``case`` column and a row); None when
+    both are readable. Both files are small: this reads them whole."""
+    try:
+        metrics = read_json(run.metrics_json)
+    except FileNotFoundError:
+        return run.metrics_json, "missing"
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return run.metrics_json, f"does not parse: {e}"
+    if not isinstance(metrics, dict):
+        return run.metrics_json, f"does not parse: a JSON {type(metrics).__name__}, not an object"
+    try:
+        with open(run.cases_csv, encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        return run.cases_csv, "missing"
+    except (OSError, ValueError, csv.Error) as e:  # UnicodeDecodeError is a ValueError
+        return run.cases_csv, f"does not parse: {e}"
+    rows = [(n, row) for n, row in enumerate(rows, start=1) if row]  # blank lines are no rows
+    if not rows:
+        return run.cases_csv, "does not parse: the file is empty"
+    header = rows[0][1]
+    if "case" not in header:
+        return run.cases_csv, f"does not parse: no 'case' column in the header ({','.join(header)[:200]})"
+    for line, row in rows[1:]:
+        if len(row) != len(header):  # a cut-off last line, most often
+            return run.cases_csv, f"does not parse: line {line} has {len(row)} fields, the header {len(header)}"
+    if len(rows) == 1:
+        return run.cases_csv, "does not parse: a header and no cases"
+    return None
 
 
 def stored_job_id(files: JobFiles) -> str | None:

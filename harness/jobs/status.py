@@ -1,18 +1,27 @@
 """``harness status``: what the results folder says about every job, without running anything.
 
 Every run folder (one with a job.json) is a job; a submission that failed intake counts one
-``rejected`` job per (task, fold) it would have had. A done job whose task file has changed
-since (its spec hash differs) is reported as pending: the next evaluate reruns it.
+``rejected`` job per (task, fold) it would have had. A done or failed job whose task file or
+data has changed since it ran (``harness.tasks.preflight.CurrentTasks``) is reported as pending,
+naming the changed files: the next evaluate reruns it. A done job
+whose result files do not parse is ``corrupt``, listed with the file, the problem and the
+`harness evaluate` command that reruns it. A running job is listed with its elapsed time, the
+last ``epoch N/M`` line of its train.log and an ETA from the epoch lines' timestamps.
 """
 from __future__ import annotations
 
-import json
+import re
+import shlex
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
-from harness.jobs.state import DONE, FAILED, PENDING, REJECTED, STATES, JobFiles, JobState, job_state
+from harness.jobs.state import (CORRUPT, DONE, FAILED, PENDING, REJECTED, RUNNING, STATES, JobFiles, JobState,
+                                job_state, read_marker)
 from harness.runs import iter_run_folders, read_json
+from harness.tasks.preflight import CurrentTasks, preflight_cache
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,10 @@ class JobStatus:
     message: str | None = None
     log: str | None = None
     folder: str | None = None
+    setup: str | None = None
+    file: str | None = None  # corrupt: the result file that does not parse
+    command: str | None = None  # corrupt: what reruns it
+    progress: dict | None = None  # running: see ``training_progress``
 
 
 @dataclass
@@ -42,6 +55,14 @@ class StatusReport:
     def failed(self) -> list[JobStatus]:
         return [j for j in self.jobs if j.state == FAILED]
 
+    @property
+    def corrupt(self) -> list[JobStatus]:
+        return [j for j in self.jobs if j.state == CORRUPT]
+
+    @property
+    def running(self) -> list[JobStatus]:
+        return [j for j in self.jobs if j.state == RUNNING]
+
     def to_dict(self) -> dict:
         return {
             "results": str(self.results),
@@ -49,6 +70,10 @@ class StatusReport:
             "counts": self.counts,
             "failed": [{"entry": j.entry, "task": j.task, "fold": j.fold, "error_class": j.error_class,
                         "message": j.message, "log": j.log, "folder": j.folder} for j in self.failed],
+            "corrupt": [{"entry": j.entry, "task": j.task, "setup": j.setup, "fold": j.fold, "file": j.file,
+                         "problem": j.message, "command": j.command, "folder": j.folder} for j in self.corrupt],
+            "running": [{"entry": j.entry, "task": j.task, "setup": j.setup, "fold": j.fold, "detail": j.detail,
+                         "folder": j.folder, **(j.progress or {})} for j in self.running],
             "jobs": [asdict(j) for j in self.jobs],
         }
 
@@ -56,38 +81,65 @@ class StatusReport:
         counts = self.counts
         lines = [f"results: {self.results}  ({len(self.jobs)} jobs)"]
         lines += [f"  {state:<9} {counts[state]}" for state in STATES]
+        if self.running:
+            lines.append("running jobs:")
+            for j in self.running:
+                lines.append(f"  {_label(j)}: {j.detail}; {format_progress(j.progress or {})}")
         if self.failed:
             lines.append("failed jobs:")
             for j in self.failed:
-                lines.append(f"  {j.entry} / {j.task} / fold {j.fold}: {j.error_class}: {j.message}")
+                first, *more = (j.message or "").splitlines() or [""]
+                lines.append(f"  {_label(j)}: {j.error_class}: {first}")
+                lines += [f"      {m}" for m in more[:MESSAGE_LINES]]
                 lines.append(f"      log: {j.log}")
+        if self.corrupt:
+            lines.append("corrupt results (done, but a result file does not parse; evaluate reruns them):")
+            for j in self.corrupt:
+                lines.append(f"  {_label(j)}: {j.file}: {j.message}")
+                lines.append(f"      rerun: {j.command}")
         rejected = sorted({j.entry for j in self.jobs if j.state == REJECTED})
         for entry in rejected:
             lines.append(f"rejected at intake: {entry} (report: {self.results / 'submissions' / entry / 'intake.txt'})")
         return "\n".join(lines)
 
 
-def collect_status(results: Path) -> StatusReport:
-    """The state of every job recorded under ``results``."""
+def collect_status(results: Path, now: float | None = None) -> StatusReport:
+    """The state of every job recorded under ``results`` (``now``: the time elapsed times and
+    ETAs are counted to, default the current time)."""
     results = Path(results)
     if not results.is_dir():
         raise FileNotFoundError(f"{results}: results folder does not exist")
+    now = time.time() if now is None else now
     jobs: list[JobStatus] = []
-    hashes: dict[str, str | None] = {}
+    current = CurrentTasks(preflight_cache(results))
+    by_track: dict[str, str] | None = None
     for run in iter_run_folders(results):
         files = JobFiles(run)
+        entry, task, setup = run.path.parts[-4], run.path.parts[-3], run.path.parts[-2]
         try:
             spec = read_json(run.job_json)
+            if not isinstance(spec, dict):
+                raise ValueError("not an object")
         except (OSError, ValueError):
-            jobs.append(JobStatus(run.path.parts[-3], run.path.parts[-2], None, PENDING, "job.json unreadable",
-                                  folder=str(run.path)))
+            jobs.append(JobStatus(entry, task, None, PENDING, "job.json unreadable", folder=str(run.path),
+                                  setup=setup))
             continue
-        state = job_state(files, spec.get("job_id"))
-        if state.state == DONE and _spec_changed(spec, hashes):
-            state = JobState(PENDING, "stale: its task file changed since it was done")
-        jobs.append(JobStatus(spec.get("entry", run.path.parts[-3]), spec.get("task", run.path.parts[-2]),
-                              spec.get("fold"), state.state, state.detail, state.error_class, state.message,
-                              state.log, str(run.path)))
+        state = job_state(files, spec.get("job_id"), check_results=True)
+        if state.state in (DONE, CORRUPT, FAILED):
+            stale = current.staleness(spec)
+            if stale:  # the next evaluate reruns it
+                state = JobState(PENDING, f"stale: {stale}")
+        command = progress = None
+        if state.state == CORRUPT:
+            if by_track is None:
+                by_track = _submissions_by_track(results)
+            command = rerun_command(spec, results, by_track)
+        elif state.state == RUNNING:
+            progress = running_progress(files, now)
+        jobs.append(JobStatus(spec.get("entry", entry), spec.get("task", task), spec.get("fold"), state.state,
+                              state.detail, state.error_class, state.message, state.log, str(run.path),
+                              setup=spec.get("recipe", setup), file=state.file, command=command,
+                              progress=progress))
     for record_path in sorted((results / "submissions").glob("*/intake.json")):
         try:
             record = read_json(record_path)
@@ -101,21 +153,140 @@ def collect_status(results: Path) -> StatusReport:
     return StatusReport(results, jobs)
 
 
-def _spec_changed(spec: dict, hashes: dict[str, str | None]) -> bool:
-    """Whether the job's task file now has another spec hash (a missing or broken file counts as
-    unchanged here: evaluate reports that one). ``hashes`` caches one load per task file."""
-    from harness.tasks import TaskSpecError, load_task_file
+def _label(j: JobStatus) -> str:
+    return " / ".join(str(p) for p in (j.entry, j.task, j.setup, f"fold {j.fold}") if p is not None)
 
-    source = spec.get("task_file")
-    if not source:
-        return False
-    if source not in hashes:
+
+# ------------------------------------------------------------------------------------ corrupt
+def _submissions_by_track(results: Path) -> dict[str, str]:
+    """track -> the file of a submission of that track that passed intake (the first by entry)."""
+    out: dict[str, str] = {}
+    for record_path in sorted((Path(results) / "submissions").glob("*/intake.json")):
+        record = read_marker(record_path) or {}
+        if record.get("valid") and record.get("track") and record.get("file"):
+            out.setdefault(record["track"], record["file"])
+    return out
+
+
+def rerun_command(spec: dict, results: Path, by_track: dict[str, str]) -> str:
+    """The `harness evaluate` command that reruns the job of ``spec`` (its job.json): its
+    submission (a baseline: any submission of its track), the registry holding its task file and
+    ``results``; a corrupt job reruns without --retry-failed."""
+    from harness.recipes import DEFAULT_RECIPE
+
+    submission = spec.get("submission") or by_track.get(spec.get("track") or "")
+    task_file = spec.get("task_file")
+    args = ["harness", "evaluate",
+            shlex.quote(str(submission)) if submission else f"<a submission of track {spec.get('track')}>",
+            "--tasks", shlex.quote(str(Path(task_file).parent)) if task_file else "<its task registry>",
+            "--results", shlex.quote(str(results))]
+    if spec.get("recipe") and spec["recipe"] != DEFAULT_RECIPE:
+        args += ["--recipe", shlex.quote(str(spec["recipe"]))]
+    return " ".join(args)
+
+
+# ------------------------------------------------------------------------------------ running
+#: ``<timestamp>: epoch N/M ...``: the harness's RunLog ("2026-12-02 06:30:01") and nnU-Net's
+#: print_to_log_file ("2026-12-02 06:30:01.123456"), with the epoch's seconds "(2.1s)" if given.
+EPOCH_LINE = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?): epoch (\d+)/(\d+)\b"
+                        r"(?:.*\((\d+(?:\.\d+)?)\s*s\))?")
+LOG_TAIL_BYTES = 64 * 1024
+MESSAGE_LINES = 20
+
+
+@dataclass(frozen=True)
+class EpochLine:
+    time: float  # seconds since the epoch (the log's local time)
+    epoch: int  # 1-based
+    epochs: int
+    seconds: float | None = None  # the epoch's own duration, when the line gives it
+
+
+def parse_epoch_lines(text: str) -> list[EpochLine]:
+    """Every ``epoch N/M`` line of a train.log text, in order (lines of another form are skipped)."""
+    out = []
+    for line in text.splitlines():
+        m = EPOCH_LINE.match(line)
+        if m is None:
+            continue
         try:
-            hashes[source] = load_task_file(Path(source)).spec_hash()
-        except (TaskSpecError, OSError):
-            hashes[source] = None
-    return hashes[source] is not None and hashes[source] != spec.get("task_spec_hash")
+            t = datetime.fromisoformat(m.group(1)).timestamp()
+        except ValueError:
+            continue
+        out.append(EpochLine(t, int(m.group(2)), int(m.group(3)), float(m.group(4)) if m.group(4) else None))
+    return out
 
 
-def status_json(results: Path) -> str:
-    return json.dumps(collect_status(results).to_dict(), indent=2, sort_keys=True)
+def read_tail(path: Path, nbytes: int = LOG_TAIL_BYTES) -> str:
+    """The last ``nbytes`` of a text file (from its first whole line), "" when unreadable."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - nbytes))
+            data = f.read()
+    except OSError:
+        return ""
+    if size > nbytes:
+        data = data[data.find(b"\n") + 1:]
+    return data.decode("utf-8", "replace")
+
+
+def training_progress(lines: list[EpochLine], started: float | None, now: float) -> dict:
+    """{epoch, epochs, epoch_seconds, eta_s} from a log's epoch lines (None where unknown).
+
+    The mean epoch time comes from the timestamps of consecutive epoch lines written since
+    ``started`` (this attempt: a resumed job's earlier lines are from another run of it), else
+    from the last line's own duration; the ETA is that times the epochs left, less the time since
+    the last epoch line. Before the first epoch line everything is None ("unknown")."""
+    if not lines:
+        return {"epoch": None, "epochs": None, "epoch_seconds": None, "eta_s": None}
+    last = lines[-1]
+    mine = [l for l in lines if started is None or l.time >= started - 1]
+    gaps = [b.time - a.time for a, b in zip(mine, mine[1:]) if b.epoch == a.epoch + 1 and b.time >= a.time]
+    mean = sum(gaps) / len(gaps) if gaps else last.seconds
+    eta = None
+    if mean is not None:
+        since_last = now - (last.time if started is None else max(last.time, started))
+        eta = max(0.0, (last.epochs - last.epoch) * mean - max(0.0, since_last))
+    return {"epoch": last.epoch, "epochs": last.epochs, "epoch_seconds": None if mean is None else round(mean, 1),
+            "eta_s": None if eta is None else round(eta)}
+
+
+def running_progress(files: JobFiles, now: float) -> dict:
+    """What `harness status` shows of a running (or queued) job: since when, the elapsed time, the
+    last epoch line of its train.log and an ETA (``training_progress``)."""
+    running = read_marker(files.running_marker)
+    submitted = read_marker(files.submitted_marker)
+    queued = running is None and submitted is not None
+    since = _parse_time((running or {}).get("started") or (submitted or {}).get("submitted"))
+    out = {"queued": queued, "started": (running or {}).get("started") or (submitted or {}).get("submitted"),
+           "elapsed_s": None if since is None else round(max(0.0, now - since)), "log": str(files.run.log)}
+    if queued:
+        return {**out, "epoch": None, "epochs": None, "epoch_seconds": None, "eta_s": None}
+    return {**out, **training_progress(parse_epoch_lines(read_tail(files.run.log)), since, now)}
+
+
+def _parse_time(text: str | None) -> float | None:
+    """Seconds since the epoch of a marker's "%Y-%m-%dT%H:%M:%S%z" time, None if absent or bad."""
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return None
+
+
+def format_duration(seconds: float | None) -> str:
+    """``1:02:03`` (h:mm:ss), ``unknown`` for None."""
+    if seconds is None:
+        return "unknown"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def format_progress(p: dict) -> str:
+    """``elapsed 0:05:12, epoch 3/10, ETA 0:12:40`` (queued: ``queued for 0:01:00``)."""
+    if p.get("queued"):
+        return f"queued for {format_duration(p.get('elapsed_s'))}"
+    epoch = f"epoch {p['epoch']}/{p['epochs']}" if p.get("epoch") is not None else "no epoch finished yet"
+    return f"elapsed {format_duration(p.get('elapsed_s'))}, {epoch}, ETA {format_duration(p.get('eta_s'))}"

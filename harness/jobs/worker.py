@@ -5,8 +5,10 @@ a pickled closure: the job runs the code on disk when it starts, and checks that
 about to compute is still the job it was asked for (task spec hash, job id; the runner checks the
 submission's sha256 when it loads the file).
 Every executor ends up here, in a fresh process per job, and calls
-``harness.finetune.run.run_job``. A failure writes FAILED with its error class and the traceback
-tail, then the process exits non-zero.
+``harness.finetune.run.run_job``. A failure writes FAILED with its error class, a message that
+names the real cause (a full disk: the file and the free space; an nnU-Net "see the output
+above": the error that output shows) and the traceback tail, prints the traceback once, then the
+process exits non-zero.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from harness.finetune.job import FinetuneJob
+from harness.jobs.disk import check_writable, disk_full_message, job_need_bytes, looks_like_disk_full
 from harness.jobs.state import ERROR, OUT_OF_MEMORY, TIMEOUT, JobFiles
 from harness.runs import RunFolder, read_json
 
@@ -57,17 +60,27 @@ def load_job(folder: str | Path) -> FinetuneJob:
         recipe = get_recipe(spec.get("recipe"), where=f"{run.job_json}: field 'recipe'")
     except RecipeError as e:
         raise JobSpecError(str(e)) from None
+    from harness.tasks.preflight import TaskData, data_changes, preflight_cache, task_data
+
+    manifest = spec.get("data_files")
+    data = TaskData(task.name, tuple(sorted(manifest.items()))) if isinstance(manifest, dict) else None
     job = FinetuneJob(
         task=task, fold=int(spec["fold"]), track=spec["track"], results=run.results_root,
         submission=Path(spec["submission"]) if spec.get("submission") else None,
         entry=spec["entry"], device=spec.get("device") or "cpu",
-        recipe=recipe, submission_sha256=spec.get("submission_sha256"),
+        recipe=recipe, submission_sha256=spec.get("submission_sha256"), data=data,
     )
     if job.run.path.resolve() != folder:
         raise JobSpecError(f"{run.job_json}: describes {job.run.path}, not this folder")
     if job.job_id() != spec["job_id"]:
         raise JobSpecError(f"{run.job_json}: the job id of what it describes is {job.job_id()}, "
                            f"the file says {spec['job_id']} (harness recipe changed?); rerun `harness evaluate`")
+    if data is not None:  # the data as it is now, not as it was when the job was planned
+        now = task_data(task, preflight_cache(job.results))
+        if now.fingerprint != data.fingerprint:
+            raise JobSpecError(f"{task.source}: the task's data changed since the job was planned "
+                               f"({data_changes(data.as_dict(), now.as_dict())}); rerun `harness evaluate`, "
+                               "which checks the data and plans the job again")
     return job
 
 
@@ -89,30 +102,122 @@ def error_class(exc: BaseException) -> str:
 
 
 def run_job_folder(folder: str | Path) -> dict:
-    """Run the job of ``folder``; return its DONE summary. Raises after writing FAILED."""
+    """Run the job of ``folder``; return its DONE summary. Raises after writing FAILED (or, when
+    even that cannot be written, after saying so on stderr).
+
+    Before the job starts, its folder must be writable with ``job_need_bytes`` free
+    (harness.jobs.disk): a full disk fails the job at once, naming the folder and the free space."""
     files = JobFiles.at(Path(folder).resolve())
-    job_id = None
+    job_id = task_type = None
     try:
-        job_id = (read_json(files.run.job_json) or {}).get("job_id")
-    except (OSError, ValueError):
+        spec = read_json(files.run.job_json) or {}
+        job_id, task_type = spec.get("job_id"), spec.get("task_type")
+    except (OSError, ValueError, AttributeError):
         pass
-    files.record_attempt("start", job_id=job_id, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
-    files.mark_running(job_id or "")
+    output_start = _size(files.worker_log)  # this attempt's output begins here
     try:
+        files.record_attempt("start", job_id=job_id, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+        check_writable(files.folder, job_need_bytes(task_type), f"the job {files.folder}")
+        files.mark_running(job_id or "")
         job = load_job(files.folder)  # the runner checks the submission's sha256 when it loads it
         from harness.finetune.run import run_job
 
         run_job(job)
     except Exception as exc:  # BaseException (SystemExit of a requeue, KeyboardInterrupt) is no failure
-        cls = error_class(exc)
-        tail = "".join(traceback.format_exception(exc)).splitlines()[-TRACEBACK_TAIL_LINES:]
-        files.mark_failed(job_id, cls, f"{type(exc).__name__}: {exc}"[:2000], "\n".join(tail), log=_slurm_log())
-        files.record_attempt("failed", job_id=job_id, error_class=cls)
+        record_failure(files, job_id, exc, output_start)
         raise
     finally:
         files.clear_running()
     files.record_attempt("done", job_id=job_id)
     return read_json(files.run.done_marker)
+
+
+#: Messages of nnU-Net and batchgenerators whose real cause was printed by a background process.
+_SEE_ABOVE = ("check text output above", "print statements above", "6 feet under", "look for an error message",
+              "no longer alive", "see print statements above")
+
+
+def describe_failure(exc: BaseException, folder: Path, output: str = "") -> tuple[str, str]:
+    """(error class, one-line-first message) of a job's exception: a full disk says so with the
+    file and the free space; a "see the output above" error of a background process is replaced by
+    the last exception that ``output`` (what this attempt printed) shows."""
+    cls = error_class(exc)
+    message = f"{type(exc).__name__}: {exc}"
+    if cls == ERROR and looks_like_disk_full(exc, folder):
+        return ERROR, disk_full_message(exc, folder)
+    if any(s in str(exc) for s in _SEE_ABOVE):
+        said = (str(exc).strip().splitlines() or [""])[0]
+        cause = last_exception_line(output)
+        if cause is not None:
+            message = f"{cause} (in a background process; nnU-Net said: {said})"
+        elif "6 feet under" in str(exc) or "no longer alive" in str(exc):
+            cls = OUT_OF_MEMORY
+            message = (f"a background process of nnU-Net died without an error message, most likely killed "
+                       f"for lack of memory (RAM); nnU-Net said: {said}")
+    return cls, message[:2000]
+
+
+def last_exception_line(output: str) -> str | None:
+    """The final line ("ValueError: ...") of the last traceback printed in ``output``, None if
+    it shows none."""
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if not starts:
+        return None
+    for line in lines[starts[-1] + 1:]:
+        if line.strip() and not line[:1].isspace():
+            return line.strip()[:1000]
+    return None
+
+
+def record_failure(files: JobFiles, job_id: str | None, exc: BaseException, output_start: int = 0) -> None:
+    """Write FAILED (error class, message, traceback tail) for ``exc`` and an attempt line. A
+    FAILED that cannot be written (a full disk) is reported on stderr instead of raising."""
+    cls, message = describe_failure(exc, files.folder, _output_since(files, output_start))
+    tail = "".join(traceback.format_exception(exc)).splitlines()[-TRACEBACK_TAIL_LINES:]
+    try:
+        files.mark_failed(job_id, cls, message, "\n".join(tail), log=_slurm_log())
+    except OSError as e:
+        try:
+            print(f"harness worker: cannot write {files.run.failed_marker} ({e.strerror or e}); "
+                  f"the job failed: {cls}: {message}", file=sys.stderr, flush=True)
+        except OSError:  # stderr on the same full disk: the executor reports the exit status
+            pass
+    try:
+        files.record_attempt("failed", job_id=job_id, error_class=cls)
+    except OSError:
+        pass
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _output_since(files: JobFiles, start: int, limit: int = 256 * 1024) -> str:
+    """What this attempt printed (the last ``limit`` bytes of it): worker.log from ``start``, or
+    under Slurm submitit's stdout and stderr files."""
+    paths: list[Path] = [files.worker_log]
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        try:
+            import submitit
+
+            job_paths = submitit.JobEnvironment().paths
+            paths = [Path(job_paths.stdout), Path(job_paths.stderr)]
+        except Exception:  # not inside a submitit job after all
+            pass
+    texts = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                begin = start if path == files.worker_log else 0
+                f.seek(max(begin, f.seek(0, os.SEEK_END) - limit))
+                texts.append(f.read().decode("utf-8", "replace"))
+        except OSError:
+            continue
+    return "\n".join(texts)
 
 
 def _slurm_log() -> Path | None:
@@ -176,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run_job_folder(folder)
     except Exception:
-        traceback.print_exc()
+        try:
+            traceback.print_exc()  # the one traceback of worker.log (the job logged it to train.log)
+        except OSError:  # stderr on a full disk: FAILED (or record_failure's stderr line) says it
+            pass
         return 1
     print(f"job done: {folder} {summary}", flush=True)
     return 0

@@ -262,6 +262,8 @@ class _Job:
     recipe: str | None = None
     #: why the leaderboard fails this run whatever its markers say (a message naming the file)
     problem: str = ""
+    #: the job.json as read (compared with the task as it is now: ``_fail_stale``)
+    spec: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def status(self) -> str:
@@ -297,7 +299,7 @@ def _read_job(run: RunFolder) -> _Job:
     _check_track_name(job["track"], where)
     recipe = job.get("recipe")
     return _Job(run, job["entry"], job["track"], job["is_baseline"], job["task"], job["task_type"], job["fold"],
-                recipe if isinstance(recipe, str) else None)
+                recipe if isinstance(recipe, str) else None, spec=job)
 
 
 def _check_track_name(track: str, where: str) -> None:
@@ -522,10 +524,24 @@ def collect_runs(results: Path, recipe=None) -> list[TrackData]:
             )
         else:
             seen[key] = job
-    jobs = list(seen.values())
+    jobs = _fail_stale(list(seen.values()), results)
     tracks = sorted({job.track for job in jobs})
     return [_track_from_jobs(track, [j for j in jobs if j.track == track], str(results), tuple(notes))
             for track in tracks]
+
+
+def _fail_stale(jobs: list[_Job], results: Path) -> list[_Job]:
+    """A finished run computed on another task than its file defines now (a changed spec or data
+    file: ``harness.tasks.preflight.CurrentTasks``) counts as failed until evaluate reruns it:
+    nothing is ranked that was computed on other data than the task holds now."""
+    from harness.tasks.preflight import CurrentTasks, preflight_cache
+
+    current = CurrentTasks(preflight_cache(results))
+    out = []
+    for job in jobs:
+        stale = current.staleness(job.spec) if job.spec is not None and job.status == FLAG_OK else ""
+        out.append(job.failed(f"{job.run.job_json}: {stale}; `harness evaluate` reruns it") if stale else job)
+    return out
 
 
 def _attribute_by_path(run: RunFolder, problem: str, jobs: list[_Job], setups: dict | None, recipe) -> _Job | str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -257,6 +257,47 @@ class ClassificationTask(_TaskBase):
         ``None`` is the default recipe's)."""
         recipe = recipe or get_recipe(DEFAULT_RECIPE).classification
         return recipe.split_seed if self.folds is None or self.folds.seed is None else self.folds.seed
+
+    def fold_split(self, case_ids: Sequence[str], label_indices: Sequence[int], fold: int,
+                   recipe: ClassificationRecipe | None = None) -> tuple[list[str], list[str]]:
+        """``(train ids, test ids)`` of ``fold``, each in the given (labels-file) order; the
+        details are in ``harness.finetune.classification.data.split_cases``. Lives here, free of
+        torch, so that the data check can look at every fold before any job runs. A bad fold or
+        too few cases raise ValueError."""
+        import numpy as np
+
+        part = recipe or get_recipe(DEFAULT_RECIPE).classification
+        ids = list(case_ids)
+        if self.test_cases is not None:
+            if fold != 0:
+                raise ValueError(f"task {self.name} has an explicit test list: the only fold is 0, not {fold}")
+            test = set(self.test_cases)
+            return [i for i in ids if i not in test], [i for i in ids if i in test]
+        k = self.folds.k
+        if not 0 <= fold < k:
+            raise ValueError(f"task {self.name}: fold {fold} is outside 0..{k - 1}")
+        if len(ids) < k:
+            raise ValueError(f"task {self.name}: {len(ids)} labelled cases cannot make {k} folds")
+        seed = self.split_seed(part)
+        if part.split == "kfold":
+            from sklearn.model_selection import KFold
+
+            train_idx, test_idx = list(KFold(n_splits=k, shuffle=True, random_state=seed).split(ids))[fold]
+        elif part.split == "stratified-kfold":
+            import warnings
+
+            from sklearn.model_selection import StratifiedKFold
+
+            skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a class with fewer than k cases: some folds miss it
+                try:
+                    train_idx, test_idx = list(skf.split(np.zeros(len(ids)), np.asarray(label_indices)))[fold]
+                except ValueError as e:  # every class has fewer than k cases
+                    raise ValueError(f"task {self.name}: cannot stratify {k} folds: {e}") from None
+        else:  # the recipe's Literal admits nothing else
+            raise ValueError(f"task {self.name}: unknown split {part.split!r}")
+        return [ids[i] for i in sorted(train_idx)], [ids[i] for i in sorted(test_idx)]
 
     @field_validator("metrics")
     @classmethod

@@ -210,39 +210,11 @@ def split_cases(task, cases: Sequence[ClassificationCase], fold: int,
     * ``stratified-kfold``: ``StratifiedKFold(k, shuffle=True, random_state=seed)`` over the
       labels in labels-file order (a class with fewer than k cases is missing from some folds).
     """
-    part = _classification_recipe(recipe)
-    ids = [c.case_id for c in cases]
-    if task.test_cases is not None:
-        if fold != 0:
-            raise ClassificationDataError(f"task {task.name} has an explicit test list: the only fold is 0, not {fold}")
-        test = set(task.test_cases)
-        return [i for i in ids if i not in test], [i for i in ids if i in test]
-    k = task.folds.k
-    if not 0 <= fold < k:
-        raise ClassificationDataError(f"task {task.name}: fold {fold} is outside 0..{k - 1}")
-    if len(ids) < k:
-        raise ClassificationDataError(f"task {task.name}: {len(ids)} labelled cases cannot make {k} folds")
-    seed = task.split_seed(part)
-    if part.split == "kfold":
-        from sklearn.model_selection import KFold
-
-        train_idx, test_idx = list(KFold(n_splits=k, shuffle=True, random_state=seed).split(ids))[fold]
-    elif part.split == "stratified-kfold":
-        import warnings
-
-        from sklearn.model_selection import StratifiedKFold
-
-        y = np.array([c.label_index for c in cases])
-        skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # a class with fewer than k cases: some folds miss it
-            try:
-                train_idx, test_idx = list(skf.split(np.zeros(len(ids)), y))[fold]
-            except ValueError as e:  # every class has fewer than k cases
-                raise ClassificationDataError(f"task {task.name}: cannot stratify {k} folds: {e}") from None
-    else:  # the recipe's Literal admits nothing else
-        raise ClassificationDataError(f"task {task.name}: unknown split {part.split!r}")
-    return [ids[i] for i in sorted(train_idx)], [ids[i] for i in sorted(test_idx)]
+    try:
+        return task.fold_split([c.case_id for c in cases], [c.label_index for c in cases], fold,
+                               _classification_recipe(recipe))
+    except ValueError as e:
+        raise ClassificationDataError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- preprocessing
