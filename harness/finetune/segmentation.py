@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
+import re
+import sys
+import tempfile
 import time
 from copy import deepcopy
 from dataclasses import dataclass
@@ -177,7 +181,6 @@ def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_
                 recipe: SegmentationRecipe) -> None:
     from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
     from nnunetv2.utilities.crossval_split import generate_crossval_split
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
@@ -187,47 +190,7 @@ def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_
     os.symlink(task.dataset_dir, raw / dataset_name, target_is_directory=True)
     n_proc = max(1, int(os.environ.get("nnUNet_def_n_proc", "1")))
     with nnunet_paths(raw=raw, preprocessed=root / "preprocessed"):
-        # nnU-Net's check prints what it finds, from its pool's processes, and raises "check text
-        # output above": capture fd 1 (the processes inherit it) so that the error names the files
-        import io
-        import re
-        import sys
-        import tempfile
-
-        problem, in_process = None, io.StringIO()
-        with tempfile.TemporaryFile() as out, environment(PYTHONUNBUFFERED="1"):
-            sys.stdout.flush()
-            saved_fd = os.dup(1)
-            os.dup2(out.fileno(), 1)
-            try:
-                with contextlib.redirect_stdout(in_process):
-                    verify_dataset_integrity(str(raw / dataset_name), n_proc)
-            except (AssertionError, RuntimeError, FileNotFoundError) as e:
-                problem = e
-            finally:
-                os.dup2(saved_fd, 1)
-                os.close(saved_fd)
-            out.seek(0)
-            printed = in_process.getvalue() + out.read().decode("utf-8", "replace")
-        print(printed, end="", flush=True)  # nnU-Net's own words stay in the job's output
-        if problem is not None:
-            def real(text: str) -> str:  # paths through our symlink: the task's dataset; np.int64(1): 1
-                text = text.replace(str(raw / dataset_name), str(task.dataset_dir))
-                return re.sub(r"np\.\w+\(([^()]*)\)", r"\1", text)
-
-            found, block = [], None  # one line per problem: "Error: ..." / "Images contain NaN ..." + its details
-            for line in real(printed).splitlines():
-                if re.match(r"\s*(Error:|Images contain NaN|Segmentation contains NaN)", line):
-                    block = [line.strip()]
-                    found.append(block)
-                elif block is not None and line.strip() and not line.lstrip().lower().startswith("warning"):
-                    block.append(line.strip())
-                else:
-                    block = None
-            lines = [" ".join(b)[:400] for b in found] or [real(str(problem)).strip() or type(problem).__name__]
-            more = f"\n... and {len(lines) - 20} more (see the job's output)" if len(lines) > 20 else ""
-            raise SegmentationDataError(f"{task.dataset_dir}: nnU-Net dataset check failed: "
-                                        + "\n".join(lines[:20]) + more) from None
+        verify_with_nnunet(task, raw / dataset_name, n_proc)
         DatasetFingerprintExtractor(DATASET_ID, n_proc, verbose=False).run(overwrite_existing=True)
         # nnU-Net's planner hands nnUNet_n_proc_DA to torch.set_num_threads, which rejects 0
         # (0 is otherwise a valid setting: single-threaded data augmentation)
@@ -267,6 +230,65 @@ def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_
             )
         splits = generate_crossval_split(train_cases, seed=12345, n_splits=task.num_folds)
         (pre / "splits_final.json").write_text(json.dumps(splits, indent=2))
+
+
+def verify_with_nnunet(task: SegmentationTask, raw_dataset: Path, n_proc: int) -> None:
+    """nnU-Net's own dataset check (after the harness's, which should leave it nothing to find).
+    It prints what it finds from its pool's processes and raises "check text output above": its
+    output is captured at file descriptor 1 (the processes inherit it), echoed to the job's output,
+    and the error raised names the files."""
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    problem = None
+    with capture_fd1() as printed:
+        try:
+            verify_dataset_integrity(str(raw_dataset), n_proc)
+        except (AssertionError, RuntimeError, FileNotFoundError) as e:
+            problem = e
+    print(printed.text, end="", flush=True)  # nnU-Net's own words stay in the job's output
+    if problem is None:
+        return
+
+    def real(text: str) -> str:  # paths through our symlink: the task's dataset; np.int64(1): 1
+        return re.sub(r"np\.\w+\(([^()]*)\)", r"\1", text.replace(str(raw_dataset), str(task.dataset_dir)))
+
+    found, block = [], None  # one line per problem: "Error: ..." / "Images contain NaN ..." + its details
+    for line in real(printed.text).splitlines():
+        if re.match(r"\s*(Error:|Images contain NaN|Segmentation contains NaN)", line):
+            block = [line.strip()]
+            found.append(block)
+        elif block is not None and line.strip() and not line.lstrip().lower().startswith("warning"):
+            block.append(line.strip())
+        else:
+            block = None
+    lines = [" ".join(b)[:400] for b in found] or [real(str(problem)).strip() or type(problem).__name__]
+    more = f"\n... and {len(lines) - 20} more (see the job's output)" if len(lines) > 20 else ""
+    raise SegmentationDataError(f"{task.dataset_dir}: nnU-Net dataset check failed: "
+                                + "\n".join(lines[:20]) + more) from None
+
+
+@dataclass
+class _Captured:
+    text: str = ""
+
+
+@contextlib.contextmanager
+def capture_fd1() -> Iterator[_Captured]:
+    """Everything written to stdout in the block, by this process (``sys.stdout``) and by the
+    processes it starts (file descriptor 1), unbuffered; ``.text`` is set when the block ends."""
+    captured, in_process = _Captured(), io.StringIO()
+    with tempfile.TemporaryFile() as out, environment(PYTHONUNBUFFERED="1"):
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(out.fileno(), 1)
+        try:
+            with contextlib.redirect_stdout(in_process):
+                yield captured
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            out.seek(0)
+            captured.text = in_process.getvalue() + out.read().decode("utf-8", "replace")
 
 
 def _harness_configuration(plans: dict, task: SegmentationTask, dataset_json: dict,
