@@ -163,7 +163,7 @@ def _finish(job) -> None:
         cases = "case,true_label,pred_label,prob_sphere,prob_cube\ncase_000,sphere,sphere,0.7,0.3\n"
         extra = {"classes": list(job.task.classes)}
     run.cases_csv.write_text(cases)
-    write_json_atomic(run.metrics_json, {**job.spec(), "aggregates": {}, **extra,
+    write_json_atomic(run.metrics_json, {**job.spec().as_dict(), "aggregates": {}, **extra,
                                          "ranking_metrics": [{"name": m.name, "higher_is_better": True}
                                                              for m in job.task.metrics]})
     run.mark_done({"job_id": job.job_id()})

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from harness.recipes import RECIPES, SSL3D_2025, Recipe, fingerprint
-from harness.runs import RunFolder, baseline_entry, entry_name, read_json, write_json_atomic, write_text_atomic
+from harness.runs import JobSpec, ResultsLayout, RunFolder, RunResult, baseline_entry, entry_name
 from harness.tasks.preflight import TaskData
 
 
@@ -59,9 +59,13 @@ class FinetuneJob:
         """The recipe this job's run folder and identity are named after."""
         return RECIPES[self.recipe.setup_name(self.task.type, self.track)]
 
+    @property
+    def layout(self) -> ResultsLayout:
+        return ResultsLayout(self.results)
+
     @cached_property
     def run(self) -> RunFolder:
-        return RunFolder.of(self.results, self.entry, self.task.name, self.fold, self.setup.name)
+        return self.layout.run(self.entry, self.task.name, self.setup.name, self.fold)
 
     @cached_property
     def schedule(self):
@@ -103,11 +107,11 @@ class FinetuneJob:
             "seed": self.seed,
         }
 
-    def spec(self) -> dict:
-        """The content of job.json: the description, the job id and the data manifest (every file
+    def spec(self) -> JobSpec:
+        """What job.json holds: the description, the job id and the data manifest (every file
         read, with its sha256: what names a changed file later)."""
-        return {**self.description(), "job_id": self.job_id(),
-                "data_files": self.data.as_dict() if self.data is not None else None}
+        return JobSpec(**self.description(), job_id=self.job_id(),
+                       data_files=self.data.as_dict() if self.data is not None else None)
 
     def job_id(self) -> str:
         """Stable hash of what determines the result: unchanged inputs, same id."""
@@ -189,7 +193,7 @@ def start_run(job: FinetuneJob) -> RunFolder:
     run = job.run
     run.path.mkdir(parents=True, exist_ok=True)
     run.failed_marker.unlink(missing_ok=True)
-    write_json_atomic(run.job_json, job.spec())
+    job.spec().write(run)
     return run
 
 
@@ -201,9 +205,9 @@ def finish_run(
     extra: dict | None = None,
     started: float | None = None,
 ) -> dict:
-    """Write cases.csv and metrics.json, drop the scratch folder (checkpoints are big), then DONE."""
+    """Write cases.csv and metrics.json (``RunResult``) and read them back, drop the scratch
+    folder (checkpoints are big), then DONE."""
     run = job.run
-    write_text_atomic(run.cases_csv, cases.to_csv(index=False))
     metrics = {
         **job.description(),
         "job_id": job.job_id(),
@@ -214,10 +218,11 @@ def finish_run(
     }
     if started is not None:
         metrics["wall_seconds"] = round(time.time() - started, 1)
-    write_json_atomic(run.metrics_json, metrics)
+    RunResult(metrics, cases).write(run)
+    written = RunResult.read(run)  # before DONE: a done run is one its readers accept
     shutil.rmtree(run.work_dir, ignore_errors=True)
     run.mark_done({"job_id": job.job_id(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    return read_json(run.metrics_json)  # exactly what readers of the run folder will see
+    return written.metrics  # exactly what readers of the run folder will see
 
 
 def collect_provenance(device: str = "cpu") -> dict:

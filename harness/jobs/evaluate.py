@@ -22,7 +22,8 @@ from harness.jobs.state import (CORRUPT, DONE, FAILED, PENDING, REJECTED, STATES
                                 read_marker, stored_job_id)
 from harness.finetune.job import collect_provenance
 from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
-from harness.runs import entry_name, read_json, write_json_atomic
+from harness.runs import (JobSpec, ResultsFileError, ResultsLayout, entry_name, read_json, write_json_atomic,
+                          write_text_atomic)
 
 EXECUTORS = ("local", "slurm")
 
@@ -86,10 +87,6 @@ class EvaluateOutcome:
 
 
 # ------------------------------------------------------------------------------------ intake
-def intake_record_path(results: Path, entry: str) -> Path:
-    return Path(results) / "submissions" / entry / "intake.json"
-
-
 @dataclass(frozen=True)
 class Submitted:
     """One submission file of the command line. ``duplicate_of``: the entry of an earlier file
@@ -150,18 +147,20 @@ def intake(sub: Submitted, results: Path, *, write: bool, log) -> dict:
     record = duplicate_record(sub)
     log(f"intake {sub.entry}: REJECTED: {record['report']['errors'][0]}")
     if write:
-        write_json_atomic(intake_record_path(results, sub.entry), record)
-        (intake_record_path(results, sub.entry).parent / "intake.txt").write_text(
-            record["report"]["errors"][0] + "\n", encoding="utf-8")
+        layout = ResultsLayout(results)
+        write_json_atomic(layout.intake_record(sub.entry), record)
+        write_text_atomic(layout.intake_report(sub.entry), record["report"]["errors"][0] + "\n")
     return record
 
 
 def run_intake(entry: str, path: Path, sha256: str, results: Path, *, write: bool, log) -> dict:
     """Validate one submission (or reuse the verdict recorded for this very file and harness
-    version) and, unless ``write`` is False, record it in ``<results>/submissions/<entry>/``."""
+    version) and, unless ``write`` is False, record it (``ResultsLayout.intake_record`` and
+    ``intake_report``)."""
     from harness import __version__
 
-    record_path = intake_record_path(results, entry)
+    layout = ResultsLayout(results)
+    record_path = layout.intake_record(entry)
     try:
         record = read_json(record_path)
         if (record.get("sha256") == sha256 and record.get("harness_version") == __version__
@@ -184,7 +183,7 @@ def run_intake(entry: str, path: Path, sha256: str, results: Path, *, write: boo
         record["report"]["errors"].append("the file changed during intake")
     if write:
         write_json_atomic(record_path, record)
-        (record_path.parent / "intake.txt").write_text(report.format_text() + "\n", encoding="utf-8")
+        write_text_atomic(layout.intake_report(entry), report.format_text() + "\n")
     verdict = "valid" if record["valid"] else "REJECTED: " + "; ".join(report.errors)[:300]
     log(f"intake {entry}: {verdict}")
     return record
@@ -218,9 +217,9 @@ def check_results_folder(results: Path, tasks: dict) -> None:
 def check_data(opts: EvaluateOptions, tasks: dict, log) -> dict:
     """The data check of every task (``harness.tasks.preflight``) before anything is planned:
     any problem stops evaluate with all of them listed. Returns each task's data identity."""
-    from harness.tasks.preflight import check_tasks, preflight_cache
+    from harness.tasks.preflight import check_tasks
 
-    report = check_tasks(tasks, cache=preflight_cache(opts.results), recipe=get_recipe(opts.recipe))
+    report = check_tasks(tasks, cache=ResultsLayout(opts.results).data_check_cache, recipe=get_recipe(opts.recipe))
     if not report.ok:
         raise DataCheckError(report.format_text() + "\nno job was planned: fix the data, then run evaluate again")
     log(report.format_text())
@@ -232,9 +231,11 @@ def data_change(job: PlannedJob) -> str:
     the folder holds no manifest)."""
     from harness.tasks.preflight import data_changes
 
-    stored = read_marker(job.files.run.job_json) or {}
-    before = stored.get("data_files")
-    if not isinstance(before, dict) or job.job.data is None:
+    try:
+        before = JobSpec.read(job.files.run, require=()).data_files
+    except ResultsFileError:
+        return ""
+    if before is None or job.job.data is None:
         return ""
     return data_changes(before, job.job.data.as_dict())
 
@@ -253,11 +254,12 @@ def plan(opts: EvaluateOptions, tasks: dict, records: list[dict], executor: Exec
             if change:
                 row.action, row.detail = "rerun (data changed)", change
     per_task = selected_folds(tasks, opts.folds)
+    layout = ResultsLayout(opts.results)
     for r in rejected:
         for name in sorted(tasks):
             for fold in per_task[name]:
                 rows.append(MatrixRow(r["entry"], r.get("track"), name, fold, REJECTED,
-                                      "none (failed intake: " + str(intake_record_path(opts.results, r["entry"])) + ")"))
+                                      f"none (failed intake: {layout.intake_record(r['entry'])})"))
     return rows
 
 
@@ -325,7 +327,7 @@ def prepare_job_folder(job: PlannedJob) -> None:
     for marker in (files.run.done_marker, files.run.metrics_json, files.run.cases_csv, files.run.failed_marker,
                    files.running_marker, files.submitted_marker):
         marker.unlink(missing_ok=True)
-    write_json_atomic(files.run.job_json, job.job.spec())
+    job.job.spec().write(files.run)
 
 
 # ------------------------------------------------------------------------------------ output
@@ -382,7 +384,7 @@ def make_executor(opts: EvaluateOptions) -> Executor:
     if opts.executor == "local":
         return LocalExecutor(max_parallel=opts.jobs)
     if opts.executor == "slurm":
-        return SlurmExecutor(Path(opts.results).resolve() / "slurm", opts.slurm or SlurmConfig())
+        return SlurmExecutor(ResultsLayout(Path(opts.results).resolve()).slurm_dir, opts.slurm or SlurmConfig())
     raise EvaluateError(f"unknown executor {opts.executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
@@ -418,10 +420,10 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
         for record in records:  # what a rejected entry would have run: `harness status` counts it
             if not record["valid"]:
                 record["jobs"] = [{"task": r.task, "fold": r.fold} for r in rows if r.entry == record["entry"]]
-                write_json_atomic(intake_record_path(opts.results, record["entry"]), record)
+                write_json_atomic(ResultsLayout(opts.results).intake_record(record["entry"]), record)
         todo = [r.job for r in rows if r.to_run and r.job is not None]
         outcome = EvaluateOutcome(rows)
-        outcome.provenance = _provenance_path(opts.results)
+        outcome.provenance = ResultsLayout(opts.results).new_provenance_path()
         base = collect_provenance(rows[0].job.job.device if rows and rows[0].job else (opts.device or "cpu"))
         _write_provenance(outcome.provenance, base, opts, tasks, records, rows, None)
         skipped = Counter(r.action for r in rows if not r.to_run)
@@ -448,18 +450,8 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
         return outcome
 
 
-def _provenance_path(results: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path(results) / "provenance" / f"evaluate-{stamp}.json"
-    n = 1
-    while path.exists():
-        n += 1
-        path = path.with_name(f"evaluate-{stamp}-{n}.json")
-    return path
-
-
 def _write_provenance(path: Path, base: dict, opts, tasks, records, rows, outcome: EvaluateOutcome | None) -> None:
-    """``<results>/provenance/evaluate-<timestamp>.json``: versions, git revision, device, seeds,
+    """``ResultsLayout.new_provenance_path``: versions, git revision, device, seeds,
     what was asked and (at the end) what came of it."""
     data = {
         **base,

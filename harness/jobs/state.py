@@ -9,13 +9,13 @@ few the job matrix adds beside the fine-tuning files:
     worker.log     the worker's stdout and stderr (tracebacks included)
     attempts.jsonl one line per worker start and end: what the resumption test counts
 
-States: pending, running, done, corrupt (DONE, but cases.csv or metrics.json is missing or does
-not parse: the next evaluate reruns it), failed (error class timeout / out of memory / error),
-rejected (the entry failed intake; it has no run folder, see ``harness.jobs.evaluate``).
+States: pending, running, done, corrupt (DONE, but its result does not read: ``RunResult.read``
+fails on a missing or unparsable cases.csv or metrics.json; the next evaluate reruns it), failed
+(error class timeout / out of memory / error), rejected (the entry failed intake; it has no run
+folder, see ``harness.jobs.evaluate``).
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import socket
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.runs import RunFolder, read_json, write_json_atomic
+from harness.runs import JobSpec, ResultsFileError, RunFolder, RunResult, read_json, write_json_atomic
 
 PENDING, RUNNING, DONE, FAILED, REJECTED = "pending", "running", "done", "failed", "rejected"
 CORRUPT = "corrupt"
@@ -161,41 +161,22 @@ def job_state(files: JobFiles, job_id: str | None, *, check_results: bool = Fals
 
 
 def result_problem(run: RunFolder) -> tuple[Path, str] | None:
-    """(file, problem) for the first result file of a done run that is missing or does not parse
-    (metrics.json: a JSON object; cases.csv: a table with a ``case`` column and a row); None when
-    both are readable. Both files are small: this reads them whole."""
+    """(file, problem) of the first result file of a done run that ``RunResult.read`` refuses
+    (missing, or not parsing: metrics.json not a JSON object, cases.csv without a ``case`` column,
+    a case, or with a line cut short ...); None when the result reads. Both files are small."""
     try:
-        metrics = read_json(run.metrics_json)
-    except FileNotFoundError:
-        return run.metrics_json, "missing"
-    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        return run.metrics_json, f"does not parse: {e}"
-    if not isinstance(metrics, dict):
-        return run.metrics_json, f"does not parse: a JSON {type(metrics).__name__}, not an object"
-    try:
-        with open(run.cases_csv, encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        return run.cases_csv, "missing"
-    except (OSError, ValueError, csv.Error) as e:  # UnicodeDecodeError is a ValueError
-        return run.cases_csv, f"does not parse: {e}"
-    rows = [(n, row) for n, row in enumerate(rows, start=1) if row]  # blank lines are no rows
-    if not rows:
-        return run.cases_csv, "does not parse: the file is empty"
-    header = rows[0][1]
-    if "case" not in header:
-        return run.cases_csv, f"does not parse: no 'case' column in the header ({','.join(header)[:200]})"
-    for line, row in rows[1:]:
-        if len(row) != len(header):  # a cut-off last line, most often
-            return run.cases_csv, f"does not parse: line {line} has {len(row)} fields, the header {len(header)}"
-    if len(rows) == 1:
-        return run.cases_csv, "does not parse: a header and no cases"
+        RunResult.read(run)
+    except ResultsFileError as e:
+        return e.path, e.problem
     return None
 
 
 def stored_job_id(files: JobFiles) -> str | None:
-    info = read_marker(files.run.job_json)
-    return None if info is None else info.get("job_id")
+    """The job id in the folder's job.json; None when there is none or it does not read."""
+    try:
+        return JobSpec.read(files.run, require=()).job_id
+    except ResultsFileError:
+        return None
 
 
 # -- processes ---------------------------------------------------------------------------------

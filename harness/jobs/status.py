@@ -20,8 +20,8 @@ from pathlib import Path
 
 from harness.jobs.state import (CORRUPT, DONE, FAILED, PENDING, REJECTED, RUNNING, STATES, JobFiles, JobState,
                                 job_state, read_marker)
-from harness.runs import iter_run_folders, read_json
-from harness.tasks.preflight import CurrentTasks, preflight_cache
+from harness.runs import JobSpec, ResultsFileError, ResultsLayout, read_json
+from harness.tasks.preflight import CurrentTasks
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class StatusReport:
                 lines.append(f"      rerun: {j.command}")
         rejected = sorted({j.entry for j in self.jobs if j.state == REJECTED})
         for entry in rejected:
-            lines.append(f"rejected at intake: {entry} (report: {self.results / 'submissions' / entry / 'intake.txt'})")
+            lines.append(f"rejected at intake: {entry} (report: {ResultsLayout(self.results).intake_report(entry)})")
         return "\n".join(lines)
 
 
@@ -110,21 +110,20 @@ def collect_status(results: Path, now: float | None = None) -> StatusReport:
     if not results.is_dir():
         raise FileNotFoundError(f"{results}: results folder does not exist")
     now = time.time() if now is None else now
+    layout = ResultsLayout(results)
     jobs: list[JobStatus] = []
-    current = CurrentTasks(preflight_cache(results))
+    current = CurrentTasks(layout.data_check_cache)
     by_track: dict[str, str] | None = None
-    for run in iter_run_folders(results):
+    for run in layout.run_folders():
         files = JobFiles(run)
-        entry, task, setup = run.path.parts[-4], run.path.parts[-3], run.path.parts[-2]
+        entry, task, setup = run.entry, run.task, run.setup
         try:
-            spec = read_json(run.job_json)
-            if not isinstance(spec, dict):
-                raise ValueError("not an object")
-        except (OSError, ValueError):
+            spec = JobSpec.read(run, require=())  # what it lacks is told from its path
+        except ResultsFileError:
             jobs.append(JobStatus(entry, task, None, PENDING, "job.json unreadable", folder=str(run.path),
                                   setup=setup))
             continue
-        state = job_state(files, spec.get("job_id"), check_results=True)
+        state = job_state(files, spec.job_id, check_results=True)
         if state.state in (DONE, CORRUPT, FAILED):
             stale = current.staleness(spec)
             if stale:  # the next evaluate reruns it
@@ -136,11 +135,11 @@ def collect_status(results: Path, now: float | None = None) -> StatusReport:
             command = rerun_command(spec, results, by_track)
         elif state.state == RUNNING:
             progress = running_progress(files, now)
-        jobs.append(JobStatus(spec.get("entry", entry), spec.get("task", task), spec.get("fold"), state.state,
+        jobs.append(JobStatus(spec.entry or entry, spec.task or task, spec.fold, state.state,
                               state.detail, state.error_class, state.message, state.log, str(run.path),
-                              setup=spec.get("recipe", setup), file=state.file, command=command,
+                              setup=spec.recipe or setup, file=state.file, command=command,
                               progress=progress))
-    for record_path in sorted((results / "submissions").glob("*/intake.json")):
+    for record_path in layout.intake_records():
         try:
             record = read_json(record_path)
         except (OSError, ValueError):
@@ -161,27 +160,27 @@ def _label(j: JobStatus) -> str:
 def _submissions_by_track(results: Path) -> dict[str, str]:
     """track -> the file of a submission of that track that passed intake (the first by entry)."""
     out: dict[str, str] = {}
-    for record_path in sorted((Path(results) / "submissions").glob("*/intake.json")):
+    for record_path in ResultsLayout(results).intake_records():
         record = read_marker(record_path) or {}
         if record.get("valid") and record.get("track") and record.get("file"):
             out.setdefault(record["track"], record["file"])
     return out
 
 
-def rerun_command(spec: dict, results: Path, by_track: dict[str, str]) -> str:
+def rerun_command(spec: JobSpec, results: Path, by_track: dict[str, str]) -> str:
     """The `harness evaluate` command that reruns the job of ``spec`` (its job.json): its
     submission (a baseline: any submission of its track), the registry holding its task file and
     ``results``; a corrupt job reruns without --retry-failed."""
     from harness.recipes import DEFAULT_RECIPE
 
-    submission = spec.get("submission") or by_track.get(spec.get("track") or "")
-    task_file = spec.get("task_file")
+    submission = spec.submission or by_track.get(spec.track or "")
+    task_file = spec.task_file
     args = ["harness", "evaluate",
-            shlex.quote(str(submission)) if submission else f"<a submission of track {spec.get('track')}>",
+            shlex.quote(str(submission)) if submission else f"<a submission of track {spec.track}>",
             "--tasks", shlex.quote(str(Path(task_file).parent)) if task_file else "<its task registry>",
             "--results", shlex.quote(str(results))]
-    if spec.get("recipe") and spec["recipe"] != DEFAULT_RECIPE:
-        args += ["--recipe", shlex.quote(str(spec["recipe"]))]
+    if spec.recipe and spec.recipe != DEFAULT_RECIPE:
+        args += ["--recipe", shlex.quote(str(spec.recipe))]
     return " ".join(args)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.finetune.job import FinetuneJob
 from harness.jobs.disk import check_writable, disk_full_message, job_need_bytes, looks_like_disk_full
 from harness.jobs.state import ERROR, OUT_OF_MEMORY, TIMEOUT, JobFiles
-from harness.runs import RunFolder, read_json
+from harness.runs import JobSpec, ResultsFileError, RunFolder, read_json
 
 #: Set by the local executor: the worker dies with the harness that started it.
 PARENT_PID_ENV = "HARNESS_JOBS_PARENT_PID"
@@ -37,46 +37,43 @@ def load_job(folder: str | Path) -> FinetuneJob:
     folder = Path(folder).resolve()
     run = RunFolder(folder)
     try:
-        spec = read_json(run.job_json)
-    except (OSError, ValueError) as e:
-        raise JobSpecError(f"{run.job_json}: cannot read the job spec: {e}") from None
-    missing = [k for k in ("entry", "track", "task", "task_file", "fold", "task_spec_hash", "recipe", "job_id")
-               if k not in spec]
-    if missing:
-        raise JobSpecError(f"{run.job_json}: missing field(s) {', '.join(missing)}")
+        results = run.results_root
+        spec = JobSpec.read(run, require=JobSpec.WORKER_FIELDS)
+    except ResultsFileError as e:
+        raise JobSpecError(str(e)) from None
     from harness.tasks import load_task_file
 
-    task = load_task_file(Path(spec["task_file"]))
-    if task.name != spec["task"]:
-        raise JobSpecError(f"{run.job_json}: task file {spec['task_file']} now defines task {task.name!r}, "
-                           f"the job is for {spec['task']!r}")
-    if task.spec_hash() != spec["task_spec_hash"]:
-        raise JobSpecError(f"{run.job_json}: task file {spec['task_file']} changed since the job was "
-                           f"planned (spec hash {task.spec_hash()} != {spec['task_spec_hash']}); "
+    task = load_task_file(Path(spec.task_file))
+    if task.name != spec.task:
+        raise JobSpecError(f"{run.job_json}: task file {spec.task_file} now defines task {task.name!r}, "
+                           f"the job is for {spec.task!r}")
+    if task.spec_hash() != spec.task_spec_hash:
+        raise JobSpecError(f"{run.job_json}: task file {spec.task_file} changed since the job was "
+                           f"planned (spec hash {task.spec_hash()} != {spec.task_spec_hash}); "
                            "rerun `harness evaluate` to plan it again")
     from harness.recipes import RecipeError, get_recipe
 
     try:
-        recipe = get_recipe(spec.get("recipe"), where=f"{run.job_json}: field 'recipe'")
+        recipe = get_recipe(spec.recipe, where=f"{run.job_json}: field 'recipe'")
     except RecipeError as e:
         raise JobSpecError(str(e)) from None
-    from harness.tasks.preflight import TaskData, data_changes, preflight_cache, task_data
+    from harness.tasks.preflight import TaskData, data_changes, task_data
 
-    manifest = spec.get("data_files")
-    data = TaskData(task.name, tuple(sorted(manifest.items()))) if isinstance(manifest, dict) else None
+    manifest = spec.data_files
+    data = TaskData(task.name, tuple(sorted(manifest.items()))) if manifest is not None else None
     job = FinetuneJob(
-        task=task, fold=int(spec["fold"]), track=spec["track"], results=run.results_root,
-        submission=Path(spec["submission"]) if spec.get("submission") else None,
-        entry=spec["entry"], device=spec.get("device") or "cpu",
-        recipe=recipe, submission_sha256=spec.get("submission_sha256"), data=data,
+        task=task, fold=spec.fold, track=spec.track, results=results,
+        submission=Path(spec.submission) if spec.submission else None,
+        entry=spec.entry, device=spec.device or "cpu",
+        recipe=recipe, submission_sha256=spec.submission_sha256, data=data,
     )
     if job.run.path.resolve() != folder:
         raise JobSpecError(f"{run.job_json}: describes {job.run.path}, not this folder")
-    if job.job_id() != spec["job_id"]:
+    if job.job_id() != spec.job_id:
         raise JobSpecError(f"{run.job_json}: the job id of what it describes is {job.job_id()}, "
-                           f"the file says {spec['job_id']} (harness recipe changed?); rerun `harness evaluate`")
+                           f"the file says {spec.job_id} (harness recipe changed?); rerun `harness evaluate`")
     if data is not None:  # the data as it is now, not as it was when the job was planned
-        now = task_data(task, preflight_cache(job.results))
+        now = task_data(task, job.layout.data_check_cache)
         if now.fingerprint != data.fingerprint:
             raise JobSpecError(f"{task.source}: the task's data changed since the job was planned "
                                f"({data_changes(data.as_dict(), now.as_dict())}); rerun `harness evaluate`, "
@@ -110,9 +107,9 @@ def run_job_folder(folder: str | Path) -> dict:
     files = JobFiles.at(Path(folder).resolve())
     job_id = task_type = None
     try:
-        spec = read_json(files.run.job_json) or {}
-        job_id, task_type = spec.get("job_id"), spec.get("task_type")
-    except (OSError, ValueError, AttributeError):
+        spec = JobSpec.read(files.run, require=())
+        job_id, task_type = spec.job_id, spec.task_type
+    except ResultsFileError:
         pass
     output_start = _size(files.worker_log)  # this attempt's output begins here
     try:

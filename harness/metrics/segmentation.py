@@ -416,8 +416,11 @@ def summarize(cases) -> "object":
 
 
 def cases_csv_text(cases) -> str:
-    """The ``cases.csv`` text of a per-case table (NaN written as ``nan``, floats round-trip)."""
-    return cases.loc[:, list(CASE_COLUMNS)].to_csv(index=False, na_rep="nan")
+    """The ``cases.csv`` text of a per-case table's ``CASE_COLUMNS`` (``harness.runs.cases_csv_text``,
+    the one cases.csv writer: NaN written as ``nan``, floats round-trip)."""
+    from harness.runs import cases_csv_text as table_text
+
+    return table_text(cases.loc[:, list(CASE_COLUMNS)])
 
 
 def rescore(
@@ -427,11 +430,12 @@ def rescore(
     labels: Sequence[int] | None = None,
     tolerance_mm: float = 1.0,
 ):
-    """:func:`score_folders`, then write the table to ``out`` atomically; returns the table."""
-    from harness.runs import write_text_atomic
+    """:func:`score_folders`, then write the table's ``CASE_COLUMNS`` to ``out`` atomically
+    (``harness.runs.write_cases_csv``, the writer of a run's cases.csv); returns the table."""
+    from harness.runs import write_cases_csv
 
     cases = score_folders(pred_dir, ref_dir, labels=labels, tolerance_mm=tolerance_mm)
-    write_text_atomic(Path(out), cases_csv_text(cases))
+    write_cases_csv(Path(out), cases.loc[:, list(CASE_COLUMNS)])
     return cases
 
 

@@ -25,6 +25,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from harness.runs import JobSpec, ResultsLayout
 from harness.tasks.datafiles import FactsCache, FileFacts, ReadStats, Role, read_all
 from harness.tasks.spec import ClassificationTask, SegmentationTask
 
@@ -481,8 +482,9 @@ def _task_data(plan: _Plan, facts: Mapping[Path, FileFacts]) -> TaskData:
 
 
 def preflight_cache(results: Path) -> Path:
-    """Where the facts of checked files are remembered, per results folder."""
-    return Path(results) / "cache" / "data-check.json"
+    """Where the facts of checked files are remembered, per results folder
+    (``ResultsLayout.data_check_cache``)."""
+    return ResultsLayout(results).data_check_cache
 
 
 class CurrentTasks:
@@ -505,11 +507,13 @@ class CurrentTasks:
                 self._tasks[task_file] = None  # cannot be told from here; evaluate reports the file
         return self._tasks[task_file]
 
-    def staleness(self, spec: Mapping) -> str:
-        """Why the run described by ``spec`` (its job.json) was computed on another task than the
-        one its file defines now: "its task file changed since it ran" or "its data changed since
-        it ran: <files>"; "" when it was not, or when that cannot be told (no task file recorded,
-        or one that no longer loads)."""
+    def staleness(self, spec: JobSpec | Mapping) -> str:
+        """Why the run described by ``spec`` (its ``JobSpec``, or job.json's content as a mapping)
+        was computed on another task than the one its file defines now: "its task file changed
+        since it ran" or "its data changed since it ran: <files>"; "" when it was not, or when that
+        cannot be told (no task file recorded, or one that no longer loads)."""
+        if isinstance(spec, JobSpec):
+            spec = spec.as_dict()
         task_file = spec.get("task_file")
         current = self._current(str(task_file)) if task_file else None
         if current is None:

@@ -44,7 +44,7 @@ import numpy as np
 
 from harness.finetune.cache import build_once
 from harness.recipes import SSL3D_2025, ClassificationRecipe
-from harness.runs import write_json_atomic
+from harness.runs import ResultsLayout, write_json_atomic
 
 #: Bump when preprocessing changes what ends up in the cache.
 PREPROCESS_VERSION = "2"
@@ -445,7 +445,7 @@ def preprocess_task(
     (``harness.finetune.cache.build_once``: locked, marked complete last, reused after)."""
     part = _classification_recipe(recipe)
     key = cache_key(task, cases, patch, part)
-    folder = Path(results) / "cache" / "classification" / task.name / key
+    folder = ResultsLayout(results).classification_cache(task.name, key)
 
     def build(folder: Path) -> dict:
         infos = []
