@@ -8,23 +8,22 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import kendalltau, wilcoxon
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from harness.cli import main
 from harness.leaderboard.build import build_leaderboard
-from harness.leaderboard.collect import (
+from harness.leaderboard.model import (
     FLAG_FAILED_JOB,
     FLAG_MISSING_CASE,
     FLAG_MISSING_JOB,
     FLAG_NOT_APPLICABLE,
     FLAG_UNFINISHED_JOB,
     LeaderboardInputError,
-    collect_long,
-    collect_runs,
-    private_case_table,
 )
+from harness.leaderboard.private import private_case_table
 from harness.leaderboard.ranking import rank_track
-from harness.leaderboard.scores import task_scores
+from harness.leaderboard.read_csv import collect_long
+from harness.leaderboard.read_runs import collect_runs
 from harness.leaderboard.significance import holm
 from harness.leaderboard.stability import bootstrap_indices, bootstrap_track, kendall_tau_rows
 from harness.runs import RunFolder, write_json_atomic
@@ -328,7 +327,7 @@ def test_classification_scores_are_pooled_over_folds_like_scikit_learn(results):
     res = {t.track: t for t in collect_runs(results)}["ResEncL"]
     clf = res.tasks[0]
     truth = np.concatenate([TRUTH[0], TRUTH[1]])
-    scores = task_scores(clf, np.arange(len(clf.cases))[None])[:, 0]
+    scores = clf.scores(np.arange(len(clf.cases))[None])[:, 0]
     for e, entry in enumerate(clf.entries):
         probs = np.concatenate([PROBS[entry][0], PROBS[entry][1]])
         assert scores[0, e] == pytest.approx(roc_auc_score(truth, probs))
@@ -353,7 +352,7 @@ def test_multiclass_bootstrap_scores_match_scikit_learn_on_each_resample(tmp_pat
     idx = bootstrap_indices("clf", len(truth), 40, seed=1)
     idx[0] = [0, 1, 2, 3, 6, 7, 0, 1, 2, 3]  # class c absent: AUROC over the classes present
     order = [int(c.split("_k")[1]) for c in task.cases]  # sorted as text: case_k0, case_k1, case_k10...
-    scores = task_scores(task, idx)
+    scores = task.scores(idx)
     for r in range(idx.shape[0]):
         cases = np.asarray(order)[idx[r]]
         y = truth[cases]
@@ -363,6 +362,57 @@ def test_multiclass_bootstrap_scores_match_scikit_learn_on_each_resample(tmp_pat
             expected = np.mean([roc_auc_score(y == k, p[:, k]) for k in present]) if len(present) > 1 else np.nan
             np.testing.assert_allclose(scores[0, r, e], expected, atol=1e-12)
             assert scores[1, r, e] == pytest.approx(balanced_accuracy_score(y, p.argmax(axis=1)))
+
+
+def test_macro_f1_and_average_precision_rank_a_classification_task(tmp_path):
+    rng = np.random.default_rng(2)
+    classes = ("a", "b", "c")
+    truth = {0: [0, 1, 2, 0, 1, 2, 2], 1: [1, 0, 2, 1, 0, 0, 2]}
+    probs = {}
+    for entry in ("e1", "e2", "e3"):
+        for fold, labels in truth.items():
+            probs[entry, fold] = p = rng.dirichlet(np.ones(3), size=len(labels))
+            cases = [{"case": f"case_k{i}", "true_label": classes[t], "pred_label": classes[int(row.argmax())],
+                      **{f"prob_{c}": row[j] for j, c in enumerate(classes)}}
+                     for i, (t, row) in enumerate(zip(labels, p))]
+            write_run(tmp_path, entry, "clf", fold, task_type="classification", cases=cases,
+                      metrics=("f1", "average_precision"), classes=classes)
+    (track,) = collect_runs(tmp_path)
+    (task,) = track.tasks
+    assert [m.name for m in task.metrics] == ["f1", "average_precision"] and not track.job_problems
+    units = [(int(u[5]), int(u.split("_k")[1])) for u in task.cases]  # "fold_0/case_k3"
+    y = np.array([truth[f][i] for f, i in units])
+    idx = bootstrap_indices("clf", len(y), 15, seed=3)
+    idx[0] = np.arange(len(y))
+    scores = task.scores(idx)
+    for e, entry in enumerate(task.entries):
+        p = np.stack([probs[entry, f][i] for f, i in units])
+        for r in range(idx.shape[0]):
+            yr, pr = y[idx[r]], p[idx[r]]
+            assert scores[0, r, e] == pytest.approx(f1_score(yr, pr.argmax(axis=1), average="macro", zero_division=0))
+            ap = np.mean([average_precision_score(yr == k, pr[:, k]) for k in range(3) if (yr == k).any()])
+            assert scores[1, r, e] == pytest.approx(ap)
+    out = tmp_path / "board"
+    build_leaderboard(out, results=tmp_path, n_bootstrap=20, scheme="aggregate-then-rank", plots=False)
+    board = pd.read_csv(out / "leaderboard_ResEncL.csv").set_index("entry").loc[list(task.entries)]
+    np.testing.assert_allclose(board["score_clf_f1"], scores[0, 0])
+    np.testing.assert_allclose(board["score_clf_average_precision"], scores[1, 0])
+    metric_ranks = [pd.Series(-scores[m, 0]).rank(method="min") for m in range(2)]
+    expected = ((metric_ranks[0] + metric_ranks[1]) / 2).rank(method="min").astype(int).tolist()
+    assert board["rank_clf"].tolist() == expected
+    sig = pd.read_csv(out / "significance_ResEncL.csv")
+    assert set(sig.metric) == {"f1", "average_precision"} and set(sig.method) == {"paired-bootstrap"}
+
+
+def test_a_classification_run_ranking_by_a_per_case_metric_is_failed(tmp_path):
+    for entry, metrics in (("e1", ("auroc",)), ("e2", ("auroc",)), ("e3", ("dice",))):
+        write_run(tmp_path, entry, "clf", 0, task_type="classification", cases=clf_cases([0, 1], [0.2, 0.8]),
+                  metrics=metrics, classes=("neg", "pos"))
+    (track,) = collect_runs(tmp_path)
+    (problem,) = track.job_problems
+    assert problem.entry == "e3" and problem.unreadable
+    assert "classification ranking metrics ['dice'] cannot be recomputed on resampled cases; supported: auroc, " \
+           "balanced_accuracy, f1, average_precision" in problem.detail
 
 
 def test_a_leaderboard_ranks_the_runs_of_its_recipe(results, tmp_path):
@@ -390,7 +440,7 @@ def test_missing_classification_case_is_the_most_wrong_answer(results):
     clf = res.tasks[0]
     a = clf.entries.index("subA")
     assert (clf.flags[a] == np.array(["ok"] * 6 + [FLAG_UNFINISHED_JOB] * 6)).all()
-    scores = task_scores(clf, np.arange(12)[None])[:, 0]
+    scores = clf.scores(np.arange(12)[None])[:, 0]
     truth = np.concatenate([TRUTH[0], TRUTH[1]])
     worst = np.concatenate([PROBS["subA"][0], np.where(np.array(TRUTH[1]) == 1, -1.0, 2.0)])
     assert scores[0, a] == pytest.approx(roc_auc_score(truth, worst))

@@ -12,8 +12,9 @@ from test_leaderboard import SCHEMES, clf_cases, seg_cases, write_run
 
 from harness.cli import main
 from harness.leaderboard.build import build_leaderboard
-from harness.leaderboard.collect import FLAG_FAILED_JOB, LeaderboardInputError, collect_runs
+from harness.leaderboard.model import FLAG_FAILED_JOB, LeaderboardInputError
 from harness.leaderboard.ranking import rank_track
+from harness.leaderboard.read_runs import collect_runs
 from harness.leaderboard.stability import bootstrap_track
 from harness.runs import RunFolder
 

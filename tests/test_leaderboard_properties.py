@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.leaderboard import DEFAULT_SCHEME, SCHEMES
-from harness.leaderboard.collect import collect_long
 from harness.leaderboard.ranking import rank_track
+from harness.leaderboard.read_csv import collect_long
 from harness.leaderboard.stability import bootstrap_track
 
 GRID = 64

@@ -127,9 +127,12 @@ def test_toy_data_is_anisotropic_and_the_toy_registry_loads(tmp_path):
     assert listing.returncode == 0 and "ToySegTwoChannel" in listing.stdout and "segmentation" in listing.stdout
 
 
-def test_classification_ranks_only_by_resamplable_metrics():
-    from harness.tasks.spec import CLASSIFICATION_METRICS, _check_metric_name
+def test_classification_tasks_rank_by_the_registry_metrics_of_their_type():
+    from harness.tasks.spec import _check_metric_name
 
-    _check_metric_name("auroc", CLASSIFICATION_METRICS)
-    with pytest.raises(ValueError, match="unknown metric 'f1'"):
-        _check_metric_name("f1", CLASSIFICATION_METRICS)
+    for name in ("auroc", "balanced_accuracy", "f1", "average_precision"):
+        _check_metric_name(name, "classification")
+    with pytest.raises(ValueError, match="'dice' is a segmentation metric"):
+        _check_metric_name("dice", "classification")
+    with pytest.raises(ValueError, match="did you mean 'auroc'"):
+        _check_metric_name("aucroc", "classification")

@@ -170,7 +170,9 @@ def prepare_dataset(task: SegmentationTask, results: Path, recipe: SegmentationR
     """Fingerprint, plan and preprocess ``task`` with nnunetv2, once; later calls reuse the cache."""
     dataset_json = _dataset_json(task)
     key = preprocessing_key(task, dataset_json, recipe)
-    root = Path(results).resolve() / "cache" / "nnunet" / f"{task.name}-{key}"
+    from harness.runs import ResultsLayout
+
+    root = ResultsLayout(Path(results).resolve()).nnunet_cache(task.name, key)
     dataset_name = f"Dataset{DATASET_ID:03d}_{task.name}"
     build_once(root, lambda folder: _preprocess(task, dataset_json, folder, dataset_name, recipe), task.name, log)
     plans = json.loads((root / "preprocessed" / dataset_name / f"{PLANS_NAME}.json").read_text())
@@ -385,7 +387,7 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
         job,
         cases,
         aggregates,
-        ranking_metrics=[(m.name, True) for m in task.metrics],
+        ranking_metrics=[(m.name, m.higher_is_better) for m in task.metrics],
         extra={
             "labels": {str(v): k for k, v in prepared.dataset_json["labels"].items()},
             "patch_size": list(patch),

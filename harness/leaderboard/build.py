@@ -21,20 +21,13 @@ from pathlib import Path
 import pandas as pd
 
 from harness import __version__
-from harness.leaderboard import AGGREGATE_THEN_RANK, ALPHA, DEFAULT_BOOTSTRAP, DEFAULT_SCHEME, DEFAULT_SEED
-from harness.leaderboard.collect import (
-    FLAG_NOT_APPLICABLE,
-    ClassificationTask,
-    JobProblem,
-    LeaderboardInputError,
-    PerCaseTask,
-    TrackData,
-    collect_csv,
-    collect_runs,
-    private_case_table,
-)
+from harness.leaderboard import ALPHA, DEFAULT_BOOTSTRAP, DEFAULT_SCHEME, DEFAULT_SEED
+from harness.leaderboard.model import JobProblem, LeaderboardInputError, TrackData
 from harness.leaderboard.plots import blob_plot, rank_heatmap, significance_map
+from harness.leaderboard.private import private_case_table
 from harness.leaderboard.ranking import TrackRanking, check_scheme, rank_track
+from harness.leaderboard.read_csv import collect_csv
+from harness.leaderboard.read_runs import collect_runs
 from harness.leaderboard.report import leaderboard_table, render_html, significance_table, stability_table
 from harness.leaderboard.stability import TrackStability, bootstrap_track, significance_track
 from harness.recipes import DEFAULT_RECIPE, TASK_TYPES, RecipeError, get_recipe
@@ -76,13 +69,7 @@ def track_notes(track: TrackData, ranking: TrackRanking, stability: TrackStabili
     for task in track.tasks:
         if not task.metrics:
             notes.append(f"{task.task}: no finished run could be read, so no metric: every entry ties on it")
-        if isinstance(task, PerCaseTask):
-            for m, metric in enumerate(task.metrics):
-                dropped = int((task.flags[m] == FLAG_NOT_APPLICABLE).all(axis=0).sum())
-                if dropped:
-                    notes.append(f"{task.task}/{metric.name}: {dropped} not-applicable case(s) left out for every entry")
-        elif isinstance(task, ClassificationTask) and ranking.scheme != AGGREGATE_THEN_RANK:
-            notes.append(f"{task.task}: pooled classification metrics are ranked by their pooled value under every scheme")
+        notes.extend(task.notes(ranking.scheme))
     notes.extend(f"{s.task}: {s.note}" for s in stability.tasks if s.note)
     return notes
 

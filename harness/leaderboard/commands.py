@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from harness.leaderboard import DEFAULT_BOOTSTRAP, DEFAULT_SCHEME, DEFAULT_SEED, SCHEMES
+from harness.metrics.registry import METRICS
 from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
 
 
@@ -30,15 +31,18 @@ def register(subparsers) -> None:
                    help=f"bootstrap resamples of the cases, 0 to skip (default {DEFAULT_BOOTSTRAP})")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
     p.add_argument("--from-csv", type=Path, default=None, metavar="FILE",
-                   help="rank a long per-case table instead of run folders")
+                   help="rank a long per-case table instead of run folders; a metric of the registry "
+                        f"({', '.join(METRICS)}) takes its direction and range from it, any other needs "
+                        "a higher_is_better column")
     p.set_defaults(func=_leaderboard)
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
     from harness.leaderboard.build import build_leaderboard
-    from harness.leaderboard.collect import LeaderboardInputError
+    from harness.leaderboard.model import LeaderboardInputError
+    from harness.runs import ResultsLayout
 
-    out = args.out if args.out is not None else args.results / "leaderboard" / args.recipe
+    out = args.out if args.out is not None else ResultsLayout(args.results).leaderboard_dir(args.recipe)
     try:
         outcome = build_leaderboard(
             out,

@@ -13,8 +13,10 @@ Schemes, for per-case metrics (segmentation, ``--from-csv``):
 * ``test-then-rank``: one-sided Wilcoxon signed-rank test for every ordered pair, Holm over the
   E(E-1) tests of the task and metric, rank by the number of significant wins.
 
-Pooled classification metrics (AUROC, balanced accuracy) have no per-case value, so under every
-scheme they rank their pooled value (aggregate-then-rank is the only one defined for them).
+Pooled classification metrics (AUROC, balanced accuracy, macro F1, average precision) have no
+per-case value, so under every scheme they rank their pooled value (aggregate-then-rank is the
+only one defined for them): a task kind says which it is (``TaskData.per_case``) and scores
+itself (``TaskData.scores``, ``TaskData.case_values``).
 
 An entry without a single valid value for a metric (every case missing, failed or unfinished:
 say every fold of a classification task failed) ranks behind every entry that has one, under
@@ -51,15 +53,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 from harness.leaderboard import AGGREGATE_THEN_RANK, ALPHA, RANK_THEN_AGGREGATE, SCHEMES, TEST_THEN_RANK
-from harness.leaderboard.collect import LeaderboardInputError, PerCaseTask, Task, TrackData
-from harness.leaderboard.scores import (
-    filled_values,
-    full_index,
-    multiplicity,
-    report_scores,
-    task_scores,
-    weighted_case_means,
-)
+from harness.leaderboard.model import LeaderboardInputError, PerCaseTask, TaskData, TrackData
+from harness.leaderboard.scores import full_index, multiplicity, weighted_case_means
 from harness.leaderboard.significance import holm_matrix, pairwise_wilcoxon, wins
 
 #: Aggregated scores equal to this many decimals tie (float sums depend on the order of cases).
@@ -96,7 +91,7 @@ def place_invalid_last(ranks: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return rank_lowest_first(np.where(valid[:, None, :], ranks, np.inf))
 
 
-def rank_task_scores(task: Task, scores: np.ndarray) -> np.ndarray:
+def rank_task_scores(task: TaskData, scores: np.ndarray) -> np.ndarray:
     """(M, R, E) ranks of a task's aggregated ``scores`` (M, R, E, higher better), entries without
     a valid value last."""
     return place_invalid_last(rank_scores(scores), task.has_value)
@@ -111,21 +106,24 @@ def consensus(ranks: np.ndarray, axis: int = 0) -> np.ndarray:
 
 def case_ranks(task: PerCaseTask) -> np.ndarray:
     """(M, E, C) rank of each entry on each case; a missing value is last on that case."""
-    values = np.where(task.missing, -np.inf, filled_values(task))
+    values = np.where(task.missing, -np.inf, task.case_values())
     return rankdata(-values, method="min", axis=1).astype(float)
 
 
-def metric_ranks(task: Task, scheme: str, idx: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+def metric_ranks(
+    task: TaskData, scheme: str, idx: np.ndarray, alpha: float = ALPHA, scores: np.ndarray | None = None
+) -> np.ndarray:
     """(M, R, E) rank of every entry per metric on each resample ``idx`` (R, C) of the cases;
-    an entry without a valid value for the metric is last (module doc)."""
+    an entry without a valid value for the metric is last (module doc). ``scores``: the task's
+    ``scores(idx)`` when the caller has them already (ranked where the scheme ranks aggregates)."""
     check_scheme(scheme)
-    if not isinstance(task, PerCaseTask) or scheme == AGGREGATE_THEN_RANK:
-        return rank_task_scores(task, task_scores(task, idx))
+    if not task.per_case or scheme == AGGREGATE_THEN_RANK:
+        return rank_task_scores(task, task.scores(idx) if scores is None else scores)
     if scheme == RANK_THEN_AGGREGATE:
         mean_rank = weighted_case_means(case_ranks(task), task.applicable, multiplicity(idx, len(task.cases)))
         return place_invalid_last(rank_lowest_first(mean_rank), task.has_value)
     assert scheme == TEST_THEN_RANK
-    values = filled_values(task)
+    values = task.case_values()
     valid = task.has_value
     out = np.full((len(task.metrics), idx.shape[0], len(task.entries)), np.inf)
     for m in range(len(task.metrics)):
@@ -137,7 +135,7 @@ def metric_ranks(task: Task, scheme: str, idx: np.ndarray, alpha: float = ALPHA)
 
 @dataclass(frozen=True, eq=False)
 class TaskRanking:
-    task: Task
+    task: TaskData
     scores: np.ndarray  # (M, E) full-data aggregate in each metric's own direction
     metric_ranks: np.ndarray  # (M, E)
     rank: np.ndarray  # (E,)
@@ -152,9 +150,9 @@ class TrackRanking:
     final_rank: np.ndarray  # (E,)
 
 
-def rank_task(task: Task, scheme: str) -> TaskRanking:
+def rank_task(task: TaskData, scheme: str) -> TaskRanking:
     ranks = metric_ranks(task, scheme, full_index(len(task.cases)))[:, 0, :]
-    return TaskRanking(task, report_scores(task), ranks, consensus(ranks))
+    return TaskRanking(task, task.report_scores(), ranks, consensus(ranks))
 
 
 def rank_track(track: TrackData, scheme: str) -> TrackRanking:

@@ -23,7 +23,6 @@ import json
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard.collect import PerCaseTask
 from harness.leaderboard.ranking import TrackRanking
 from harness.leaderboard.stability import PairwiseTests, TrackStability, tau_summary
 
@@ -32,8 +31,7 @@ def missing_cases(ranking: TrackRanking) -> np.ndarray:
     """(E,) per entry, the number of (task, case) units counted as worst for at least one metric."""
     total = np.zeros(len(ranking.track.entries), dtype=int)
     for task_ranking in ranking.tasks:
-        missing = task_ranking.task.missing
-        total += (missing.any(axis=0) if isinstance(task_ranking.task, PerCaseTask) else missing).sum(axis=1)
+        total += task_ranking.task.missing.any(axis=0).sum(axis=1)
     return total
 
 
@@ -50,13 +48,8 @@ def leaderboard_table(ranking: TrackRanking, stability: TrackStability) -> pd.Da
     for t in ranking.tasks:
         table[f"rank_{t.task.task}"] = t.rank.astype(int)
     for t in ranking.tasks:
-        for m, metric in enumerate(t.task.metrics):
-            if isinstance(t.task, PerCaseTask):
-                reported = t.task.reported[m] if t.task.reported is not None else t.scores[m]
-                table[f"reported_{t.task.task}_{metric.name}"] = reported
-                table[f"ranked_mean_{t.task.task}_{metric.name}"] = t.scores[m]
-            else:
-                table[f"score_{t.task.task}_{metric.name}"] = t.scores[m]
+        for name, column in t.task.score_columns(t.scores).items():
+            table[name] = column
     lo, median, hi = stability.rank_quantiles
     table["rank_lo"], table["rank_hi"], table["rank_median"] = lo, hi, median
     failed = track.failed_jobs()

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.leaderboard import ALPHA
-from harness.leaderboard.collect import LeaderboardInputError, PerCaseTask
-from harness.leaderboard.ranking import TrackRanking, consensus, metric_ranks, rank_task_scores
-from harness.leaderboard.scores import filled_values, full_index, task_scores
+from harness.leaderboard.model import LeaderboardInputError
+from harness.leaderboard.ranking import TrackRanking, consensus, metric_ranks
+from harness.leaderboard.scores import full_index
 from harness.leaderboard.significance import bootstrap_pvalues, holm_matrix, pairwise_wilcoxon
 
 QUANTILES = (2.5, 50.0, 97.5)
@@ -89,12 +89,9 @@ def bootstrap_track(ranking: TrackRanking, n_bootstrap: int, seed: int) -> Track
             tasks.append(TaskStability(task.task, False, note, ranks, np.full(n_bootstrap, np.nan), None))
             continue
         idx = bootstrap_indices(task.task, n_cases, n_bootstrap, seed)
-        scores = None
-        if isinstance(task, PerCaseTask):
-            per_metric = metric_ranks(task, ranking.scheme, idx)
-        else:
-            scores = task_scores(task, idx)
-            per_metric = rank_task_scores(task, scores)
+        # pooled metrics have no per-case values: their pairwise tests use these bootstrap scores
+        scores = None if task.per_case else task.scores(idx)
+        per_metric = metric_ranks(task, ranking.scheme, idx, scores=scores)
         ranks = consensus(per_metric, axis=0)
         tasks.append(TaskStability(task.task, True, "", ranks, _kendall(ranks, task_ranking.rank), scores))
     task_ranks = np.stack([t.ranks for t in tasks]) if tasks else np.ones((0, n_bootstrap, n_entries))
@@ -139,10 +136,9 @@ def significance_track(
     out = []
     for task_ranking, task_stability in zip(ranking.tasks, stability.tasks):
         task = task_ranking.task
-        if isinstance(task, PerCaseTask):
-            values = filled_values(task)
+        values = task.case_values()  # None: pooled metrics, tested on their bootstrap scores
         for m, metric in enumerate(task.metrics):
-            if isinstance(task, PerCaseTask):
+            if values is not None:
                 p, method = pairwise_wilcoxon(values[m], full_index(len(task.cases)))[0], "wilcoxon"
             elif task_stability.scores is not None and stability.n_bootstrap > 0:
                 p, method = bootstrap_pvalues(task_stability.scores[m]), "paired-bootstrap"

@@ -16,18 +16,24 @@ Conventions (docs/classification.md has the table):
   or predicted (scikit-learn's default label set); a class neither present nor predicted has
   no F1 and is listed in ``undefined``.
 
-Every aggregate is a float or ``None`` (never NaN), so ``metrics.json`` stays plain JSON.
+Every aggregate is a float or ``None`` (never NaN), so ``metrics.json`` stays plain JSON. The
+leaderboard ranks by the same metrics pooled across folds, with the vectorised versions in
+``harness.metrics.pooled`` (equal to these on the same cases; the registry,
+``harness.metrics.registry``, says which is which).
 """
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-METRIC_NAMES: tuple[str, ...] = ("auroc", "balanced_accuracy", "f1", "average_precision")
+from harness.metrics.registry import CLASSIFICATION, metrics_for
+
+#: The classification metrics of the registry (``aggregates`` also holds plain ``accuracy``).
+METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in metrics_for(CLASSIFICATION))
 #: Relative tolerance on a row of probabilities summing to 1.
 PROB_SUM_TOL = 1e-3
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from harness.metrics.registry import get_metric, metrics_for
 from harness.recipes import (
     DEFAULT_RECIPE,
     ClassificationAugmentation,
@@ -40,17 +41,22 @@ class _Frozen(BaseModel):
 
 
 # ----------------------------------------------------------------------------- metrics
-SEGMENTATION_METRICS = ("dice", "nsd")
-#: Classification entries are ranked by metrics the leaderboard can recompute on bootstrap
-#: resamples of the pooled test cases; macro F1 and average precision are always reported in
-#: metrics.json as well, but do not rank.
-CLASSIFICATION_METRICS = ("auroc", "balanced_accuracy")
+#: The metrics a task may rank by, from the metric registry (``harness.metrics.registry``):
+#: per case for segmentation; for classification computed on the test cases pooled across folds,
+#: which the leaderboard recomputes on bootstrap resamples.
+SEGMENTATION_METRICS = tuple(m.name for m in metrics_for("segmentation"))
+CLASSIFICATION_METRICS = tuple(m.name for m in metrics_for("classification"))
 
 
 class MetricSpec(_Frozen):
     name: str
     #: NSD tolerance in millimetres (segmentation ``nsd`` only).
     tolerance_mm: float | None = Field(default=None, gt=0)
+
+    @property
+    def higher_is_better(self) -> bool:
+        """The metric's direction, from the registry (the task validated the name)."""
+        return get_metric(self.name).higher_is_better
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -171,7 +177,7 @@ class SegmentationTask(_TaskBase):
     def _known_metrics(cls, v: tuple[MetricSpec, ...]) -> tuple[MetricSpec, ...]:
         out = []
         for m in v:
-            _check_metric_name(m.name, SEGMENTATION_METRICS)
+            _check_metric_name(m.name, "segmentation")
             if m.name == "nsd" and m.tolerance_mm is None:
                 m = m.model_copy(update={"tolerance_mm": 1.0})
             out.append(m)
@@ -303,7 +309,7 @@ class ClassificationTask(_TaskBase):
     @classmethod
     def _known_metrics(cls, v: tuple[MetricSpec, ...]) -> tuple[MetricSpec, ...]:
         for m in v:
-            _check_metric_name(m.name, CLASSIFICATION_METRICS)
+            _check_metric_name(m.name, "classification")
         if not v:
             raise ValueError("at least one metric is needed to rank entries")
         return v
@@ -354,10 +360,7 @@ def _resolved_schedule(task, track: str, recipe: Recipe | None):
 TaskSpec = Annotated[Union[SegmentationTask, ClassificationTask], Field(discriminator="type")]
 
 
-def _check_metric_name(name: str, known: tuple[str, ...]) -> None:
-    if name not in known:
-        import difflib
-
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown metric {name!r}{hint}; known: {', '.join(known)}")
+def _check_metric_name(name: str, task_type: str) -> None:
+    """A ``ValueError`` (the registry's ``UnknownMetricError``) unless ``name`` is a ``task_type``
+    metric of the registry; it says "did you mean ...?" and lists the valid names."""
+    get_metric(name, task_type)

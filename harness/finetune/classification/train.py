@@ -484,7 +484,7 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
         job,
         cases_df,
         scores.aggregates,
-        ranking_metrics=[(m.name, True) for m in task.metrics],
+        ranking_metrics=[(m.name, m.higher_is_better) for m in task.metrics],
         extra={
             "classes": classes,
             "per_class": scores.per_class,
