@@ -494,11 +494,14 @@ def test_cli_example_submission_rejects_a_bad_primus_patch(tmp_path, capsys):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_track_choices_match_the_models():
+def test_the_cli_offers_every_track_and_nothing_else(tmp_path, capsys):
     from harness.models import TRACKS
-    from harness.submission.commands import TRACK_CHOICES
 
-    assert TRACK_CHOICES == TRACKS
+    with pytest.raises(SystemExit) as e:
+        cli_main(["example-submission", "--track", "UNETR", "--out", str(tmp_path / "x.pth")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'UNETR'" in err and all(repr(t) in err for t in TRACKS)
 
 
 def test_primus_without_layerscale_is_valid_for_the_organizers_eva_only(primus_checkpoint, derive_checkpoint):

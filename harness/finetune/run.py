@@ -2,6 +2,7 @@
 executor and Slurm workers all call."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from harness.finetune.job import FinetuneJob
@@ -24,13 +25,19 @@ def run_finetune_job(*, task, fold: int, track: str, results: Path, submission: 
     return run_job(job)
 
 
+#: Task type -> (module, function) that runs one job of it; imported only when a job runs (each
+#: pulls in torch and, for segmentation, nnU-Net's training stack).
+RUNNERS: dict[str, tuple[str, str]] = {
+    "segmentation": ("harness.finetune.segmentation", "run_segmentation"),
+    "classification": ("harness.finetune.classification", "run_classification"),
+}
+
+
 def run_job(job: FinetuneJob) -> dict:
-    if job.task.type == "segmentation":
-        from harness.finetune.segmentation import run_segmentation
-
-        return run_segmentation(job)
-    if job.task.type == "classification":
-        from harness.finetune.classification import run_classification
-
-        return run_classification(job)
-    raise ValueError(f"{job.task.source}: unknown task type {job.task.type!r}")
+    """Run ``job`` with its task type's runner; an unknown type is an error naming the task file."""
+    try:
+        module, function = RUNNERS[job.task.type]
+    except KeyError:
+        raise ValueError(f"{job.task.source}: no runner for task type {job.task.type!r}; "
+                         f"known: {', '.join(RUNNERS)}") from None
+    return getattr(importlib.import_module(module), function)(job)

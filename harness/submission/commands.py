@@ -6,10 +6,8 @@ import json
 import sys
 
 from harness.submission import DEFAULT_MAX_SIZE
+from harness.tracks import TRACKS
 
-#: The challenge tracks, spelled out so that parsing needs no torch import; a test keeps this
-#: equal to ``harness.models.TRACKS``.
-TRACK_CHOICES = ("ResEncL", "PrimusM")
 DTYPE_CHOICES = ("float32", "float16", "bfloat16")
 
 
@@ -21,7 +19,7 @@ def register(subparsers) -> None:
         "Exit status: 0 valid, 1 invalid (the report says why), 2 usage error or unreadable path.",
     )
     validate.add_argument("path", help="the .pth checkpoint")
-    validate.add_argument("--track", choices=TRACK_CHOICES,
+    validate.add_argument("--track", choices=TRACKS,
                           help="validate for this track (default: the plan's arch_class_name)")
     validate.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     validate.add_argument("--max-size", type=_positive_int, default=DEFAULT_MAX_SIZE, metavar="BYTES",
@@ -34,7 +32,7 @@ def register(subparsers) -> None:
         description="Write an nnssl-style checkpoint of a track's reference network with randomly "
         "initialised weights (ResEncL about 410 MB, PrimusM at 160^3 about 608 MB in float32).",
     )
-    example.add_argument("--track", choices=TRACK_CHOICES, required=True)
+    example.add_argument("--track", choices=TRACKS, required=True)
     example.add_argument("--out", required=True, help="where to write the .pth file (written atomically)")
     example.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     example.add_argument("--pretrain-patch", type=_positive_int, nargs=3, default=(160, 160, 160),
