@@ -238,6 +238,63 @@ def test_failures_are_isolated_and_retried(failure_run, world):
 
 
 @pytest.mark.slow
+def test_leaderboard_ranks_the_run_folders_a_real_evaluate_wrote(failure_run):
+    """`harness leaderboard` on what the real toy fine-tuning wrote: the two PrimusM entries
+    ranked, Good's values exactly what its runs' files say, Broken and Slow failed jobs."""
+    import pandas as pd
+
+    from harness.runs import ResultsLayout, read_cases_csv, read_metrics_json
+
+    results = failure_run["results"]
+    out = harness("leaderboard", "--results", results, "--bootstrap", 20, check=0)
+    board_dir = ResultsLayout(results).leaderboard_dir("ssl3d-2025")
+    assert f"report: {board_dir / 'report.html'}" in out.stdout
+    board = pd.read_csv(board_dir / "leaderboard_PrimusM.csv").set_index("entry")
+    assert sorted(board.index) == sorted(ENTRIES) and sorted(board["rank"]) in ([1, 2], [1, 1])
+    assert board.loc["baseline-PrimusM", "is_baseline"] and not board.loc["primus", "is_baseline"]
+    assert (board["failed_jobs"] == 2).all() and (board["missing_cases"] == 0).all()  # Broken, Slow: no cases
+
+    per_case = {}  # entry -> per-case nan-mean over labels, as the ranking sees it
+    for entry in ENTRIES:
+        run = ResultsLayout(results).run(entry, "Good", "ssl3d-2025", 0)
+        cases, metrics = read_cases_csv(run.cases_csv), read_metrics_json(run.metrics_json)
+        names = [m["name"] for m in metrics["ranking_metrics"]]
+        assert names and not cases.empty
+        for name in names:
+            # reported: per label the nan-mean over cases, then the mean over labels, as metrics.json has it
+            reported = board.loc[entry, f"reported_Good_{name}"]
+            assert reported == pytest.approx(cases.groupby("label")[name].mean().dropna().mean(), abs=1e-12)
+            assert reported == pytest.approx(metrics["aggregates"][name]["mean"], abs=1e-12)
+        per_case[entry] = cases.groupby("case")[names].mean()
+    mean_ranks = {entry: [] for entry in ENTRIES}  # per metric, the mean per-case rank (min on ties)
+    for name in names:
+        values = pd.DataFrame({entry: table[name] for entry, table in per_case.items()}).dropna()  # applicable
+        for entry in ENTRIES:
+            assert board.loc[entry, f"ranked_mean_Good_{name}"] == pytest.approx(values[entry].mean(), abs=1e-12)
+            mean_ranks[entry].append(values.rank(axis=1, ascending=False, method="min")[entry].mean())
+    metric_ranks = pd.DataFrame(mean_ranks).rank(axis=1, method="min").mean()  # the task's value per entry
+    expected = metric_ranks.rank(method="min")  # Broken and Slow tie everyone: Good decides
+    for entry in ENTRIES:
+        assert board.loc[entry, "rank_Good"] == board.loc[entry, "rank"] == expected[entry], (board, expected)
+
+    private = pd.read_csv(board_dir / "private" / "cases_PrimusM.csv", keep_default_na=False)
+    good = private[private.task == "Good"]
+    n_cases = len(set().union(*(table.index for table in per_case.values())))
+    assert set(good.flag) <= {"ok", "not_applicable"} and len(good) == len(ENTRIES) * len(names) * n_cases
+    for row in good[good.flag == "ok"].itertuples():
+        case = row.case.removeprefix("fold_0/")
+        assert float(row.value) == pytest.approx(per_case[row.entry].loc[case, row.metric], abs=1e-12)
+    notes = json.loads((board_dir / "leaderboard.json").read_text())["tracks"]["PrimusM"]["notes"]
+    for entry in ENTRIES:
+        for task in ("Broken", "Slow"):
+            flagged = set(private[(private.entry == entry) & (private.task == task)].flag)
+            assert flagged == {"failed_job"} or any(
+                note.startswith(f"{entry}: {task} fold 0 is failed_job") for note in notes
+            ), (entry, task, notes)
+    assert any("Slow fold 0 is failed_job (timeout" in note for note in notes), notes
+
+
+@pytest.mark.slow
 def test_kill_minus_nine_mid_matrix_then_resume(failure_run, world):
     results = world["root"] / "results_resume"
     cmd = [PY, "-m", "harness", "evaluate", str(world["sub"]), "--tasks", str(world["root"] / "reg_good"),

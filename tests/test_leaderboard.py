@@ -494,7 +494,7 @@ def test_bad_job_json_names_the_file_and_field(tmp_path):
     job = json.loads(run.job_json.read_text())
     job["fold"] = "zero"
     run.job_json.write_text(json.dumps(job))
-    with pytest.raises(LeaderboardInputError, match=r"job\.json: field 'fold' must be int"):
+    with pytest.raises(LeaderboardInputError, match=r"job\.json: field 'fold' must be an integer, got 'zero'"):
         collect_runs(tmp_path)
 
 

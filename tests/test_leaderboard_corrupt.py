@@ -109,17 +109,19 @@ def _edit_json(**changes):
 
 # name: (task, file of subB's fold-0 run, corruption, text the warning must hold)
 CORRUPTIONS = {
-    "metrics_truncated": ("seg", "metrics_json", _truncate, "cannot read a finished run's metrics"),
-    "metrics_not_json": ("seg", "metrics_json", lambda p: p.write_text("DONE\n"), "cannot read a finished run's metrics"),
-    "metrics_not_an_object": ("seg", "metrics_json", lambda p: p.write_text("[1, 2]"), "'ranking_metrics' must be"),
+    "metrics_truncated": ("seg", "metrics_json", _truncate, "metrics.json: does not parse: "),
+    "metrics_not_json": ("seg", "metrics_json", lambda p: p.write_text("DONE\n"), "metrics.json: does not parse: "),
+    "metrics_not_an_object": ("seg", "metrics_json", lambda p: p.write_text("[1, 2]"),
+                              "does not parse: a JSON list, not an object"),
     "metrics_without_ranking_metrics": ("seg", "metrics_json", _edit_json(ranking_metrics=None), "'ranking_metrics' must be"),
     "metrics_disagree_with_the_others": ("seg", "metrics_json", _edit_json(ranking_metrics=[{"name": "dice"}]),
                                          "is ['dice'] here but ['dice', 'nsd'] in 7 other run(s)"),
-    "metrics_deleted": ("clf", "metrics_json", lambda p: p.unlink(), "No such file"),
+    "metrics_deleted": ("clf", "metrics_json", lambda p: p.unlink(), "metrics.json: missing"),
     "metrics_without_classes": ("clf", "metrics_json", _edit_json(classes=None), "field 'classes' must list"),
-    "cases_truncated": ("seg", "cases_csv", _truncate_last_row, "line(s) 5 have fewer fields than the header's 6"),
-    "cases_empty_file": ("seg", "cases_csv", lambda p: p.write_text(""), "cannot read"),
-    "cases_binary": ("seg", "cases_csv", lambda p: p.write_bytes(b"\xff\xfe\x00\x81garbage\n\x00\xc3"), "cannot read"),
+    "cases_truncated": ("seg", "cases_csv", _truncate_last_row, "does not parse: line 5 has 2 fields, the header 6"),
+    "cases_empty_file": ("seg", "cases_csv", lambda p: p.write_text(""), "does not parse: the file is empty"),
+    "cases_binary": ("seg", "cases_csv", lambda p: p.write_bytes(b"\xff\xfe\x00\x81garbage\n\x00\xc3"),
+                     "cases.csv: does not parse: "),
     "cases_missing_column": ("seg", "cases_csv", _drop_column("nsd"), "missing column(s) ['nsd']"),
     "cases_not_a_number": ("seg", "cases_csv", _edit_csv("dice", 1, "high"), "column 'dice' is not a number on line(s) 3"),
     "cases_out_of_range": ("seg", "cases_csv", _edit_csv("nsd", 0, "1.5"), "nsd values must lie in [0, 1]"),
@@ -128,10 +130,10 @@ CORRUPTIONS = {
     "clf_cases_infinite_probability": ("clf", "cases_csv", _edit_csv("prob_pos", 0, "inf"), "must be finite"),
     "clf_cases_contradict_the_truth": ("clf", "cases_csv", _edit_csv("true_label", 0, "pos"),
                                        "the true_label of case 'case_k0' is 'pos' here but 'neg' in 3 other run(s)"),
-    "job_truncated": ("seg", "job_json", _truncate, "job.json: cannot read"),
-    "job_not_an_object": ("clf", "job_json", lambda p: p.write_text('"subB"'), "expected a JSON object"),
+    "job_truncated": ("seg", "job_json", _truncate, "job.json: does not parse: "),
+    "job_not_an_object": ("clf", "job_json", lambda p: p.write_text('"subB"'), "does not parse: a JSON str, not an object"),
     "job_missing_field": ("seg", "job_json", _edit_json(task_type=None), "missing field 'task_type'"),
-    "job_deleted": ("clf", "job_json", lambda p: p.unlink(), "No such file"),
+    "job_deleted": ("clf", "job_json", lambda p: p.unlink(), "job.json: missing"),
     "job_wrong_task_type": ("seg", "job_json", _edit_json(task_type="classification"),
                             "the task_type of task 'seg' is 'classification' here but 'segmentation'"),
 }
@@ -184,7 +186,7 @@ def test_an_unreadable_job_json_of_a_setup_the_recipe_does_not_rank_is_skipped(t
     out = tmp_path / "board"
     assert main(["leaderboard", "--results", str(results), "--out", str(out), "--bootstrap", "0"]) == 0
     err = capsys.readouterr().err
-    assert f"warning: {other.job_json}: cannot read" in err
+    assert f"warning: {other.job_json}: does not parse" in err
     assert "run folder skipped: setup 'some-other-setup' is not one recipe ssl3d-2025 ranks" in err
     pd.testing.assert_frame_equal(board(out), reference["clean"])
 
@@ -196,7 +198,7 @@ def test_an_unreadable_job_json_is_attributed_by_path_or_skipped_when_the_path_i
     (track,) = collect_runs(results)
     assert "subZ" in track.entries and not track.notes
     (problem,) = [p for p in track.job_problems if p.entry == "subZ" and p.fold == 0 and p.task == "seg"]
-    assert problem.unreadable and problem.status == FLAG_FAILED_JOB and "job.json: cannot read" in problem.detail
+    assert problem.unreadable and problem.status == FLAG_FAILED_JOB and "job.json: does not parse" in problem.detail
     ranks = dict(zip(track.entries, rank_track(track, "rank-then-aggregate").final_rank))
     assert ranks["subZ"] == len(track.entries) and max(r for e, r in ranks.items() if e != "subZ") < ranks["subZ"]
     # once seg is a task of two tracks, nothing tells which one the newcomer's run belongs to
@@ -204,7 +206,7 @@ def test_an_unreadable_job_json_is_attributed_by_path_or_skipped_when_the_path_i
     tracks = {t.track: t for t in collect_runs(results)}
     assert "subZ" not in tracks["ResEncL"].entries + tracks["PrimusM"].entries
     (note,) = tracks["ResEncL"].notes
-    assert note == tracks["PrimusM"].notes[0] and "subZ/seg/ssl3d-2025/fold_0/job.json: cannot read" in note
+    assert note == tracks["PrimusM"].notes[0] and "subZ/seg/ssl3d-2025/fold_0/job.json: does not parse" in note
     assert "run folder skipped: the readable runs allow" in note
 
 
@@ -222,7 +224,7 @@ def test_two_runs_claiming_one_job_both_fail(tmp_path):
 
 def test_no_readable_run_at_all_is_an_error_naming_the_file(tmp_path, capsys):
     _garbage_job(RunFolder.of(tmp_path / "results", "subA", "seg", 0, SETUP))
-    with pytest.raises(LeaderboardInputError, match=r"no run folder with a readable job\.json; .*job\.json: cannot read"):
+    with pytest.raises(LeaderboardInputError, match=r"no run folder with a readable job\.json; .*job\.json: does not parse"):
         collect_runs(tmp_path / "results")
     assert main(["leaderboard", "--results", str(tmp_path / "results"), "--bootstrap", "0"]) == 2
     assert "subA/seg/ssl3d-2025/fold_0/job.json" in capsys.readouterr().err

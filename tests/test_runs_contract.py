@@ -259,8 +259,6 @@ FOLDER_NAMES = {"runs", "submissions", "provenance", "cache", "slurm", "leaderbo
 ALLOWED = {
     # `harness score`'s default output file beside the predictions: not a path under results/
     ("harness/metrics/commands.py", "cases.csv"),
-    # the leaderboard package is being split; it moves to ResultsLayout.runs_dir / all_run_folders after
-    ("harness/leaderboard/", "runs"),
 }
 
 

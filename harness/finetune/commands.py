@@ -30,7 +30,8 @@ def _finetune(args) -> int:
     from harness.tasks import TaskSpecError, get_task
 
     if (args.submission is None) == (args.baseline is None):
-        print("error: give a submission file or --baseline TRACK (not both)", file=sys.stderr)
+        given = "both" if args.submission is not None else "neither"
+        print(f"error: give a submission file or --baseline TRACK, not {given}", file=sys.stderr)
         return 2
     try:
         task = get_task(args.tasks, args.task)

@@ -109,6 +109,7 @@ def held_out_cases(task: SegmentationTask, dataset_json: dict) -> list[tuple[str
     if task.test.cases is not None:
         images, labels, cases = root / "imagesTr", root / "labelsTr", list(task.test.cases)
     else:
+        assert task.test.images is not None and task.test.labels is not None  # HeldOutSplit checked them
         images, labels = root / task.test.images, root / task.test.labels
         cases = _cases_in(images, ending)
         if not cases:
@@ -343,13 +344,15 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
     run = job.run
     log(f"job {job.job_id()}: entry {job.entry} track {job.track} task {task.name} fold {job.fold} "
         f"device {job.device}")
-    seed_everything(job.seed)
     submission = load_job_submission(job, log)
     patch = task.patch_for(job.track, recommended_patch(submission))
     schedule = job.schedule
     recipe = job.recipe.segmentation
 
     prepared = prepare_dataset(task, job.results, recipe, log=log)
+    # seeded after preprocessing, which draws from torch's generator (nnU-Net's planner builds
+    # networks) only when the cache is cold: a job's result never depends on who built the cache
+    seed_everything(job.seed)
     plans = run_plans(prepared, patch, schedule.batch_size)
     device = torch.device(job.device)
     nnunet_results = run.work_dir / "nnunet"

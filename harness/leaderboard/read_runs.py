@@ -17,6 +17,10 @@ ranks and the other runs tell its track and task type; otherwise it is skipped w
 (``TrackData.notes``). ``LeaderboardInputError`` is left for what is global: no run at all, bad
 arguments.
 
+The files are read through the results contract (``harness.runs``: ``JobSpec.read``,
+``read_metrics_json``, ``read_cases_csv``, whose errors name the file and whose NaN policy is the
+leaderboard's: ``nan`` or an empty field is NaN; a header without cases does not parse).
+
 A segmentation task becomes a ``PerCaseTask`` (a case's value: the nan-mean over its labels), a
 classification task a ``PooledTask``; a classification run may rank only by the registry's
 pooled classification metrics (``harness.metrics.registry``).
@@ -50,9 +54,21 @@ from harness.leaderboard.model import (
     input_metric,
     unit_name,
 )
-from harness.leaderboard.text_tables import line_numbers, numeric_column, read_cases_csv
+from harness.leaderboard.text_tables import line_numbers
 from harness.metrics.registry import CLASSIFICATION, POOLED, SEGMENTATION, TASK_TYPES, Metric, metrics_for
-from harness.runs import BASELINE_PREFIX, RunFolder, iter_run_folders, read_json
+from harness.runs import (
+    BASELINE_PREFIX,
+    JobSpec,
+    ResultsFileError,
+    ResultsLayout,
+    RunFolder,
+    read_cases_csv,
+    read_json,
+    read_metrics_json,
+)
+
+#: What the leaderboard needs of a job.json (``JobSpec.read`` demands them).
+JOB_FIELDS = ("entry", "track", "is_baseline", "task", "task_type", "fold")
 
 # --------------------------------------------------------------------------- job.json, metrics.json
 
@@ -70,7 +86,7 @@ class _Job:
     #: why the leaderboard fails this run whatever its markers say (a message naming the file)
     problem: str = ""
     #: the job.json as read (compared with the task as it is now: ``_fail_stale``)
-    spec: dict | None = field(default=None, compare=False, repr=False)
+    spec: JobSpec | None = field(default=None, compare=False, repr=False)
 
     @property
     def status(self) -> str:
@@ -86,36 +102,27 @@ class _Job:
 
 
 def _read_job(run: RunFolder) -> _Job:
+    """The run's job.json (``JobSpec.read``, with the fields the leaderboard needs), checked; a
+    problem is a ``LeaderboardInputError`` naming the file."""
     where = str(run.job_json)
     try:
-        job = read_json(run.job_json)
-    except (OSError, ValueError) as exc:
-        raise LeaderboardInputError(f"{where}: cannot read: {exc}") from None
-    if not isinstance(job, dict):
-        raise LeaderboardInputError(f"{where}: expected a JSON object")
-    expected = {"entry": str, "track": str, "is_baseline": bool, "task": str, "task_type": str, "fold": int}
-    for key, kind in expected.items():
-        if key not in job:
-            raise LeaderboardInputError(f"{where}: missing field {key!r}")
-        if not isinstance(job[key], kind) or (kind is int and isinstance(job[key], bool)):
-            raise LeaderboardInputError(f"{where}: field {key!r} must be {kind.__name__}, got {job[key]!r}")
-    if job["task_type"] not in TASK_TYPES:
-        raise LeaderboardInputError(
-            f"{where}: task_type {job['task_type']!r} is not one of {', '.join(TASK_TYPES)}"
-        )
-    check_track_name(job["track"], where)
-    recipe = job.get("recipe")
-    return _Job(run, job["entry"], job["track"], job["is_baseline"], job["task"], job["task_type"], job["fold"],
-                recipe if isinstance(recipe, str) else None, spec=job)
+        spec = JobSpec.read(run, require=JOB_FIELDS)
+    except ResultsFileError as exc:
+        raise LeaderboardInputError(str(exc)) from None
+    entry, track, is_baseline, task, task_type, fold = (getattr(spec, name) for name in JOB_FIELDS)  # none is None
+    if task_type not in TASK_TYPES:
+        raise LeaderboardInputError(f"{where}: task_type {task_type!r} is not one of {', '.join(TASK_TYPES)}")
+    check_track_name(track, where)
+    return _Job(run, entry, track, is_baseline, task, task_type, fold, spec.recipe, spec=spec)
 
 
 def _ranking_metrics(job: _Job) -> tuple[tuple[Metric, ...], tuple[str, ...]]:
     where = str(job.run.metrics_json)
     try:
-        data = read_json(job.run.metrics_json)
-    except (OSError, ValueError) as exc:
-        raise LeaderboardInputError(f"{where}: cannot read a finished run's metrics: {exc}") from None
-    listed = data.get("ranking_metrics") if isinstance(data, dict) else None
+        data = read_metrics_json(job.run.metrics_json)
+    except ResultsFileError as exc:
+        raise LeaderboardInputError(str(exc)) from None
+    listed = data.get("ranking_metrics")
     if not isinstance(listed, list) or not listed:
         raise LeaderboardInputError(f"{where}: field 'ranking_metrics' must be a non-empty list")
     metrics = []
@@ -145,15 +152,32 @@ def _ranking_metrics(job: _Job) -> tuple[tuple[Metric, ...], tuple[str, ...]]:
 # --------------------------------------------------------------------------- cases.csv
 
 
+def _cases_table(path: Path, required: list[str]) -> pd.DataFrame:
+    """A run's cases.csv (``harness.runs.read_cases_csv``: ids and labels text, the rest numbers,
+    NaN from ``nan`` or an empty field) with the ``required`` columns and a case id on every line;
+    a problem is a ``LeaderboardInputError`` naming the file."""
+    try:
+        frame = read_cases_csv(path)
+    except ResultsFileError as exc:
+        raise LeaderboardInputError(str(exc)) from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise LeaderboardInputError(f"{path}: missing column(s) {missing}; has {list(frame.columns)}")
+    empty = frame["case"].str.strip() == ""
+    if empty.any():
+        raise LeaderboardInputError(f"{path}: empty 'case' on line(s) {line_numbers(empty)}")
+    return frame
+
+
 def _segmentation_cases(path: Path, metrics: tuple[Metric, ...]) -> pd.DataFrame:
     """Per (case, label) values, checked: one row per pair, numbers in range."""
-    frame = read_cases_csv(path, ["case", "label", *(m.name for m in metrics)])
+    frame = _cases_table(path, ["case", "label", *(m.name for m in metrics)])
     duplicated = frame.duplicated(["case", "label"], keep=False)
     if duplicated.any():
         raise LeaderboardInputError(f"{path}: duplicate (case, label) on line(s) {line_numbers(duplicated)}")
     numbers = pd.DataFrame({"case": frame["case"], "label": frame["label"]})
     for metric in metrics:
-        numbers[metric.name] = numeric_column(frame, metric.name, path)
+        numbers[metric.name] = frame[metric.name].to_numpy(dtype=float)
         check_metric_values(metric, numbers[metric.name].to_numpy(), f"{path} column {metric.name!r}")
     return numbers
 
@@ -193,7 +217,7 @@ def _reported_means(per_label: dict, entries, units, status, metrics: tuple[Metr
 
 def _classification_cases(path: Path, classes: tuple[str, ...]) -> pd.DataFrame:
     prob_columns = [f"prob_{c}" for c in classes]
-    frame = read_cases_csv(path, ["case", "true_label", "pred_label", *prob_columns])
+    frame = _cases_table(path, ["case", "true_label", "pred_label", *prob_columns])
     duplicated = frame.duplicated(["case"], keep=False)
     if duplicated.any():
         raise LeaderboardInputError(f"{path}: duplicate case on line(s) {line_numbers(duplicated)}")
@@ -212,7 +236,7 @@ def _classification_cases(path: Path, classes: tuple[str, ...]) -> pd.DataFrame:
         index=frame["case"].to_numpy(),
     )
     for column in prob_columns:
-        values = numeric_column(frame, column, path)
+        values = frame[column].to_numpy(dtype=float)
         if not np.isfinite(values).all():
             raise LeaderboardInputError(f"{path}: column {column!r} must be finite on every line")
         out[column] = values
@@ -222,14 +246,13 @@ def _classification_cases(path: Path, classes: tuple[str, ...]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- collecting
 
 
-def _run_folders(results: Path) -> list[RunFolder]:
+def _run_folders(layout: ResultsLayout) -> list[RunFolder]:
     """Every run folder with a job.json, and every finished or failed one without (its job.json
     lost: attributed by its path), in path order."""
-    runs = {run.path: run for run in iter_run_folders(results)}
-    for path in (Path(results) / "runs").glob("*/*/*/fold_*"):
-        run = RunFolder(path)
-        if path not in runs and (run.done_marker.is_file() or run.failed_marker.is_file()):
-            runs[path] = run
+    runs = {run.path: run for run in layout.run_folders()}
+    for run in layout.all_run_folders():
+        if run.path not in runs and (run.done_marker.is_file() or run.failed_marker.is_file()):
+            runs[run.path] = run
     return [runs[path] for path in sorted(runs)]
 
 
@@ -241,10 +264,11 @@ def collect_runs(results: Path, recipe=None) -> list[TrackData]:
     A run whose files cannot be read is a failed run of its entry, never an error (module doc);
     ``LeaderboardInputError`` only when no run can be ranked at all.
     """
-    root = Path(results) / "runs"
+    layout = ResultsLayout(results)
+    root = layout.runs_dir
     jobs: list[_Job] = []
     unreadable: list[tuple[RunFolder, str]] = []
-    for run in _run_folders(results):
+    for run in _run_folders(layout):
         try:
             jobs.append(_read_job(run))
         except LeaderboardInputError as exc:
@@ -281,19 +305,19 @@ def collect_runs(results: Path, recipe=None) -> list[TrackData]:
             )
         else:
             seen[key] = job
-    jobs = _fail_stale(list(seen.values()), results)
+    jobs = _fail_stale(list(seen.values()), layout)
     tracks = sorted({job.track for job in jobs})
     return [_track_from_jobs(track, [j for j in jobs if j.track == track], str(results), tuple(notes))
             for track in tracks]
 
 
-def _fail_stale(jobs: list[_Job], results: Path) -> list[_Job]:
+def _fail_stale(jobs: list[_Job], layout: ResultsLayout) -> list[_Job]:
     """A finished run computed on another task than its file defines now (a changed spec or data
     file: ``harness.tasks.preflight.CurrentTasks``) counts as failed until evaluate reruns it:
     nothing is ranked that was computed on other data than the task holds now."""
-    from harness.tasks.preflight import CurrentTasks, preflight_cache
+    from harness.tasks.preflight import CurrentTasks
 
-    current = CurrentTasks(preflight_cache(results))
+    current = CurrentTasks(layout.data_check_cache)
     out = []
     for job in jobs:
         stale = current.staleness(job.spec) if job.spec is not None and job.status == FLAG_OK else ""
@@ -305,10 +329,10 @@ def _attribute_by_path(run: RunFolder, problem: str, jobs: list[_Job], setups: d
     """The failed run of ``runs/<entry>/<task>/<setup>/fold_<k>`` whose job.json cannot be read, when
     the setup is one the recipe ranks (any, without a recipe) and the readable ``jobs`` leave one
     (task type, track) for that task and entry; else a note saying why it is skipped."""
-    entry, task, setup, fold_name = run.path.parts[-4:]
+    entry, task, setup, fold_name = run.entry, run.task, run.setup, run.path.name
     skipped = f"{problem}; run folder skipped"
     fold = re.fullmatch(r"fold_(\d+)", fold_name)
-    if fold is None:
+    if fold is None:  # a job.json in a folder named fold_<something else>
         return f"{skipped}: {fold_name!r} is not fold_<k>"
     allowed = None if setups is None else {pair for pair, name in setups.items() if name == setup}
     if allowed is not None and not allowed:
@@ -361,8 +385,8 @@ def _track_from_jobs(track: str, jobs: list[_Job], source: str, notes: tuple[str
         jobs = _fail_dissent(jobs, dissent)
     baselines = set()
     for entry in sorted({j.entry for j in jobs}):
-        claims = [(j, j.is_baseline) for j in jobs if j.entry == entry]
-        is_baseline, dissent = _majority(claims, lambda j: j.run.job_json, f"the is_baseline of entry {entry!r}")
+        votes = [(j, j.is_baseline) for j in jobs if j.entry == entry]
+        is_baseline, dissent = _majority(votes, lambda j: j.run.job_json, f"the is_baseline of entry {entry!r}")
         jobs = _fail_dissent(jobs, dissent)
         if is_baseline:
             baselines.add(entry)
@@ -461,8 +485,8 @@ def _read_classification_runs(task: str, jobs: list[_Job]):
             votes.setdefault((job.fold, case), []).append((job, int(label)))
     dissent: dict[Path, str] = {}
     for (_, case), claims in sorted(votes.items()):
-        claims = [(job, classes[label]) for job, label in claims]
-        _, found = _majority(claims, lambda j: j.run.cases_csv, f"the true_label of case {case!r}")
+        named = [(job, classes[label]) for job, label in claims]
+        _, found = _majority(named, lambda j: j.run.cases_csv, f"the true_label of case {case!r}")
         for path, message in found.items():
             dissent.setdefault(path, message)
     return _fail_dissent(jobs, dissent), metrics, classes, tables
@@ -484,7 +508,7 @@ def _segmentation_task(task, entries, metrics, per_label, status) -> PerCaseTask
             table = per_run.get((entry, fold))
             if state != FLAG_OK:
                 flags[:, e, u] = state
-            elif case not in table.index:
+            elif table is None or case not in table.index:  # a done run has its table (``status``)
                 flags[:, e, u] = FLAG_MISSING_CASE
             else:
                 values[:, e, u] = table.loc[case, [m.name for m in metrics]].to_numpy(dtype=float)

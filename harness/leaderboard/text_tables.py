@@ -1,4 +1,5 @@
-"""Reading text tables (a run's cases.csv, a long CSV) with every problem named by file and line.
+"""Reading the long per-case CSV (``harness leaderboard --from-csv``) with every problem named by
+file and line. A run's cases.csv has its own reader (``harness.runs.read_cases_csv``).
 
 Every column is read as text and converted where it is used, so that "", "nan" and a value that
 is not a number can be told apart (pandas' own parsing would turn all three into NaN).
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +35,6 @@ def read_text_table(path: Path) -> pd.DataFrame:
             f"{path}: line(s) {', '.join(map(str, short[:5]))} have fewer fields than the header's "
             f"{len(frame.columns)} (the file is cut short?)"
         )
-    return frame
-
-
-def read_cases_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
-    frame = read_text_table(path)
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise LeaderboardInputError(f"{path}: missing column(s) {missing}; has {list(frame.columns)}")
-    if (frame["case"] == "").any():
-        raise LeaderboardInputError(f"{path}: empty 'case' on line(s) {line_numbers(frame['case'] == '')}")
     return frame
 
 
