@@ -65,6 +65,7 @@ class FinetuneJob:
 
     @cached_property
     def run(self) -> RunFolder:
+        assert self.entry is not None  # __post_init__ names it
         return self.layout.run(self.entry, self.task.name, self.setup.name, self.fold)
 
     @cached_property
@@ -169,7 +170,9 @@ def recommended_patch(sub) -> tuple[int, int, int] | None:
     """The downstream patch the submission's plan recommends (None for a baseline)."""
     if sub is None:
         return None
-    return tuple(int(p) for p in (sub.plan.get("recommended_downstream_patchsize") or (160, 160, 160)))
+    patch = tuple(int(p) for p in (sub.plan.get("recommended_downstream_patchsize") or (160, 160, 160)))
+    assert len(patch) == 3  # load_submission checked the plan: 3 positive integers
+    return patch
 
 
 def run_logged(job: FinetuneJob, body) -> dict:
@@ -231,7 +234,8 @@ def collect_provenance(device: str = "cpu") -> dict:
 
     from harness import __version__
 
-    versions = {"harness": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    versions: dict[str, str | None] = {"harness": __version__, "torch": torch.__version__,
+                                       "python": platform.python_version()}
     for pkg in ("nnunetv2", "dynamic_network_architectures", "batchgeneratorsv2", "numpy", "SimpleITK", "scikit-learn"):
         versions[pkg] = _package_version(pkg)
     device_name = "cpu"

@@ -21,6 +21,7 @@ the trainer is passed to the runner as a class, never looked up by name.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
@@ -29,6 +30,9 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 
 from harness.models import build_network, load_pretrained_encoder
+
+if TYPE_CHECKING:
+    from harness.recipes import SegmentationRecipe, SegmentationSchedule
 
 
 class WarmupPolyLRScheduler(PolyLRScheduler):
@@ -63,12 +67,13 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
         self.track: str | None = None
-        self.schedule = None
+        self.schedule: SegmentationSchedule | None = None
         self.submission = None
-        self.recipe = None
+        self.recipe: SegmentationRecipe | None = None
         self.transfer_report = None
 
-    def configure_finetuning(self, *, track: str, schedule, recipe, submission=None) -> None:
+    def configure_finetuning(self, *, track: str, schedule: SegmentationSchedule, recipe: SegmentationRecipe,
+                             submission=None) -> None:
         """Set the track, its schedule, the recipe's segmentation choices (``SegmentationRecipe``)
         and the pre-trained weights (``submission=None``: from scratch)."""
         self.track = track
@@ -87,6 +92,7 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
                                    num_output_channels, enable_deep_supervision=False) -> nn.Module:
         if self.track is None:
             raise RuntimeError("configure_finetuning() must be called before the trainer is initialized")
+        assert self.recipe is not None  # configure_finetuning set it with the track
         patch = tuple(configuration_manager.patch_size)
         # nnU-Net's initialisation first (recipe network_init "nnunet"), the encoder loaded on top
         network = build_network(self.track, num_input_channels, num_output_channels, patch,
@@ -148,6 +154,7 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         return optimizer, scheduler
 
     def train_step(self, batch: dict) -> dict:
+        assert self.schedule is not None  # configure_finetuning ran before training
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \

@@ -5,3 +5,6 @@ Data flows one way: ``matrix`` (what should exist) -> ``state`` (what the run fo
 ``executors`` (run ``harness.jobs.worker`` on a job folder) -> the run folder's DONE / FAILED.
 ``evaluate`` orchestrates, ``status`` reads, ``commands`` is the CLI.
 """
+
+#: The executors ``harness evaluate --executor`` offers (``harness.jobs.evaluate.make_executor``).
+EXECUTORS: tuple[str, ...] = ("local", "slurm")

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.jobs import EXECUTORS
 from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
 
 
@@ -20,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("submissions", nargs="+", type=Path, metavar="SUB", help="nnssl checkpoint(s) (.pth)")
     p.add_argument("--tasks", type=Path, default=Path("task_registry/toy"), help="registry folder (default: %(default)s)")
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
-    p.add_argument("--executor", choices=("local", "slurm"), default="local", help="default: %(default)s")
+    p.add_argument("--executor", choices=EXECUTORS, default="local", help="default: %(default)s")
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K", help="only these folds")
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="local executor: jobs in parallel (default 1)")
     p.add_argument("--retry-failed", action="store_true", help="rerun failed jobs too (default: only pending ones)")

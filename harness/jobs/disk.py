@@ -120,11 +120,12 @@ def disk_full_error(exc: BaseException) -> OSError | None:
     """The "no space left" OSError behind ``exc`` (itself, or its cause or context), None if
     there is none."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
-            return exc
-        exc = exc.__cause__ or exc.__context__
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in DISK_FULL_ERRNOS:
+            return cur
+        cur = cur.__cause__ or cur.__context__
     return None
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from harness.jobs import EXECUTORS
 from harness.jobs.executors import Executor, LocalExecutor, SlurmConfig, SlurmExecutor, kill_orphan
 from harness.jobs.lock import ResultsLock
 from harness.jobs.matrix import Entry, PlannedJob, build_matrix, selected_folds
@@ -25,7 +26,6 @@ from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
 from harness.runs import (JobSpec, ResultsFileError, ResultsLayout, entry_name, read_json, write_json_atomic,
                           write_text_atomic)
 
-EXECUTORS = ("local", "slurm")
 
 
 class EvaluateError(ValueError):
@@ -131,6 +131,7 @@ def duplicate_record(sub: Submitted) -> dict:
     """The intake verdict of a file identical to an earlier one: rejected, naming both files."""
     from harness import __version__
 
+    assert sub.duplicate_of is not None  # intake calls it for a duplicate only
     entry, path = sub.duplicate_of
     error = (f"{sub.path} is identical to {path} (entry {entry!r}, sha256 {sub.sha256[:12]}...): "
              "the same weights are evaluated once, under the first name")
@@ -250,6 +251,7 @@ def plan(opts: EvaluateOptions, tasks: dict, records: list[dict], executor: Exec
     rows = [_row(job, opts, executor, log) for job in jobs]
     for row in rows:
         if row.to_run and row.detail.startswith("stale"):
+            assert row.job is not None  # _row's rows carry their job
             change = data_change(row.job)
             if change:
                 row.action, row.detail = "rerun (data changed)", change
@@ -266,6 +268,7 @@ def plan(opts: EvaluateOptions, tasks: dict, records: list[dict], executor: Exec
 def _row(job: PlannedJob, opts: EvaluateOptions, executor: Executor | None, log) -> MatrixRow:
 
     state = job_state(job.files, job.job_id, check_results=True)
+    assert job.job.entry is not None  # FinetuneJob.__post_init__ names it
     row = MatrixRow(job.job.entry, job.job.track, job.job.task.name, job.job.fold, state.state, "", state.detail, job)
     if state.state == DONE:
         row.action = "skip (done)"
@@ -364,6 +367,7 @@ class Progress:
             if self.bar is None:
                 self.log(f"{stamp} start    {job.label}")
             return
+        assert state is not None  # a "finished" event carries the job's state
         self.finished += 1
         what = state.state if state.state != FAILED else f"FAILED ({state.error_class}: {state.message}; log {state.log})"
         if self.bar is not None:
@@ -466,7 +470,7 @@ def _write_provenance(path: Path, base: dict, opts, tasks, records, rows, outcom
         "submissions": [{k: r.get(k) for k in ("entry", "file", "sha256", "track", "valid")} for r in records],
         "jobs": [{"entry": r.entry, "task": r.task, "fold": r.fold, "job_id": r.job.job_id if r.job else None,
                   "seed": r.job.job.seed if r.job else None, "state_before": r.state, "action": r.action,
-                  "state_after": (outcome.final.get(str(r.job.folder)).state
+                  "state_after": (outcome.final[str(r.job.folder)].state
                                   if outcome and r.job and str(r.job.folder) in outcome.final else None)}
                  for r in rows],
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z") if outcome else None,

@@ -340,7 +340,7 @@ class SlurmExecutor(Executor):
         job_id, folder = info.get("slurm_job_id"), info.get("submitit_folder")
         if not job_id or not folder:
             return False
-        sjob = submitit.SlurmJob(folder=folder, job_id=str(job_id))
+        sjob: submitit.SlurmJob[Any] = submitit.SlurmJob(folder=folder, job_id=str(job_id))
         if sjob.done():
             return False
         self._attached[str(job.folder)] = sjob

@@ -10,6 +10,7 @@ from harness.finetune.job import FinetuneJob
 from harness.jobs.state import JobFiles
 from harness.recipes import SSL3D_2025, Recipe
 from harness.tasks.preflight import TaskData
+from harness.tasks.spec import ClassificationTask, SegmentationTask
 
 
 class MatrixError(ValueError):
@@ -48,7 +49,8 @@ class PlannedJob:
         return f"{self.job.entry} / {self.job.task.name} / {self.job.setup.name} / fold {self.job.fold}"
 
 
-def selected_folds(tasks: Mapping[str, object], folds: Sequence[int] | None) -> dict[str, tuple[int, ...]]:
+def selected_folds(tasks: Mapping[str, SegmentationTask | ClassificationTask],
+                   folds: Sequence[int] | None) -> dict[str, tuple[int, ...]]:
     """Per task, its folds, restricted to ``folds`` when given (a value no task has is an error)."""
     out = {name: tuple(task.fold_ids) for name, task in tasks.items()}
     if folds is None:
@@ -62,7 +64,8 @@ def selected_folds(tasks: Mapping[str, object], folds: Sequence[int] | None) -> 
     return {name: tuple(f for f in fs if f in wanted) for name, fs in out.items()}
 
 
-def build_matrix(entries: Iterable[Entry], tasks: Mapping[str, object], results: Path, *,
+def build_matrix(entries: Iterable[Entry], tasks: Mapping[str, SegmentationTask | ClassificationTask],
+                 results: Path, *,
                  folds: Sequence[int] | None = None, device: str = "cpu",
                  recipe: Recipe = SSL3D_2025, data: Mapping[str, TaskData] | None = None) -> list[PlannedJob]:
     """Jobs in a stable order: per task and fold, the baselines first, then the entries by name.

@@ -41,6 +41,9 @@ def load_job(folder: str | Path) -> FinetuneJob:
         spec = JobSpec.read(run, require=JobSpec.WORKER_FIELDS)
     except ResultsFileError as e:
         raise JobSpecError(str(e)) from None
+    # read() demanded the WORKER_FIELDS: these are set
+    assert spec.task_file is not None and spec.recipe is not None
+    assert spec.track is not None and spec.fold is not None
     from harness.tasks import load_task_file
 
     task = load_task_file(Path(spec.task_file))
@@ -91,9 +94,11 @@ def error_class(exc: BaseException) -> str:
         return OUT_OF_MEMORY
     try:  # submitit raises this inside the job when a timed-out job may not be requeued again
         from submitit.core.utils import UncompletedJobError
+
+        uncompleted: tuple[type[BaseException], ...] = (UncompletedJobError,)
     except ImportError:  # pragma: no cover - submitit is a dependency
-        UncompletedJobError = ()  # type: ignore[assignment]
-    if isinstance(exc, UncompletedJobError) and "timed-out" in str(exc):
+        uncompleted = ()
+    if isinstance(exc, uncompleted) and "timed-out" in str(exc):
         return TIMEOUT
     return ERROR
 

@@ -124,7 +124,11 @@ def build_leaderboard(
             chosen = get_recipe(recipe)
         except RecipeError as e:
             raise LeaderboardInputError(str(e)) from None
-    tracks = collect_csv(from_csv) if from_csv is not None else collect_runs(results, chosen)
+    if from_csv is not None:
+        tracks = collect_csv(from_csv)
+    else:
+        assert results is not None  # exactly one of the two (checked above)
+        tracks = collect_runs(results, chosen)
     out = Path(out)
     outcome = LeaderboardOutcome(out, scheme, [], warnings=read_warnings(tracks))
     sections = []

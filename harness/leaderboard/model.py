@@ -299,6 +299,7 @@ class PooledTask(TaskData):
         out = np.full((len(self.metrics), idx.shape[0], len(self.entries)), np.nan)
         if self.cases:
             for m, metric in enumerate(self.metrics):
+                assert metric.function is not None  # read_runs admits only the registry's pooled metrics
                 out[m] = metric.sign * metric.function(self.y_true, self.probs, self.pred, idx)
         return out
 

@@ -119,6 +119,7 @@ def metric_ranks(
     check_scheme(scheme)
     if not task.per_case or scheme == AGGREGATE_THEN_RANK:
         return rank_task_scores(task, task.scores(idx) if scores is None else scores)
+    assert isinstance(task, PerCaseTask)  # the per-case kind of task
     if scheme == RANK_THEN_AGGREGATE:
         mean_rank = weighted_case_means(case_ranks(task), task.applicable, multiplicity(idx, len(task.cases)))
         return place_invalid_last(rank_lowest_first(mean_rank), task.has_value)

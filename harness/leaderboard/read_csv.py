@@ -35,7 +35,7 @@ _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
 
-def _optional_bool(frame: pd.DataFrame, column: str, path: Path) -> list[bool | None]:
+def _optional_bool(frame: pd.DataFrame, column: str, path: str | Path) -> list[bool | None]:
     if column not in frame.columns:
         return [None] * len(frame)
     text = frame[column].str.strip().str.lower()
@@ -117,7 +117,7 @@ def _track_from_long(track: str, rows: pd.DataFrame, metrics: dict[str, Metric],
         present = full.isin(table.index).reshape(len(task_metrics), len(entries), len(cases))
         values = table.reindex(full).to_numpy(dtype=float).reshape(present.shape)
         flags = np.where(present, FLAG_OK, FLAG_MISSING_CASE).astype(object)
-        has_task = present.any(axis=(0, 2))
+        has_task = np.asarray(present.any(axis=(0, 2)))
         for e, entry in enumerate(entries):
             if not has_task[e]:
                 flags[:, e, :] = FLAG_MISSING_JOB

@@ -62,7 +62,8 @@ class ClassificationScores:
         }
 
 
-def _check_inputs(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _check_inputs(y_true: Sequence[int] | np.ndarray, probs: np.ndarray,
+                  classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     k = len(classes)
     if k < 2:
         raise ClassificationMetricsError(f"need at least two classes, got {list(classes)}")
@@ -91,7 +92,8 @@ def _mean_or_none(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def score_classification(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str]) -> ClassificationScores:
+def score_classification(y_true: Sequence[int] | np.ndarray, probs: np.ndarray,
+                         classes: Sequence[str]) -> ClassificationScores:
     """Score one test set. ``y_true`` (N,) class indices, ``probs`` (N, K); see the module docstring."""
     from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from harness.metrics.surface import surface_agreement
+
+if TYPE_CHECKING:  # pandas is imported when a table is built, not with this module
+    import pandas as pd
 
 CASE_COLUMNS: tuple[str, ...] = ("case", "label", "dice", "nsd", "ref_voxels", "pred_voxels")
 #: File endings of label maps in a folder, longest first; a case is the file name without it.
@@ -60,7 +63,7 @@ def _check_spacing(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
     spacing = tuple(float(s) for s in spacing_mm)
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ScoringInputError(f"spacing_mm must be 3 positive finite numbers (z, y, x), got {spacing_mm!r}")
-    return spacing  # type: ignore[return-value]
+    return spacing
 
 
 def _check_tolerance(tolerance_mm: float) -> float:
@@ -397,7 +400,7 @@ def score_folders(
     return df
 
 
-def summarize(cases) -> "object":
+def summarize(cases) -> pd.DataFrame:
     """Per-label aggregates of a ``cases.csv`` table: a DataFrame indexed by label with
     ``n_cases``, ``n_nan`` (both empty, left out of the means), ``dice_mean``, ``nsd_mean``
     (nan-means over cases). A label whose every case is NaN gets NaN means."""

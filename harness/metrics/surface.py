@@ -155,7 +155,7 @@ def surfel_area_table(spacing_mm: Sequence[float]) -> np.ndarray:
     return _area_table_cached(tuple(float(s) for s in spacing_mm))
 
 
-def neighbour_codes(mask: np.ndarray, margin: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+def neighbour_codes(mask: np.ndarray, margin: Sequence[int] | np.ndarray = (0, 0, 0)) -> np.ndarray:
     """Neighbour code of every corner of ``mask`` (bool, (Z, Y, X)), as uint8 (Z+1+2m, ...).
 
     The mask is zero-padded by one voxel plus ``margin`` on each side, so corner ``i`` of the
@@ -199,7 +199,7 @@ def surface_agreement(
     box = np.prod(2 * (np.floor(tolerance_mm / np.asarray(spacing)) + 1) + 1)
     offsets = ball_offsets(spacing, tolerance_mm) if box <= 64 * MAX_BALL_OFFSETS else None
     use_ball = offsets is not None and len(offsets) <= MAX_BALL_OFFSETS
-    margin = np.abs(offsets).max(axis=0) if use_ball else np.zeros(3, dtype=int)
+    margin = np.abs(offsets).max(axis=0) if use_ball and offsets is not None else np.zeros(3, dtype=int)
 
     ref_codes = neighbour_codes(ref, margin)
     pred_codes = neighbour_codes(pred, margin)
@@ -214,7 +214,7 @@ def surface_agreement(
     volume = float(np.prod(shape))
     # Probing K offsets per surface point beats a distance transform of the whole crop unless
     # the surfaces are dense and the ball big.
-    if use_ball and len(offsets) * (ref_idx.size + pred_idx.size) > 8 * volume:  # type: ignore[arg-type]
+    if use_ball and offsets is not None and len(offsets) * (ref_idx.size + pred_idx.size) > 8 * volume:
         use_ball = False
     if use_ball:
         strides = np.array([shape[1] * shape[2], shape[2], 1])
@@ -249,7 +249,7 @@ def _edt_within(
     target_idx: np.ndarray,
     shape: tuple[int, ...],
     query_idx: np.ndarray,
-    spacing: tuple[float, float, float],
+    spacing: tuple[float, ...],
     tolerance_mm: float,
 ) -> np.ndarray:
     not_target = np.ones(int(np.prod(shape)), dtype=bool)

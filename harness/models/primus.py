@@ -57,9 +57,9 @@ class PrimusNnsslOrder(PrimusM):
         if self.register_tokens is not None:  # PrimusM has none; this forward assumes it
             raise NotImplementedError("register tokens are not supported")
         x = self.down_projection(x)
-        grid = tuple(x.shape[2:])
+        w, h, d = x.shape[2:]
         x, _ = self.eva(to_tokens(x, "nnssl"))  # keep_indices is None without patch dropping
-        return self.up_projection(from_tokens(x, grid, "nnssl"))
+        return self.up_projection(from_tokens(x, (w, h, d), "nnssl"))
 
 
 def build_primus_encoder(input_channels: int, patch_size: Sequence[int], layerscale: bool) -> tuple[nn.Module, nn.Module]:

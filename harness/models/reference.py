@@ -98,8 +98,9 @@ def build_network(
         raise ValueError(f"unknown token order {token_order!r}; choose one of {', '.join(TOKEN_ORDERS)}")
     with torch.device(device or "cpu"):
         network = _construct(spec, input_channels, num_classes, patch_size, token_order)
-        if initialize and hasattr(network, "initialize"):
-            network.apply(network.initialize)
+        init = getattr(network, "initialize", None)  # nn.Module's __getattr__ types it as Tensor | Module
+        if initialize and init is not None:
+            network.apply(init)
     return network
 
 
@@ -142,7 +143,10 @@ def _construct(spec: TrackSpec, input_channels: int, num_classes: int, patch_siz
 def token_grid(patch_size: Sequence[int], track: str = "PrimusM") -> tuple[int, int, int]:
     spec = get_track(track)
     check_primus_patch(patch_size)
-    return tuple(int(p) // e for p, e in zip(patch_size, spec.patch_embed_size))
+    assert spec.patch_embed_size is not None, f"track {track} has no token grid"  # only Primus tracks have one
+    grid = tuple(int(p) // e for p, e in zip(patch_size, spec.patch_embed_size))
+    assert len(grid) == 3  # check_primus_patch: three edges
+    return grid
 
 
 @lru_cache(maxsize=8)

@@ -23,7 +23,7 @@ import stat
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import IO, Any, Iterable
 
 from harness.submission import DEFAULT_MAX_SIZE
 
@@ -107,7 +107,7 @@ class _ScanLimitExceeded(Exception):
 class _BoundedReader:
     """File wrapper for ``pickletools.genops``: refuses absurd reads instead of allocating them."""
 
-    def __init__(self, f: BinaryIO):
+    def __init__(self, f: IO[bytes]):
         self._f = f
 
     def read(self, n: int = -1) -> bytes:
@@ -146,7 +146,7 @@ def _python3_name(module: str, name: str) -> str:
     return f"{module}.{name}"
 
 
-def scan_pickle_globals(f: BinaryIO) -> tuple[list[str], Any, int]:
+def scan_pickle_globals(f: IO[bytes]) -> tuple[list[str], Any, int]:
     """Parse one pickle from ``f`` (up to its STOP opcode) without building any object.
 
     Returns the globals it references (``module.name``, in order of first use), the value of
@@ -160,7 +160,8 @@ def scan_pickle_globals(f: BinaryIO) -> tuple[list[str], Any, int]:
     pushed: list[Any] = []  # the last few values pushed, enough to resolve STACK_GLOBAL
     numbers: list[Any] = []
     n_ops = 0
-    for opcode, arg, _pos in pickletools.genops(_BoundedReader(f)):
+    # genops needs only read/readline/tell; typeshed asks for a full IO[bytes]
+    for opcode, arg, _pos in pickletools.genops(_BoundedReader(f)):  # type: ignore[arg-type]
         n_ops += 1
         name = opcode.name
         if name in ("GLOBAL", "INST"):
@@ -168,9 +169,9 @@ def scan_pickle_globals(f: BinaryIO) -> tuple[list[str], Any, int]:
             _add(found, _python3_name(module, attr))
             pushed.append(None)
         elif name == "STACK_GLOBAL":
-            module, attr = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
-            if isinstance(module, str) and isinstance(attr, str):
-                _add(found, _python3_name(module, attr))
+            stack_module, stack_attr = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
+            if isinstance(stack_module, str) and isinstance(stack_attr, str):
+                _add(found, _python3_name(stack_module, stack_attr))
             else:
                 _add(found, "<unresolved global>")
             pushed.append(None)
@@ -180,8 +181,10 @@ def scan_pickle_globals(f: BinaryIO) -> tuple[list[str], Any, int]:
         elif name == "MEMOIZE":
             memo[len(memo)] = pushed[-1] if pushed else None
         elif name in _MEMO_PUT_OPS:
+            assert arg is not None  # genops always decodes the memo index of PUT/GET
             memo[int(arg)] = pushed[-1] if pushed else None
         elif name in _MEMO_GET_OPS:
+            assert arg is not None
             pushed.append(memo.get(int(arg)))
         elif name in _STRING_OPS:
             pushed.append(arg if isinstance(arg, str) else None)

@@ -103,11 +103,11 @@ def _check_pretrain_plan(pretrain: Any, plan: Mapping[str, Any], out: PlanFindin
     if not isinstance(pretrain, Mapping):
         err(f"{where} is a {_kind(pretrain)}, expected a dict")
         return
-    for name in ("dataset_name", "plans_name"):
-        if name not in pretrain:
-            warn(f"{where}.{name} is missing")
-        elif not isinstance(pretrain[name], str):
-            err(f"{where}.{name} is a {_kind(pretrain[name])}, expected a string")
+    for key in ("dataset_name", "plans_name"):
+        if key not in pretrain:
+            warn(f"{where}.{key} is missing")
+        elif not isinstance(pretrain[key], str):
+            err(f"{where}.{key} is a {_kind(pretrain[key])}, expected a string")
 
     configurations = pretrain.get("configurations")
     if not isinstance(configurations, Mapping) or not configurations:
@@ -135,7 +135,9 @@ def _check_pretrain_plan(pretrain: Any, plan: Mapping[str, Any], out: PlanFindin
         if problem:
             err(f"{config_where}.patch_size {problem}")
         else:
-            out.pretrain_patch_size = tuple(int(p) for p in config["patch_size"])
+            size = tuple(int(p) for p in config["patch_size"])
+            assert len(size) == 3  # _triplet_problem checked it
+            out.pretrain_patch_size = size
     if "spacing" not in config:
         warn(f"{config_where}.spacing is missing (the challenge pre-trains at 1 mm isotropic)")
     else:

@@ -166,6 +166,8 @@ def load_submission(path: str | Path, max_size: int = DEFAULT_MAX_SIZE, track: s
         raise cls(f"{path}: " + "; ".join(report.errors))
     if intake.track is None or intake.pretrain_patch_size is None or intake.weights is None:
         raise SubmissionError(f"{path}: the track or the pre-training patch size cannot be determined")
+    # no errors: the file check ran (sha256, size) and the plan was read (it gave the patch size)
+    assert report.sha256 is not None and report.size_bytes is not None and intake.plan is not None
     return Submission(
         path=Path(path),
         sha256=report.sha256,
@@ -440,10 +442,12 @@ class _Intake:
     def _check_canary(self) -> None:
         from harness.models import TransferError, build_network, get_track, load_pretrained_encoder
 
+        assert self.track is not None and self.weights is not None  # shapes_ok: both were checked
         spec = get_track(self.track)
         edge = spec.canary_patch
         patch = (edge, edge, edge)
         what = f"{spec.name} network" if self.layerscale else "Primus-M encoder without LayerScale"
+        network: torch.nn.Module | None = None
         try:
             if self.layerscale:
                 # the canary only needs a forward pass: nnU-Net's initialisation would be wasted work

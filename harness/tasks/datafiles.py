@@ -23,7 +23,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 import numpy as np
 
@@ -59,7 +59,8 @@ class FileFacts:
     @classmethod
     def from_dict(cls, data: dict) -> "FileFacts":
         tuples = ("shape", "spacing", "origin", "direction", "values")
-        return cls(**{k: (tuple(v) if k in tuples and v is not None else v) for k, v in data.items()})
+        fields: dict[str, Any] = {k: (tuple(v) if k in tuples and v is not None else v) for k, v in data.items()}
+        return cls(**fields)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -234,7 +235,7 @@ def read_all(files: Iterable[tuple[Path, Role]], cache: FactsCache,
     """Facts of every ``(path, role)``: from the cache where the file is unchanged, otherwise
     read in parallel (decompression, hashing and the voxel checks release the GIL)."""
     facts: dict[Path, FileFacts] = {}
-    todo: list[tuple[Path, Role, os.stat_result | None]] = []
+    todo: list[tuple[Path, Role, os.stat_result]] = []
     for path, role in dict.fromkeys(files):
         path = Path(path)
         try:

@@ -106,7 +106,7 @@ class PreflightReport:
 class _Plan:
     """What one task's check reads, and the checks to run on what was read."""
 
-    task: object
+    task: SegmentationTask | ClassificationTask
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     #: name in the manifest -> (path, role)
@@ -237,6 +237,7 @@ def _plan_segmentation(task: SegmentationTask) -> _Plan:
         if not set(held_out) - set(unknown):
             plan.problem(task.source, "no test case is left to score")
     else:
+        assert task.test.images is not None and task.test.labels is not None  # HeldOutSplit checked them
         images_dir, labels_dir = root / task.test.images, root / task.test.labels
         test_images = _names_and_cases(plan, images_dir, ending, n_channels)
         test_labels = _label_files(plan, labels_dir, ending)
@@ -392,6 +393,9 @@ def _check_grid(plan: _Plan, case: str, files: Sequence[Path], facts: Mapping[Pa
         if f.shape != ref.shape:
             diffs.append(f"shape {f.shape} vs {ref.shape}")
         else:
+            # both passed _check_file: read without an error, so their geometry is known
+            assert f.spacing is not None and f.origin is not None and f.direction is not None
+            assert ref.spacing is not None and ref.origin is not None and ref.direction is not None
             if not np.allclose(f.spacing, ref.spacing, rtol=SPACING_RTOL, atol=SPACING_ATOL):
                 diffs.append(f"spacing {_fmt(f.spacing)} vs {_fmt(ref.spacing)}")
             if not np.allclose(f.origin, ref.origin, rtol=0, atol=ORIGIN_ATOL_MM):
@@ -408,6 +412,7 @@ def _fmt(values) -> str:
 
 def _check_folds(plan: _Plan, recipe) -> None:
     task = plan.task
+    assert isinstance(task, ClassificationTask)  # check_tasks calls it for classification only
     ids, indices = plan.labelled or ([], [])
     if not ids or plan.problems:
         return
@@ -425,8 +430,9 @@ def _check_folds(plan: _Plan, recipe) -> None:
                           f"{len(members)} {part} case(s)")
 
 
-def check_tasks(tasks: Mapping[str, object] | Iterable[object], cache: Path | None = None, recipe=None,
-                workers: int | None = None) -> PreflightReport:
+def check_tasks(tasks: Mapping[str, SegmentationTask | ClassificationTask]
+                | Iterable[SegmentationTask | ClassificationTask],
+                cache: Path | None = None, recipe=None, workers: int | None = None) -> PreflightReport:
     """Check every task; ``cache`` is the facts cache file (None: read everything). ``recipe``
     decides the classification folds (None: the default recipe's)."""
     t0 = time.time()

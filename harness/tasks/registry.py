@@ -107,6 +107,7 @@ def _check_paths(task) -> None:
         need("dataset", root / "imagesTr", "folder")
         need("dataset", root / "labelsTr", "folder")
         if task.test.cases is None:
+            assert task.test.images is not None and task.test.labels is not None  # HeldOutSplit checked them
             need("test.images", root / task.test.images, "folder")
             need("test.labels", root / task.test.labels, "folder")
     else:

@@ -129,8 +129,9 @@ class _TaskBase(_Frozen):
 
     def patch_for(self, track: str, recommended: IntTriple | None = None) -> IntTriple:
         if track in self.patch_size:
-            return tuple(self.patch_size[track])
-        return tuple(recommended or (160, 160, 160))
+            return self.patch_size[track]
+        z, y, x = recommended or (160, 160, 160)
+        return (z, y, x)
 
     def spec_hash(self) -> str:
         """Hash of everything in the spec as written: a changed spec gives new job identities."""
@@ -149,6 +150,8 @@ class HeldOutSplit(_Frozen):
     def _one_kind(self) -> "HeldOutSplit":
         if self.cases is not None and len(self.cases) == 0:
             raise ValueError("cases: the explicit held-out list is empty")
+        if self.cases is None and (self.images is None or self.labels is None):
+            raise ValueError("images and labels name the held-out folders; give both, or cases (of imagesTr)")
         return self
 
 
@@ -203,7 +206,9 @@ class SegmentationTask(_TaskBase):
 
     @property
     def nsd_tolerance_mm(self) -> float:
-        return next((m.tolerance_mm for m in self.metrics if m.name == "nsd"), 1.0)
+        tol = next((m.tolerance_mm for m in self.metrics if m.name == "nsd"), 1.0)
+        assert tol is not None  # _known_metrics gives nsd a tolerance
+        return tol
 
 
 class ClassificationFolds(_Frozen):
@@ -279,6 +284,7 @@ class ClassificationTask(_TaskBase):
                 raise ValueError(f"task {self.name} has an explicit test list: the only fold is 0, not {fold}")
             test = set(self.test_cases)
             return [i for i in ids if i not in test], [i for i in ids if i in test]
+        assert self.folds is not None  # _one_split: no test_cases means folds
         k = self.folds.k
         if not 0 <= fold < k:
             raise ValueError(f"task {self.name}: fold {fold} is outside 0..{k - 1}")

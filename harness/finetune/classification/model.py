@@ -20,7 +20,7 @@ the head's) drawn from N(0, 1e-3) with zero bias (their Conv2d rule touches no 3
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ from harness.models import TransferReport, build_network, get_track, load_pretra
 from harness.models.primus import PRIMUS_M_EVA, build_primus_encoder
 from harness.recipes import ClassificationRecipe
 
+if TYPE_CHECKING:  # dynamic-network-architectures is imported when a network is built
+    from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
+
 #: Whether each of the recipe's Primus encoders has LayerScale and the inner attention norm.
 ENCODER_LAYERSCALE = {"eva-no-layerscale": False, "primus-m": True}
 
@@ -36,7 +39,7 @@ ENCODER_LAYERSCALE = {"eva-no-layerscale": False, "primus-m": True}
 class ResEncClassifier(nn.Module):
     """Input (B, C, Z, Y, X) with every edge a multiple of 32; output logits (B, num_classes)."""
 
-    def __init__(self, encoder: nn.Module, num_classes: int, dropout: float, features: int = 320):
+    def __init__(self, encoder: ResidualEncoder, num_classes: int, dropout: float, features: int = 320):
         super().__init__()
         self.encoder = encoder
         self.encoder.return_skips = False  # only the deepest feature map

@@ -87,7 +87,7 @@ def epoch_batches(train_ids: Sequence[str], schedule: ClassificationSchedule, rn
         return [order[i:i + bs] for i in range(0, len(order), bs)]
     batches = []
     for _ in range(schedule.iterations_per_epoch):
-        batch = []
+        batch: list[str] = []
         while len(batch) < bs:
             if not pool:
                 pool.extend(rng.permutation(list(train_ids)).tolist())
