@@ -370,6 +370,7 @@ def test_two_channel_in_projection_is_repeated(submissions):
 
 
 # ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow  # trains
 def test_resencl_end_to_end(fast_task, submissions, results):
     job = FinetuneJob(task=fast_task, fold=0, track="ResEncL", results=results, submission=submissions["ResEncL"])
     metrics = run_classification(job)
@@ -385,6 +386,7 @@ def test_resencl_end_to_end(fast_task, submissions, results):
     assert job_json["task_type"] == "classification" and job_json["fold"] == 0
 
 
+@pytest.mark.slow  # trains
 def test_primus_end_to_end_and_baseline(fast_task, submissions, results):
     _, test_ids = split_cases(fast_task, load_cases(fast_task), 1)
     sub = run_classification(FinetuneJob(task=fast_task, fold=1, track="PrimusM", results=results,
@@ -401,6 +403,7 @@ def test_primus_end_to_end_and_baseline(fast_task, submissions, results):
     assert sub["preprocessed"] == base["preprocessed"]
 
 
+@pytest.mark.slow  # trains
 def test_fold_missing_a_class_is_reported_not_fatal(toy_root, tmp_path):
     spheres = [c for c, lab in read_labels(toy_root / "data/toy/ToyClsShape/labels.csv", CLASSES).items()
                if lab == "sphere"][:3]
