@@ -10,12 +10,13 @@ RECIPE ?= ssl3d-2025
 EVALUATE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-fast evaluate validate bench bench-gpu clean
+.PHONY: help venv lint format test test-fast evaluate validate bench bench-gpu clean
 
 help:
 	@echo "make evaluate SUB=path.pth   evaluate one submission on TASKS ($(TASKS)) with RECIPE ($(RECIPE))"
 	@echo "make validate SUB=path.pth   intake checks only"
 	@echo "make test                    the test suite"
+	@echo "make lint                    ruff (lint + format check) and mypy, as CI runs them"
 	@echo "make bench                   benchmarks -> results/bench/*.json"
 
 venv: $(STAMP)
@@ -25,6 +26,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+LINT_PATHS := harness tests bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 # Tests keep nnU-Net lean on small machines: one preprocessing process, in-process augmentation.
 LEAN_NNUNET := nnUNet_def_n_proc=$${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=$${nnUNet_n_proc_DA:-0}
