@@ -9,6 +9,7 @@ resamples; the bench checks that they give the same final ranks.
 Run from the repository root: ``.venv/bin/python bench/bench_leaderboard.py`` ->
 ``results/bench/leaderboard.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,12 +37,22 @@ def synthetic_table() -> pd.DataFrame:
     for t in range(N_TASKS):
         difficulty = rng.normal(0.0, 0.1, N_CASES)
         for metric in ("dice", "nsd"):
-            values = np.clip(0.7 + skill[:, None] + difficulty[None, :] + rng.normal(0, 0.05, (N_ENTRIES, N_CASES)), 0, 1)
+            values = np.clip(
+                0.7 + skill[:, None] + difficulty[None, :] + rng.normal(0, 0.05, (N_ENTRIES, N_CASES)), 0, 1
+            )
             entry, case = np.indices(values.shape)
-            frames.append(pd.DataFrame({
-                "track": "ResEncL", "entry": [f"e{e:02d}" for e in entry.ravel()], "task": f"t{t}",
-                "metric": metric, "case": [f"c{c:03d}" for c in case.ravel()], "value": values.ravel(),
-            }))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "track": "ResEncL",
+                        "entry": [f"e{e:02d}" for e in entry.ravel()],
+                        "task": f"t{t}",
+                        "metric": metric,
+                        "case": [f"c{c:03d}" for c in case.ravel()],
+                        "value": values.ravel(),
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -85,8 +96,13 @@ def main() -> None:
     agree = bool(np.array_equal(reference, ours[:REFERENCE_RESAMPLES]))
     result = {
         "benchmark": "leaderboard bootstrap",
-        "size": {"entries": N_ENTRIES, "tasks": N_TASKS, "cases_per_task": N_CASES, "metrics_per_task": 2,
-                 "bootstrap_resamples": N_BOOTSTRAP},
+        "size": {
+            "entries": N_ENTRIES,
+            "tasks": N_TASKS,
+            "cases_per_task": N_CASES,
+            "metrics_per_task": 2,
+            "bootstrap_resamples": N_BOOTSTRAP,
+        },
         "ours_seconds": {k: round(v, 3) for k, v in timings.items()},
         "reference": "pandas groupby/rank loop over resamples (rank-then-aggregate), same resamples",
         "reference_resamples_timed": REFERENCE_RESAMPLES,
@@ -95,8 +111,12 @@ def main() -> None:
         "extrapolation": "linear in the number of resamples (each resample is the same work)",
         "speedup_vs_reference": round(reference_full / timings["rank-then-aggregate"], 1),
         "final_ranks_agree_on_timed_resamples": agree,
-        "machine": {"python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
-                    "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+            "processor": platform.processor() or platform.machine(),
+        },
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")

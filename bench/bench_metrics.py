@@ -6,6 +6,7 @@ agree to 1e-6 (the bench aborts otherwise). Writes results/bench/metrics.json.
 
     .venv/bin/python bench/bench_metrics.py
 """
+
 from __future__ import annotations
 
 import math
@@ -96,9 +97,7 @@ def _case(name: str, n: int, spacing: tuple[float, float, float], seed: int, rep
     for row, (d, nsd) in zip(rows, expected):
         for ours, theirs, what in ((row["dice"], d, "dice"), (row["nsd"], nsd, "nsd")):
             if not _agree(ours, theirs):
-                raise SystemExit(
-                    f"ABORT {name} label {row['label']}: {what} {ours!r} != surface-distance {theirs!r}"
-                )
+                raise SystemExit(f"ABORT {name} label {row['label']}: {what} {ours!r} != surface-distance {theirs!r}")
             if not math.isnan(ours):
                 max_diff = max(max_diff, abs(ours - theirs))
     result = {
@@ -116,8 +115,11 @@ def _case(name: str, n: int, spacing: tuple[float, float, float], seed: int, rep
         "harness_repeats": repeats,
         "speedup": round(t_ref / t_ours, 2),
     }
-    print(f"{name:>18}: surface-distance {t_ref:7.2f} s  harness {t_ours:6.3f} s  "
-          f"x{t_ref / t_ours:6.1f}  max |diff| {max_diff:.1e}", flush=True)
+    print(
+        f"{name:>18}: surface-distance {t_ref:7.2f} s  harness {t_ours:6.3f} s  "
+        f"x{t_ref / t_ours:6.1f}  max |diff| {max_diff:.1e}",
+        flush=True,
+    )
     return result
 
 
@@ -131,13 +133,12 @@ def main() -> int:
     out = {
         "benchmark": "metrics",
         "what": "per-label Dice + NSD (3 labels) per case, harness.metrics.score_case vs "
-                "surface-distance compute_dice_coefficient + compute_surface_distances + "
-                "compute_surface_dice_at_tolerance, same inputs, same run",
+        "surface-distance compute_dice_coefficient + compute_surface_distances + "
+        "compute_surface_dice_at_tolerance, same inputs, same run",
         "reference": "surface-distance 0.1 (DeepMind)",
         "agreement_tolerance": AGREEMENT,
         "timing": "harness: best of repeats; surface-distance: one run",
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "cases": results,
     }
     path = ROOT / "results" / "bench" / "metrics.json"

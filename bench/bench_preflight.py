@@ -14,6 +14,7 @@ files (all of them in the page cache by then, as after any copy of a dataset):
 Goal (issue 10): cold <= 1.5x the plain read, warm <= 5 s. Writes ``results/bench/preflight.json``.
 Run from the repository root: ``.venv/bin/python bench/bench_preflight.py [--cases N] [--size S]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,13 +47,22 @@ def write_dataset(root: Path, cases: int, size: int) -> list[Path]:
         centre = rng.uniform(-0.15, 0.15, 3)
         lesion = ((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2) < 0.005
         image = (400 * head + 300 * lesion + rng.normal(0, 20, head.shape)).astype(np.float32)
-        for array, path in ((image, root / f"images{split}" / f"{name}_0000.nii.gz"),
-                            (lesion.astype(np.uint8), root / f"labels{split}" / f"{name}.nii.gz")):
+        for array, path in (
+            (image, root / f"images{split}" / f"{name}_0000.nii.gz"),
+            (lesion.astype(np.uint8), root / f"labels{split}" / f"{name}.nii.gz"),
+        ):
             sitk.WriteImage(sitk.GetImageFromArray(array), str(path), True)
             files.append(path)
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T1"}, "labels": {"background": 0, "lesion": 1},
-        "numTraining": cases, "file_ending": ".nii.gz"}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "T1"},
+                "labels": {"background": 0, "lesion": 1},
+                "numTraining": cases,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     return files
 
 
@@ -66,8 +76,9 @@ def main() -> None:
         t0 = time.perf_counter()
         files = write_dataset(root, args.cases, args.size)
         written = time.perf_counter() - t0
-        task = parse_task({"name": "Bench", "type": "segmentation", "dataset": str(root), "num_folds": 5},
-                          Path(tmp) / "bench.yaml")
+        task = parse_task(
+            {"name": "Bench", "type": "segmentation", "dataset": str(root), "num_folds": 5}, Path(tmp) / "bench.yaml"
+        )
         cache = Path(tmp) / "cache.json"
 
         t0 = time.perf_counter()
@@ -88,9 +99,16 @@ def main() -> None:
 
     result = {
         "benchmark": "data check (harness tasks --check) vs a plain SimpleITK read of the same files",
-        "cases": args.cases, "shape": [args.size] * 3, "files": len(files), "compressed_gb": round(size_gb, 2),
-        "seconds": {"write_dataset": round(written, 1), "plain_read": round(plain, 2), "cold": round(cold, 2),
-                    "warm": round(warm, 3)},
+        "cases": args.cases,
+        "shape": [args.size] * 3,
+        "files": len(files),
+        "compressed_gb": round(size_gb, 2),
+        "seconds": {
+            "write_dataset": round(written, 1),
+            "plain_read": round(plain, 2),
+            "cold": round(cold, 2),
+            "warm": round(warm, 3),
+        },
         "cold_over_plain_read": round(cold / plain, 2),
         "goals": {"cold_over_plain_read_at_most": 1.5, "warm_seconds_at_most": 5.0},
         "met": {"cold": cold / plain <= 1.5, "warm": warm <= 5.0},

@@ -13,6 +13,7 @@ which gives that one child's peak RSS:
 Writes ``results/bench/validate.json``. Run from the repository root:
 ``.venv/bin/python bench/bench_validate.py [--repeats N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,9 @@ IMPORTS = (
     "import dynamic_network_architectures.architectures.primus, dynamic_network_architectures.architectures.unet; "
     "import harness.models, harness.submission.validate"
 )
-NAIVE = IMPORTS + """
+NAIVE = (
+    IMPORTS
+    + """
 import sys
 from harness.models import build_network
 path, track = sys.argv[1], sys.argv[2]
@@ -43,6 +46,7 @@ checkpoint = torch.load(path, map_location="cpu", weights_only=False)
 network = build_network(track, patch_size=(160, 160, 160), initialize=False)
 network.load_state_dict(checkpoint["network_weights"])
 """
+)
 
 
 def run_child(cmd: list[str]) -> dict:
@@ -81,7 +85,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "repeats": args.repeats,
         "notes": "wall times include interpreter start-up and imports (the baseline row); peak RSS includes "
-                 "file-backed pages of the memory-mapped checkpoint",
+        "file-backed pages of the memory-mapped checkpoint",
         "tracks": {},
     }
     baseline = summarise([run_child([python, "-c", IMPORTS]) for _ in range(args.repeats)])
@@ -124,12 +128,14 @@ def main() -> int:
                 },
             }
             r = result["tracks"][track]["ratios"]
-            print(f"{track}: file {size / 1e6:.0f} MB | harness {h['wall_s_median']:.1f} s, "
-                  f"{h['peak_rss_bytes'] / 2**20:.0f} MiB | naive {n['wall_s_median']:.1f} s, "
-                  f"{n['peak_rss_bytes'] / 2**20:.0f} MiB | time x{r['wall_time_harness_over_naive']:.2f}, "
-                  f"RSS x{r['peak_rss_harness_over_naive']:.2f}, above-baseline RSS / file "
-                  f"{r['harness_peak_rss_above_baseline_over_file_size']:.2f} (naive "
-                  f"{r['naive_peak_rss_above_baseline_over_file_size']:.2f})")
+            print(
+                f"{track}: file {size / 1e6:.0f} MB | harness {h['wall_s_median']:.1f} s, "
+                f"{h['peak_rss_bytes'] / 2**20:.0f} MiB | naive {n['wall_s_median']:.1f} s, "
+                f"{n['peak_rss_bytes'] / 2**20:.0f} MiB | time x{r['wall_time_harness_over_naive']:.2f}, "
+                f"RSS x{r['peak_rss_harness_over_naive']:.2f}, above-baseline RSS / file "
+                f"{r['harness_peak_rss_above_baseline_over_file_size']:.2f} (naive "
+                f"{r['naive_peak_rss_above_baseline_over_file_size']:.2f})"
+            )
             path.unlink()
 
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ nnU-Net's trainer trains the network nnU-Net plans for the toy data (with deep s
 the ratio says what the challenge networks cost relative to nnU-Net's default, not a regression
 bound. `--device cpu --patch 64 --iterations 1` runs the same code path as a quick smoke test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,12 @@ def _time_trainer(trainer, iterations: int, warmup: int, device) -> dict:
             if hasattr(loader, "_finish"):
                 loader._finish()
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-    return {"iterations": iterations, "seconds": round(seconds, 3),
-            "iterations_per_second": round(iterations / seconds, 4), "peak_gpu_memory_gib": peak}
+    return {
+        "iterations": iterations,
+        "seconds": round(seconds, 3),
+        "iterations_per_second": round(iterations / seconds, 4),
+        "peak_gpu_memory_gib": peak,
+    }
 
 
 def main(argv=None) -> int:
@@ -59,14 +64,14 @@ def main(argv=None) -> int:
     import shutil
 
     import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     from harness.finetune.job import collect_provenance
-    from harness.recipes import SSL3D_2025
     from harness.finetune.nnunet_trainer import SSL3DFinetuneTrainer
     from harness.finetune.segmentation import CONFIGURATION, nnunet_paths, prepare_dataset, run_plans
+    from harness.recipes import SSL3D_2025
     from harness.tasks import load_registry
     from harness.tasks.toy import write_toy_data
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -88,7 +93,9 @@ def main(argv=None) -> int:
                     trainer = nnUNetTrainer(plans, CONFIGURATION, 0, prepared.dataset_json, device)
                 else:
                     trainer = SSL3DFinetuneTrainer(plans, CONFIGURATION, 0, prepared.dataset_json, device)
-                    trainer.configure_finetuning(track=name, schedule=task.schedule_for(name), recipe=SSL3D_2025.segmentation)
+                    trainer.configure_finetuning(
+                        track=name, schedule=task.schedule_for(name), recipe=SSL3D_2025.segmentation
+                    )
                 results[name] = _time_trainer(trainer, args.iterations, args.warmup, device)
             print(name, results[name], flush=True)
             del trainer
@@ -97,10 +104,13 @@ def main(argv=None) -> int:
     ref = results["nnUNetTrainer"]["iterations_per_second"]
     report = {
         "reference": "nnunetv2 nnUNetTrainer (its own planned network, deep supervision) on the same data",
-        "patch": list(patch), "batch_size": args.batch, "device": str(device),
+        "patch": list(patch),
+        "batch_size": args.batch,
+        "device": str(device),
         "results": results,
-        "ratio_vs_nnunet_trainer": {k: round(v["iterations_per_second"] / ref, 3)
-                                    for k, v in results.items() if k != "nnUNetTrainer"},
+        "ratio_vs_nnunet_trainer": {
+            k: round(v["iterations_per_second"] / ref, 3) for k, v in results.items() if k != "nnUNetTrainer"
+        },
         "provenance": collect_provenance(str(device)),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """``harness``: a thin command line. Each subcommand parses its arguments, calls one library
 function and prints; the commands of each concern live beside it in ``<package>/commands.py``."""
+
 from __future__ import annotations
 
 import argparse

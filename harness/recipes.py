@@ -18,6 +18,7 @@ folder (``setup_name``), so the lossless recipe re-trains only the Primus jobs.
 
 Torch-free: the CLI and the task registry import it before any network exists.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -212,10 +213,12 @@ def fingerprint(values: Any) -> str:
 # ----------------------------------------------------------------------------- the shipped recipes
 _SEGMENTATION_SCHEDULES = {
     # SSL3D.md section 2: the "150 epoch" trainers; from-scratch lr 1e-2 (ResEnc-L), 3e-4 (Primus-M)
-    "ResEncL": SegmentationSchedule(optimizer="sgd", lr=1e-3, from_scratch_lr=1e-2, weight_decay=3e-5,
-                                    momentum=0.99, grad_clip=12.0),
-    "PrimusM": SegmentationSchedule(optimizer="adamw", lr=1e-4, from_scratch_lr=3e-4, weight_decay=5e-2,
-                                    betas=(0.9, 0.98), grad_clip=1.0),
+    "ResEncL": SegmentationSchedule(
+        optimizer="sgd", lr=1e-3, from_scratch_lr=1e-2, weight_decay=3e-5, momentum=0.99, grad_clip=12.0
+    ),
+    "PrimusM": SegmentationSchedule(
+        optimizer="adamw", lr=1e-4, from_scratch_lr=3e-4, weight_decay=5e-2, betas=(0.9, 0.98), grad_clip=1.0
+    ),
 }
 _SEGMENTATION_FIXED = ("optimizer", "momentum", "betas", "poly_exponent")
 _CLASSIFICATION_SCHEDULES = {track: ClassificationSchedule() for track in TRACKS}
@@ -224,10 +227,12 @@ SSL3D_2025 = Recipe(
     name="ssl3d-2025",
     version=1,
     description="the SSL3D 2025 organizers' fine-tuning as their public code runs it, quirks included",
-    segmentation=SegmentationRecipe(primus_token_order="as-is", schedules=_SEGMENTATION_SCHEDULES,
-                                    fixed_fields=_SEGMENTATION_FIXED),
-    classification=ClassificationRecipe(primus_encoder="eva-no-layerscale", primus_pooling="tokens-1..N",
-                                        schedules=_CLASSIFICATION_SCHEDULES),
+    segmentation=SegmentationRecipe(
+        primus_token_order="as-is", schedules=_SEGMENTATION_SCHEDULES, fixed_fields=_SEGMENTATION_FIXED
+    ),
+    classification=ClassificationRecipe(
+        primus_encoder="eva-no-layerscale", primus_pooling="tokens-1..N", schedules=_CLASSIFICATION_SCHEDULES
+    ),
 )
 
 LOSSLESS_DIFFERENCES = (
@@ -247,7 +252,8 @@ SSL3D_2025_LOSSLESS = Recipe(
     description="ssl3d-2025, except where the organizers' code loses or scrambles pre-trained information",
     segmentation=SSL3D_2025.segmentation.model_copy(update={"primus_token_order": "nnssl"}),
     classification=SSL3D_2025.classification.model_copy(
-        update={"primus_encoder": "primus-m", "primus_pooling": "all-tokens"}),
+        update={"primus_encoder": "primus-m", "primus_pooling": "all-tokens"}
+    ),
     differences=LOSSLESS_DIFFERENCES,
 )
 
@@ -267,8 +273,15 @@ def get_recipe(name: str, where: str = "--recipe") -> Recipe:
         raise RecipeError(f"{where}: unknown recipe {name!r}{hint}; recipes: {', '.join(RECIPE_NAMES)}") from None
 
 
-def apply_overrides(base: BaseModel, overrides: dict[str, Any], *, fixed: tuple[str, ...] = (),
-                    recipe: str = DEFAULT_RECIPE, where: str = "", field: str = "schedule"):
+def apply_overrides(
+    base: BaseModel,
+    overrides: dict[str, Any],
+    *,
+    fixed: tuple[str, ...] = (),
+    recipe: str = DEFAULT_RECIPE,
+    where: str = "",
+    field: str = "schedule",
+):
     """``base`` with a task's ``overrides``, validated. An unknown field, a bad value or a field the
     recipe fixes is a ``RecipeError``: ``"<where>: field '<field>.<name>': <problem>"``, or without
     ``where`` (inside the task's own validation) ``"<field>.<name>: <problem>"``."""
@@ -281,12 +294,16 @@ def apply_overrides(base: BaseModel, overrides: dict[str, Any], *, fixed: tuple[
 
     if not isinstance(overrides, dict):
         raise error([("", f"must be a mapping of fields, got {type(overrides).__name__}")])
-    locked = [(n, f"recipe {recipe} fixes it to {getattr(base, n)!r}; a task cannot override it")
-              for n in overrides if n in fixed and overrides[n] != getattr(base, n)]
+    locked = [
+        (n, f"recipe {recipe} fixes it to {getattr(base, n)!r}; a task cannot override it")
+        for n in overrides
+        if n in fixed and overrides[n] != getattr(base, n)
+    ]
     if locked:
         raise error(locked)
     try:
         return type(base).model_validate({**base.model_dump(), **overrides})
     except ValidationError as e:
-        raise error([(".".join(str(x) for x in err["loc"]), err["msg"].removeprefix("Value error, "))
-                     for err in e.errors()]) from None
+        raise error(
+            [(".".join(str(x) for x in err["loc"]), err["msg"].removeprefix("Value error, ")) for err in e.errors()]
+        ) from None

@@ -36,6 +36,7 @@ reader raises ``ResultsFileError`` (a ValueError) naming the file and the proble
 NaN policy: written as ``nan``; read back as NaN from ``nan`` or an empty field (older runs).
 Nothing outside this module spells a results file or folder name.
 """
+
 from __future__ import annotations
 
 import csv
@@ -95,8 +96,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
 
 
 class ResultsFileError(ValueError):
@@ -214,9 +213,7 @@ class RunFolder:
         write_json_atomic(self.done_marker, summary or {})
 
     def mark_failed(self, error_class: str, message: str) -> None:
-        write_json_atomic(
-            self.failed_marker, {"error_class": error_class, "message": message, "log": str(self.log)}
-        )
+        write_json_atomic(self.failed_marker, {"error_class": error_class, "message": message, "log": str(self.log)})
 
 
 @dataclass(frozen=True)
@@ -402,8 +399,9 @@ class JobSpec:
         return cls.from_dict(_read_object(path), path, require=require)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str | Path = "job.json", *,
-                  require: Iterable[str] = REQUIRED) -> JobSpec:
+    def from_dict(
+        cls, data: Mapping[str, Any], where: str | Path = "job.json", *, require: Iterable[str] = REQUIRED
+    ) -> JobSpec:
         """The spec of a job.json's content; ``where`` names the file in errors."""
         names = cls.field_names()
         missing = [k for k in require if data.get(k) is None]

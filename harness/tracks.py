@@ -1,8 +1,9 @@
 """Track names and shape rules every layer agrees on, importable without torch (the CLI and the
 task registry use them before any network is built)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 #: The challenge tracks, i.e. the reference architectures a submission can pre-train.
 TRACKS: tuple[str, ...] = ("ResEncL", "PrimusM")

@@ -9,14 +9,15 @@ Each variant says what the check must report: ``fragments`` that must all appear
 line, naming the file (``path``, relative to the variant folder) when there is one; ``warning``
 variants must pass with that warning.
 """
+
 from __future__ import annotations
 
 import csv
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -186,21 +187,36 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("nan_voxels", nan_voxels, ("5 NaN or infinite voxel(s)",), f"{SEG1}/imagesTr/train_002_0000.nii.gz"),
     Variant("image_2d", image_2d, ("a 2D image",), f"{SEG1}/imagesTr/train_003_0000.nii.gz"),
     Variant("image_4d", image_4d, ("a 4D image",), f"{SEG1}/imagesTs/test_001_0000.nii.gz"),
-    Variant("missing_channel", missing_channel, ("'train_001'", "missing channel", "train_001_0001.nii.gz"),
-            f"{SEG2}/imagesTr"),
+    Variant(
+        "missing_channel",
+        missing_channel,
+        ("'train_001'", "missing channel", "train_001_0001.nii.gz"),
+        f"{SEG2}/imagesTr",
+    ),
     Variant("foreign_label", foreign_label, ("label value(s) [7]",), f"{SEG1}/labelsTr/train_004.nii.gz"),
     Variant("label_off_grid", label_off_grid, ("'train_005'", "spacing"), f"{SEG1}/labelsTr/train_005.nii.gz"),
     Variant("channel_off_grid", channel_off_grid, ("'test_000'", "origin"), f"{SEG2}/imagesTs/test_000_0001.nii.gz"),
-    Variant("test_without_reference", test_without_reference, ("'test_002'", "no reference segmentation"),
-            f"{SEG1}/imagesTs/test_002_0000.nii.gz"),
-    Variant("reference_without_image", reference_without_image, ("'test_000'", "no image"),
-            f"{SEG1}/labelsTs/test_000.nii.gz"),
+    Variant(
+        "test_without_reference",
+        test_without_reference,
+        ("'test_002'", "no reference segmentation"),
+        f"{SEG1}/imagesTs/test_002_0000.nii.gz",
+    ),
+    Variant(
+        "reference_without_image",
+        reference_without_image,
+        ("'test_000'", "no image"),
+        f"{SEG1}/labelsTs/test_000.nii.gz",
+    ),
     Variant("train_case_in_test", train_case_in_test, ("train_000", "both training and test"), f"{SEG1}/imagesTs"),
-    Variant("too_many_folds", too_many_folds, ("cannot make", "20 folds"), "task_registry/toy/toy_seg_one_channel.yaml"),
+    Variant(
+        "too_many_folds", too_many_folds, ("cannot make", "20 folds"), "task_registry/toy/toy_seg_one_channel.yaml"
+    ),
     Variant("unknown_class", unknown_class, ("'pyramid'", "line 4"), f"{CLS}/labels.csv"),
     Variant("single_class", single_class, ("'sphere'", "nothing to classify"), f"{CLS}/labels.csv"),
-    Variant("image_without_label", image_without_label, ("'case_006'", "no label"),
-            f"{CLS}/imagesTr/case_006_0000.nii.gz"),
+    Variant(
+        "image_without_label", image_without_label, ("'case_006'", "no label"), f"{CLS}/imagesTr/case_006_0000.nii.gz"
+    ),
     Variant("label_without_image", label_without_image, ("'case_007'", "no image file"), f"{CLS}/imagesTr"),
     Variant("mask_off_grid", mask_off_grid, ("'case_008'", "direction"), f"{CLS}/masksTr/case_008.nii.gz"),
     Variant("empty_mask", empty_mask, ("mask is empty",), f"{CLS}/masksTr/case_009.nii.gz"),

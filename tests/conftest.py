@@ -4,10 +4,12 @@ Full-size checkpoints are 200-600 MB, so each base example is written once per t
 a temporary folder, and the bad variants are derived from it by loading it memory-mapped,
 changing the few entries a test needs and saving again.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -47,8 +49,14 @@ def primus_bf16_192x192x64_checkpoint(submissions_dir) -> Path:
     """Primus-M pre-trained at 192x192x64 (a patch seen in a released plan), bfloat16."""
     import torch
 
-    return _example(submissions_dir, "PrimusM_bf16_192x192x64.pth", "PrimusM",
-                    seed=2, pretrain_patch=(192, 192, 64), dtype=torch.bfloat16)
+    return _example(
+        submissions_dir,
+        "PrimusM_bf16_192x192x64.pth",
+        "PrimusM",
+        seed=2,
+        pretrain_patch=(192, 192, 64),
+        dtype=torch.bfloat16,
+    )
 
 
 @pytest.fixture(scope="session")

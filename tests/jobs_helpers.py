@@ -3,6 +3,7 @@ that fails inside its jobs, and a lean environment.
 
 A job of the segmentation task trains 2 epochs of 1 iteration at 32^3, the cheapest real nnU-Net run.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,15 +28,27 @@ time_limit_minutes: {limit}
 
 def lean_env() -> dict:
     """Single-threaded augmentation: deterministic, and kind to 2 shared cores."""
-    return {**os.environ, "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": str(ROOT)}
+    return {
+        **os.environ,
+        "nnUNet_n_proc_DA": "0",
+        "nnUNet_def_n_proc": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def write_tiny_dataset(path: Path) -> Path:
     from harness.tasks.toy import write_segmentation_dataset
 
-    return write_segmentation_dataset(path, channel_names={"0": "T1"}, labels={"background": 0, "lesion": 1, "node": 2},
-                                      contrasts=[(1.0, 2.2, 0.4)], n_train=4, n_test=1, seed=0)
+    return write_segmentation_dataset(
+        path,
+        channel_names={"0": "T1"},
+        labels={"background": 0, "lesion": 1, "node": 2},
+        contrasts=[(1.0, 2.2, 0.4)],
+        n_train=4,
+        n_test=1,
+        seed=0,
+    )
 
 
 def write_tiny_task(registry: Path, name: str, data: str = "Seg", limit: float = 10) -> Path:

@@ -4,6 +4,7 @@ The toy data, the example submissions and the preprocessing cache are written on
 (fixtures below); the end-to-end runs use a shortened copy of the shipped toy schedule so that
 the whole file fits in a few minutes on two CPU cores.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,9 @@ import SimpleITK as sitk
 import torch
 import yaml
 
-from harness.finetune.classification import ClassificationDataError, build_classifier, load_cases, run_classification
 from harness.finetune.cache import COMPLETE_MARKER
+from harness.finetune.classification import ClassificationDataError, build_classifier, load_cases, run_classification
+from harness.finetune.classification.augment import build_augmentation
 from harness.finetune.classification.data import (
     cache_key,
     crop_or_pad,
@@ -26,7 +28,6 @@ from harness.finetune.classification.data import (
     read_labels,
     split_cases,
 )
-from harness.finetune.classification.augment import build_augmentation
 from harness.finetune.classification.train import lr_at_epoch, plan_steps
 from harness.finetune.job import FinetuneJob
 from harness.metrics.classification import (
@@ -48,10 +49,21 @@ TOY_YAML = REPO / "task_registry" / "toy" / "toy_cls_shape.yaml"
 #: A few optimizer steps per track: enough to run every part of the loop (accumulation, clipping,
 #: warm-up, cosine), not to learn much.
 FAST_SCHEDULE = {
-    "ResEncL": {"epochs": 1, "iterations_per_epoch": 2, "batch_size": 1, "gradient_accumulation": 2,
-                "warmup_epochs": 0, "grad_clip": 1.0},
-    "PrimusM": {"epochs": 2, "iterations_per_epoch": 1, "batch_size": 2, "gradient_accumulation": 1,
-                "warmup_epochs": 1},
+    "ResEncL": {
+        "epochs": 1,
+        "iterations_per_epoch": 2,
+        "batch_size": 1,
+        "gradient_accumulation": 2,
+        "warmup_epochs": 0,
+        "grad_clip": 1.0,
+    },
+    "PrimusM": {
+        "epochs": 2,
+        "iterations_per_epoch": 1,
+        "batch_size": 2,
+        "gradient_accumulation": 1,
+        "warmup_epochs": 1,
+    },
 }
 
 
@@ -102,8 +114,9 @@ def submissions(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("cls_submissions")
     return {
         "ResEncL": write_example_submission(folder / "resenc_example.pth", "ResEncL", seed=3),
-        "PrimusM": write_example_submission(folder / "primus_example.pth", "PrimusM", seed=4,
-                                            pretrain_patch=(64, 64, 64)),
+        "PrimusM": write_example_submission(
+            folder / "primus_example.pth", "PrimusM", seed=4, pretrain_patch=(64, 64, 64)
+        ),
     }
 
 
@@ -316,9 +329,16 @@ def test_resencl_encoder_equals_submission(submissions):
     from harness.submission import load_submission
 
     sub = load_submission(submissions["ResEncL"])
-    model, report = build_classifier("ResEncL", input_channels=1, num_classes=2, patch_size=(64, 64, 64),
-                                     dropout=0.2, recipe=SSL3D_2025.classification, weights=sub.weights,
-                                     pretrain_patch_size=sub.pretrain_patch_size)
+    model, report = build_classifier(
+        "ResEncL",
+        input_channels=1,
+        num_classes=2,
+        patch_size=(64, 64, 64),
+        dropout=0.2,
+        recipe=SSL3D_2025.classification,
+        weights=sub.weights,
+        pretrain_patch_size=sub.pretrain_patch_size,
+    )
     state = model.state_dict()
     encoder = {k: v for k, v in state.items() if k.startswith("encoder.")}
     assert report.loaded_keys > 0 and len(encoder) > 400
@@ -333,9 +353,16 @@ def test_primus_encoder_equals_submission_after_adaptation(submissions, recipe):
     from harness.submission import load_submission
 
     sub = load_submission(submissions["PrimusM"])
-    model, report = build_classifier("PrimusM", input_channels=1, num_classes=2, patch_size=(32, 32, 32),
-                                     dropout=0.0, recipe=recipe.classification, weights=sub.weights,
-                                     pretrain_patch_size=sub.pretrain_patch_size)
+    model, report = build_classifier(
+        "PrimusM",
+        input_channels=1,
+        num_classes=2,
+        patch_size=(32, 32, 32),
+        dropout=0.0,
+        recipe=recipe.classification,
+        weights=sub.weights,
+        pretrain_patch_size=sub.pretrain_patch_size,
+    )
     state = model.state_dict()
     assert report.pos_embed_from_grid == (8, 8, 8) and report.pos_embed_to_grid == (4, 4, 4)
     expected_lpe = interpolate_pos_embed(sub.weights["eva.pos_embed"].float(), (8, 8, 8), (4, 4, 4))
@@ -361,9 +388,16 @@ def test_two_channel_in_projection_is_repeated(submissions):
     from harness.submission import load_submission
 
     sub = load_submission(submissions["PrimusM"])
-    model, report = build_classifier("PrimusM", input_channels=2, num_classes=3, patch_size=(32, 32, 32),
-                                     dropout=0.0, recipe=SSL3D_2025.classification, weights=sub.weights,
-                                     pretrain_patch_size=sub.pretrain_patch_size)
+    model, report = build_classifier(
+        "PrimusM",
+        input_channels=2,
+        num_classes=3,
+        patch_size=(32, 32, 32),
+        dropout=0.0,
+        recipe=SSL3D_2025.classification,
+        weights=sub.weights,
+        pretrain_patch_size=sub.pretrain_patch_size,
+    )
     w = sub.weights["down_projection.proj.weight"].float()
     assert report.in_proj_repeated
     torch.testing.assert_close(model.state_dict()["down_projection.proj.weight"], torch.cat([w, w], 1) / 2)
@@ -389,8 +423,9 @@ def test_resencl_end_to_end(fast_task, submissions, results):
 @pytest.mark.slow  # trains
 def test_primus_end_to_end_and_baseline(fast_task, submissions, results):
     _, test_ids = split_cases(fast_task, load_cases(fast_task), 1)
-    sub = run_classification(FinetuneJob(task=fast_task, fold=1, track="PrimusM", results=results,
-                                         submission=submissions["PrimusM"]))
+    sub = run_classification(
+        FinetuneJob(task=fast_task, fold=1, track="PrimusM", results=results, submission=submissions["PrimusM"])
+    )
     check_run_folder(results, sub, fast_task, test_ids)
     assert list(sub["transfer"]["pos_embed_to_grid"]) == [4, 4, 4] and sub["transfer"]["token_order"] == "nnssl"
     assert sub["training"]["optimizer_steps"] == 2
@@ -405,8 +440,9 @@ def test_primus_end_to_end_and_baseline(fast_task, submissions, results):
 
 @pytest.mark.slow  # trains
 def test_fold_missing_a_class_is_reported_not_fatal(toy_root, tmp_path):
-    spheres = [c for c, lab in read_labels(toy_root / "data/toy/ToyClsShape/labels.csv", CLASSES).items()
-               if lab == "sphere"][:3]
+    spheres = [
+        c for c, lab in read_labels(toy_root / "data/toy/ToyClsShape/labels.csv", CLASSES).items() if lab == "sphere"
+    ][:3]
     one_step = {"PrimusM": {"epochs": 1, "iterations_per_epoch": 1, "batch_size": 2, "warmup_epochs": 0}}
     task = write_task(toy_root, "one_class_test", test_cases=spheres, schedule=one_step)
     runs = []
@@ -420,8 +456,10 @@ def test_fold_missing_a_class_is_reported_not_fatal(toy_root, tmp_path):
     assert metrics["aggregates"]["auroc"] is None and metrics["class_counts"] == {"sphere": 3, "cube": 0}
     assert isinstance(metrics["aggregates"]["balanced_accuracy"], float)
     # seeded: the same job gives the same probabilities
-    pd.testing.assert_frame_equal(pd.read_csv(run_dir(tmp_path / "a", runs[0]) / "cases.csv"),
-                                  pd.read_csv(run_dir(tmp_path / "b", runs[1]) / "cases.csv"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(run_dir(tmp_path / "a", runs[0]) / "cases.csv"),
+        pd.read_csv(run_dir(tmp_path / "b", runs[1]) / "cases.csv"),
+    )
 
 
 # ----------------------------------------------------------------------------- schedule, augmentation
@@ -448,7 +486,7 @@ def test_accumulation_steps_every_k_batches_and_at_the_epoch_end(fast_task, resu
     cases = load_cases(fast_task)
     cache = preprocess_task(fast_task, cases, (32, 32, 32), results)
     ids = [c.case_id for c in cases][:5]
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 ** 3, 2))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32**3, 2))
     steps = []
     sched = ClassificationSchedule(epochs=2, batch_size=2, gradient_accumulation=2, warmup_epochs=1)
     opt_step = torch.optim.AdamW.step
@@ -459,8 +497,9 @@ def test_accumulation_steps_every_k_batches_and_at_the_epoch_end(fast_task, resu
 
     torch.optim.AdamW.step = counting_step
     try:
-        summary = train_classifier(model, cache, ids, [0, 1, 0, 1, 0], sched, 1e-4, None, torch.device("cpu"), 0,
-                                   lambda m: None)
+        summary = train_classifier(
+            model, cache, ids, [0, 1, 0, 1, 0], sched, 1e-4, None, torch.device("cpu"), 0, lambda m: None
+        )
     finally:
         torch.optim.AdamW.step = opt_step
     assert summary["optimizer_steps"] == 4 and summary["batches_per_epoch"] == 3
@@ -489,8 +528,13 @@ def _probs(p_first: list[float]) -> np.ndarray:
 def test_metrics_perfect_and_reversed():
     y = [0, 0, 1, 1]
     good = score_classification(y, _probs([0.9, 0.8, 0.3, 0.1]), ["a", "b"])
-    assert good.aggregates == {"auroc": 1.0, "balanced_accuracy": 1.0, "f1": 1.0, "average_precision": 1.0,
-                               "accuracy": 1.0}
+    assert good.aggregates == {
+        "auroc": 1.0,
+        "balanced_accuracy": 1.0,
+        "f1": 1.0,
+        "average_precision": 1.0,
+        "accuracy": 1.0,
+    }
     bad = score_classification(y, _probs([0.1, 0.3, 0.8, 0.9]), ["a", "b"])
     assert bad.aggregates["auroc"] == 0.0 and bad.aggregates["balanced_accuracy"] == 0.0
     assert bad.aggregates["f1"] == 0.0 and bad.undefined == []
@@ -544,8 +588,15 @@ def test_metrics_bad_inputs_and_table():
         score_classification([0, 1], np.array([[0.5, 0.5]]), ["a", "b"])
     with pytest.raises(ClassificationMetricsError, match="outside 0..1"):
         score_classification([0, 2], _probs([0.5, 0.5]), ["a", "b"])
-    table = pd.DataFrame({"case": ["c1", "c2"], "true_label": ["a", "b"], "pred_label": ["a", "b"],
-                          "prob_a": [0.9, 0.2], "prob_b": [0.1, 0.8]})
+    table = pd.DataFrame(
+        {
+            "case": ["c1", "c2"],
+            "true_label": ["a", "b"],
+            "pred_label": ["a", "b"],
+            "prob_a": [0.9, 0.2],
+            "prob_b": [0.1, 0.8],
+        }
+    )
     assert score_cases_table(table, ["a", "b"]).aggregates["auroc"] == 1.0
     with pytest.raises(ClassificationMetricsError, match=r"\['q'\]"):
         score_cases_table(table.assign(true_label=["a", "q"]), ["a", "b"])

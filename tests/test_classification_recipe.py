@@ -5,6 +5,7 @@ centre of mass of the resampled mask, zero outside the mask, crop, then z-score 
 crop), the no-mask path (whole image resized to the patch), the unstratified KFold split with
 the recipe's seed, and the batchgeneratorsv2 transform list with the organizers' parameters.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,13 @@ def asymmetric_mask() -> np.ndarray:
     return mask
 
 
-def make_task(root: Path, labels: list[tuple[str, str]], images: dict[str, np.ndarray] | None = None,
-              masks: dict[str, np.ndarray] | None = None, **extra):
+def make_task(
+    root: Path,
+    labels: list[tuple[str, str]],
+    images: dict[str, np.ndarray] | None = None,
+    masks: dict[str, np.ndarray] | None = None,
+    **extra,
+):
     """A classification task at ``root/t.yaml`` with one channel; cases without an image get a
     random one."""
     rng = np.random.default_rng(0)
@@ -69,8 +75,15 @@ def make_task(root: Path, labels: list[tuple[str, str]], images: dict[str, np.nd
         for case, _ in labels:
             write_nifti(root / "masksTr" / f"{case}.nii.gz", masks.get(case, asymmetric_mask()))
     (root / "labels.csv").write_text("case_id,label\n" + "".join(f"{c},{lab}\n" for c, lab in labels))
-    data = {"name": "TinyCls", "type": "classification", "images": "imagesTr", "labels": "labels.csv",
-            "classes": sorted({lab for _, lab in labels}), "target_spacing": [1.0, 1.0, 1.0], **extra}
+    data = {
+        "name": "TinyCls",
+        "type": "classification",
+        "images": "imagesTr",
+        "labels": "labels.csv",
+        "classes": sorted({lab for _, lab in labels}),
+        "target_spacing": [1.0, 1.0, 1.0],
+        **extra,
+    }
     if masks is not None:
         data["masks"] = "masksTr"
     return parse_task(data, source=root / "t.yaml")
@@ -183,8 +196,17 @@ def test_cache_key_follows_the_recipe_preprocessing(tmp_path):
 
 
 # ----------------------------------------------------------------------------- split
-LABELS = [("z9", "a"), ("c3", "a"), ("m1", "a"), ("b7", "a"), ("q2", "b"), ("a5", "b"),
-          ("k8", "b"), ("x0", "b"), ("e4", "a")]
+LABELS = [
+    ("z9", "a"),
+    ("c3", "a"),
+    ("m1", "a"),
+    ("b7", "a"),
+    ("q2", "b"),
+    ("a5", "b"),
+    ("k8", "b"),
+    ("x0", "b"),
+    ("e4", "a"),
+]
 
 
 def _expected(splitter, ids, y, fold):
@@ -216,8 +238,9 @@ def test_task_fold_seed_overrides_the_recipe_and_a_fold_may_miss_a_class(tmp_pat
     cases = load_cases(task)
     ids = [c for c, _ in LABELS]
     for fold in range(3):
-        assert split_cases(task, cases, fold, RECIPE) == _expected(KFold(3, shuffle=True, random_state=7), ids, None,
-                                                                   fold)
+        assert split_cases(task, cases, fold, RECIPE) == _expected(
+            KFold(3, shuffle=True, random_state=7), ids, None, fold
+        )
     skewed = [(f"s{i}", "a") for i in range(5)] + [("s5", "b")]
     task = make_task(tmp_path / "skewed", skewed)
     cases = load_cases(task)
@@ -244,8 +267,15 @@ def test_augmentation_is_the_organizers_pipeline():
     ts = transform.transforms
     inner = [t.transform if isinstance(t, RandomTransform) else t for t in ts]
     assert [type(t) for t in inner] == [
-        SpatialTransform, GaussianNoiseTransform, GaussianBlurTransform, MultiplicativeBrightnessTransform,
-        ContrastTransform, GammaTransform, GammaTransform, MirrorTransform]
+        SpatialTransform,
+        GaussianNoiseTransform,
+        GaussianBlurTransform,
+        MultiplicativeBrightnessTransform,
+        ContrastTransform,
+        GammaTransform,
+        GammaTransform,
+        MirrorTransform,
+    ]
     assert [t.apply_probability for t in ts[1:-1]] == [0.1, 0.2, 0.15, 0.15, 0.1, 0.3]
 
     spatial = ts[0]
@@ -284,8 +314,7 @@ def test_augmentation_switches_and_validation():
 
     assert build_augmentation(ClassificationAugmentation(enabled=False), (16, 16, 16)) is None
     no_noise = build_augmentation(ClassificationAugmentation(gaussian_noise_p=0.0), (16, 16, 16)).transforms
-    assert not any(isinstance(t, RandomTransform) and isinstance(t.transform, GaussianNoiseTransform)
-                   for t in no_noise)
+    assert not any(isinstance(t, RandomTransform) and isinstance(t.transform, GaussianNoiseTransform) for t in no_noise)
     with pytest.raises(ValueError, match="mirror_axes"):
         build_augmentation(ClassificationAugmentation(mirror_axes=(3,)), (16, 16, 16))
     with pytest.raises(ValueError, match="scale"):

@@ -7,6 +7,7 @@ catch, as it cannot catch SIGKILL) on the ``epoch 1/`` line, which is written af
 checkpoint. The resumed attempt starts from freshly built models and scrambled global generators,
 as a new process would.
 """
+
 from __future__ import annotations
 
 import random
@@ -37,8 +38,9 @@ PATCH = (32, 32, 32)
 #: The job test: 2 epochs of 2 batches of 2 from a running pool (12 training cases: the pool
 #: carries over), dropout (torch's generator) and the toy task's default augmentation (numpy's).
 #: Short because a PrimusM checkpoint (weights and AdamW moments) is 1.7 GB.
-TWO_EPOCHS = {"PrimusM": {"epochs": 2, "iterations_per_epoch": 2, "batch_size": 2, "gradient_accumulation": 1,
-                            "warmup_epochs": 1}}
+TWO_EPOCHS = {
+    "PrimusM": {"epochs": 2, "iterations_per_epoch": 2, "batch_size": 2, "gradient_accumulation": 1, "warmup_epochs": 1}
+}
 
 
 class Killed(BaseException):
@@ -98,13 +100,14 @@ class Recorder:
 
 
 # ----------------------------------------------------------------------------- train_classifier
-SCHEDULE = ClassificationSchedule(epochs=3, iterations_per_epoch=2, batch_size=2, gradient_accumulation=1,
-                                  warmup_epochs=1, dropout=0.5)
+SCHEDULE = ClassificationSchedule(
+    epochs=3, iterations_per_epoch=2, batch_size=2, gradient_accumulation=1, warmup_epochs=1, dropout=0.5
+)
 
 
 def tiny_model():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(32 ** 3, 2))
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(32**3, 2))
 
 
 def train(cache_and_ids, log, checkpoint=None, job_id="job-a", schedule=SCHEDULE):
@@ -112,8 +115,20 @@ def train(cache_and_ids, log, checkpoint=None, job_id="job-a", schedule=SCHEDULE
     cache, ids, labels = cache_and_ids
     model = tiny_model()
     aug = ClassificationAugmentation(gaussian_noise_p=1.0, rotation_p=0.0, scale_p=0.0, mirror_axes=(0, 1, 2))
-    summary = train_classifier(model, cache, ids, labels, schedule, 1e-3, build_augmentation(aug, PATCH),
-                               torch.device("cpu"), 7, log, checkpoint=checkpoint, job_id=job_id)
+    summary = train_classifier(
+        model,
+        cache,
+        ids,
+        labels,
+        schedule,
+        1e-3,
+        build_augmentation(aug, PATCH),
+        torch.device("cpu"),
+        7,
+        log,
+        checkpoint=checkpoint,
+        job_id=job_id,
+    )
     return model, summary
 
 
@@ -168,8 +183,10 @@ def test_checkpoint_of_another_job_is_not_resumed(cache_and_ids, tmp_path):
     scramble_global_rngs()
     log = Recorder()
     other, summary = train(cache_and_ids, log, ckpt, job_id="job-b")
-    assert f"ignoring the checkpoint {ckpt}: it belongs to job job-a, this is job job-b; training from the start" \
+    assert (
+        f"ignoring the checkpoint {ckpt}: it belongs to job job-a, this is job job-b; training from the start"
         in log.lines
+    )
     assert log.epochs() == ["epoch 1/3", "epoch 2/3", "epoch 3/3"] and summary["resumed_from_epoch"] is None
     assert_same_weights(other, fresh)
     assert torch.load(ckpt, weights_only=True)["job_id"] == "job-b"  # overwritten by this job's own
@@ -199,8 +216,12 @@ def test_corrupt_checkpoint_is_ignored_with_a_log_line(cache_and_ids, tmp_path):
     marker = tmp_path / "unpickled"
     planted = tmp_path / "planted.pt"
     torch.save({"format": "x", "payload": _Planted(marker)}, planted)
-    for name, content in [("truncated", whole[: len(whole) // 2]), ("garbage", b"not a checkpoint"),
-                          ("empty", b""), ("pickled object", planted.read_bytes())]:
+    for name, content in [
+        ("truncated", whole[: len(whole) // 2]),
+        ("garbage", b"not a checkpoint"),
+        ("empty", b""),
+        ("pickled object", planted.read_bytes()),
+    ]:
         ckpt.write_bytes(content)
         scramble_global_rngs()
         log = Recorder()
@@ -212,9 +233,11 @@ def test_corrupt_checkpoint_is_ignored_with_a_log_line(cache_and_ids, tmp_path):
     assert not marker.exists()  # never unpickled
     # readable but not ours: a dict of other things, a checkpoint with a broken part
     good = torch.load(ckpt, weights_only=True)
-    for name, content in [("a plain dict", {"epoch": 2}),
-                          ("broken rng", {**good, "rng": {**good["rng"], "numpy": {"name": "MT19937"}}}),
-                          ("other model", {**good, "model": {"w": torch.zeros(2)}})]:
+    for name, content in [
+        ("a plain dict", {"epoch": 2}),
+        ("broken rng", {**good, "rng": {**good["rng"], "numpy": {"name": "MT19937"}}}),
+        ("other model", {**good, "model": {"w": torch.zeros(2)}}),
+    ]:
         torch.save(content, ckpt)
         log = Recorder()
         model, _ = train(cache_and_ids, log, ckpt)
@@ -229,11 +252,14 @@ def _tiny_classifier(track, *, input_channels, num_classes, patch_size, dropout,
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(dropout), torch.nn.Linear(n, num_classes)), None
 
 
-@pytest.mark.parametrize("model", [
-    "tiny",
-    # 2-4 minutes on two cores: PrimusM steps at 32^3 and four 1.7 GB checkpoints (weights + AdamW moments)
-    pytest.param("PrimusM", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "tiny",
+        # 2-4 minutes on two cores: PrimusM steps at 32^3 and four 1.7 GB checkpoints (weights + AdamW moments)
+        pytest.param("PrimusM", marks=pytest.mark.slow),
+    ],
+)
 def test_killed_job_resumes_and_predicts_as_an_uninterrupted_one(task, tmp_path, monkeypatch, model):
     """Through ``run_classification`` (PrimusM from scratch at 32^3, or a tiny stand-in model):
     the run's scratch folder holds the checkpoint of this job id; the resumed run's cases.csv
@@ -242,8 +268,9 @@ def test_killed_job_resumes_and_predicts_as_an_uninterrupted_one(task, tmp_path,
         monkeypatch.setattr(train_module, "build_classifier", _tiny_classifier)
     fold = 0
     # two entries of one results folder: two run folders, one preprocessing cache
-    uninterrupted = run_classification(FinetuneJob(task=task, fold=fold, track="PrimusM", results=tmp_path,
-                                                   entry="uninterrupted"))
+    uninterrupted = run_classification(
+        FinetuneJob(task=task, fold=fold, track="PrimusM", results=tmp_path, entry="uninterrupted")
+    )
     job = FinetuneJob(task=task, fold=fold, track="PrimusM", results=tmp_path, entry="killed")
 
     class KillingLog(RunLog):
@@ -257,7 +284,9 @@ def test_killed_job_resumes_and_predicts_as_an_uninterrupted_one(task, tmp_path,
         with pytest.raises(Killed):
             run_classification(job)
     ckpt = checkpoint_path(job.run.work_dir)
-    assert ckpt == job.run.work_dir / CHECKPOINT_FILE == job.run.path / "work" / "classification" / "checkpoint_latest.pt"
+    assert (
+        ckpt == job.run.work_dir / CHECKPOINT_FILE == job.run.path / "work" / "classification" / "checkpoint_latest.pt"
+    )
     saved = torch.load(ckpt, weights_only=True)
     assert saved["job_id"] == job.job_id() and saved["epoch"] == 1 and not job.run.is_done()
     del saved

@@ -1,6 +1,7 @@
 """Job health: corrupt results, real error messages with one traceback, disk checks, progress of
 running jobs. Unit tests on hand-made run folders, plus one real worker on a segmentation job
 whose dataset nnU-Net's integrity check rejects (it fails in seconds, before any training)."""
+
 from __future__ import annotations
 
 import errno
@@ -11,26 +12,56 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
+from jobs_helpers import ROOT, write_tiny_dataset, write_tiny_task
 
 from harness.jobs import disk, worker
 from harness.jobs.disk import DiskSpaceError, check_writable, job_need_bytes
-from harness.jobs.state import (CORRUPT, DONE, ERROR, FAILED, OUT_OF_MEMORY, PENDING, RUNNING, STATES, JobFiles,
-                                job_state, this_process)
+from harness.jobs.state import (
+    CORRUPT,
+    DONE,
+    ERROR,
+    FAILED,
+    OUT_OF_MEMORY,
+    PENDING,
+    RUNNING,
+    STATES,
+    JobFiles,
+    job_state,
+    this_process,
+)
 from harness.jobs.status import collect_status, parse_epoch_lines, training_progress
 from harness.runs import write_json_atomic
-from jobs_helpers import ROOT, write_tiny_dataset, write_tiny_task
 
 Usage = namedtuple("Usage", "total used free")
 
 
-def fake_run(results: Path, entry: str = "primus", task: str = "T", fold: int = 0, job_id: str = "abc",
-             submission: str | None = "/subs/primus.pth", track: str = "PrimusM",
-             task_file: str = "/registry/T.yaml", done: bool = True) -> JobFiles:
+def fake_run(
+    results: Path,
+    entry: str = "primus",
+    task: str = "T",
+    fold: int = 0,
+    job_id: str = "abc",
+    submission: str | None = "/subs/primus.pth",
+    track: str = "PrimusM",
+    task_file: str = "/registry/T.yaml",
+    done: bool = True,
+) -> JobFiles:
     """A run folder as a finished job leaves it: job.json, cases.csv, metrics.json, DONE."""
     files = JobFiles.at(results / "runs" / entry / task / "ssl3d-2025" / f"fold_{fold}")
-    write_json_atomic(files.run.job_json, {"entry": entry, "task": task, "fold": fold, "job_id": job_id,
-                                           "submission": submission, "track": track, "task_file": task_file,
-                                           "task_type": "segmentation", "recipe": "ssl3d-2025"})
+    write_json_atomic(
+        files.run.job_json,
+        {
+            "entry": entry,
+            "task": task,
+            "fold": fold,
+            "job_id": job_id,
+            "submission": submission,
+            "track": track,
+            "task_file": task_file,
+            "task_type": "segmentation",
+            "recipe": "ssl3d-2025",
+        },
+    )
     if done:
         files.run.cases_csv.write_text("case,label,dice,nsd,ref_voxels,pred_voxels\nc1,1,0.5,0.4,10,12\n")
         write_json_atomic(files.run.metrics_json, {"aggregates": {"dice": {"mean": 0.5}}})
@@ -39,17 +70,24 @@ def fake_run(results: Path, entry: str = "primus", task: str = "T", fold: int = 
 
 
 # ------------------------------------------------------------------------------ corrupt results
-@pytest.mark.parametrize("name,text,problem", [
-    ("metrics.json", None, "missing"),
-    ("metrics.json", '{"aggregates": {"dice": ', "does not parse: Expecting"),
-    ("metrics.json", "[1, 2]\n", "a JSON list, not an object"),
-    ("cases.csv", None, "missing"),
-    ("cases.csv", "", "the file is empty"),
-    ("cases.csv", "case,label,dice,nsd,ref_voxels,pred_voxels\nc1,1,0.5,0.4,10,12\nc1,2,0.3", "line 3 has 3 fields"),
-    ("cases.csv", "label,dice\n1,0.5\n", "no 'case' column"),
-    ("cases.csv", "case,label,dice\n", "a header and no cases"),
-    ("cases.csv", b"case,label\n\xff\xfe,1\n", "does not parse"),
-])
+@pytest.mark.parametrize(
+    "name,text,problem",
+    [
+        ("metrics.json", None, "missing"),
+        ("metrics.json", '{"aggregates": {"dice": ', "does not parse: Expecting"),
+        ("metrics.json", "[1, 2]\n", "a JSON list, not an object"),
+        ("cases.csv", None, "missing"),
+        ("cases.csv", "", "the file is empty"),
+        (
+            "cases.csv",
+            "case,label,dice,nsd,ref_voxels,pred_voxels\nc1,1,0.5,0.4,10,12\nc1,2,0.3",
+            "line 3 has 3 fields",
+        ),
+        ("cases.csv", "label,dice\n1,0.5\n", "no 'case' column"),
+        ("cases.csv", "case,label,dice\n", "a header and no cases"),
+        ("cases.csv", b"case,label\n\xff\xfe,1\n", "does not parse"),
+    ],
+)
 def test_done_run_with_unparseable_result_is_corrupt(tmp_path, name, text, problem):
     files = fake_run(tmp_path)
     assert job_state(files, "abc", check_results=True).state == DONE
@@ -74,22 +112,26 @@ def test_status_lists_corrupt_runs_with_the_command_that_reruns_them(tmp_path):
     fake_run(results, "primus", task="Fine")
     sub.run.metrics_json.write_text('{"aggregates": ')
     base.run.cases_csv.write_text("")
-    write_json_atomic(results / "submissions" / "primus" / "intake.json",
-                      {"entry": "primus", "valid": True, "track": "PrimusM", "file": "/subs/primus2.pth"})
+    write_json_atomic(
+        results / "submissions" / "primus" / "intake.json",
+        {"entry": "primus", "valid": True, "track": "PrimusM", "file": "/subs/primus2.pth"},
+    )
     report = collect_status(results)
     assert report.counts == {**{s: 0 for s in STATES}, DONE: 1, CORRUPT: 2}
     text = report.format_text()
     assert "corrupt   2" in text
     assert f"primus / T / ssl3d-2025 / fold 0: {sub.run.metrics_json}: does not parse" in text
     assert f"rerun: harness evaluate '/subs/my primus.pth' --tasks /registry --results {results}" in text
-    assert (f"baseline-PrimusM / T / ssl3d-2025 / fold 0: {base.run.cases_csv}: does not parse: the file is empty"
-            in text)
+    assert (
+        f"baseline-PrimusM / T / ssl3d-2025 / fold 0: {base.run.cases_csv}: does not parse: the file is empty" in text
+    )
     assert f"rerun: harness evaluate /subs/primus2.pth --tasks /registry --results {results}" in text  # baseline
     data = report.to_dict()
     assert data["counts"]["corrupt"] == 2
     assert {c["file"] for c in data["corrupt"]} == {str(sub.run.metrics_json), str(base.run.cases_csv)}
-    assert all(c["command"].startswith("harness evaluate ") and "--retry-failed" not in c["command"]
-               for c in data["corrupt"])
+    assert all(
+        c["command"].startswith("harness evaluate ") and "--retry-failed" not in c["command"] for c in data["corrupt"]
+    )
     json.dumps(data)
 
 
@@ -143,8 +185,12 @@ def test_failing_job_names_the_file_with_one_traceback_per_log(tmp_path, monkeyp
     sitk.WriteImage(bad, str(label_file))
     planned = _planned_job(tmp_path, "BadLabel", "BadLabel")
     prepare_job_folder(planned)
-    for key, value in {"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "OMP_NUM_THREADS": "1",
-                       "PYTHONPATH": str(ROOT)}.items():
+    for key, value in {
+        "nnUNet_n_proc_DA": "0",
+        "nnUNet_def_n_proc": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }.items():
         monkeypatch.setenv(key, value)
     finished = []
     LocalExecutor().run([planned], lambda kind, job, state: finished.append(state) if state else None)
@@ -158,16 +204,22 @@ def test_failing_job_names_the_file_with_one_traceback_per_log(tmp_path, monkeyp
     assert log.count("Traceback (most recent call last)") == 1, log
     assert files.run.log.read_text().count("Traceback (most recent call last)") == 1
     text = collect_status(tmp_path / "results").format_text()
-    assert f"SegmentationDataError: {data}: nnU-Net dataset check failed: Error: Unexpected labels found in file " \
-           f"{label_file}" in text
+    assert (
+        f"SegmentationDataError: {data}: nnU-Net dataset check failed: Error: Unexpected labels found in file "
+        f"{label_file}" in text
+    )
 
 
 # ------------------------------------------------------------------------------ error messages
 def test_see_above_errors_get_the_real_cause_from_the_output(tmp_path):
-    exc = RuntimeError("One or more background workers are no longer alive. Exiting. Please check the print "
-                       "statements above for the actual error message")
-    output = ("epoch 1\nException in background worker 0:\n bad crop\nTraceback (most recent call last):\n"
-              '  File "x.py", line 1, in <module>\n    crop()\n    ^^^^^^\nValueError: bad crop of case_7\n')
+    exc = RuntimeError(
+        "One or more background workers are no longer alive. Exiting. Please check the print "
+        "statements above for the actual error message"
+    )
+    output = (
+        "epoch 1\nException in background worker 0:\n bad crop\nTraceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n    crop()\n    ^^^^^^\nValueError: bad crop of case_7\n'
+    )
     cls, message = worker.describe_failure(exc, tmp_path, output)
     assert cls == ERROR and message.startswith("ValueError: bad crop of case_7 (in a background process")
     cls, message = worker.describe_failure(exc, tmp_path, "no traceback here\n")
@@ -199,9 +251,14 @@ def test_disk_full_inside_a_job_names_the_file_and_free_space(tmp_path, monkeypa
     assert not files.running_marker.exists()
     # torch.save hides the errno: "file write failed" on a nearly full disk counts too
     monkeypatch.setattr(disk.shutil, "disk_usage", lambda p: Usage(10**12, 10**12 - 10**6, 10**6))
-    cls, message = worker.describe_failure(RuntimeError("[enforce fail at inline_container.cc:603] . "
-                                                        "PytorchStreamWriter failed writing file data/3: file write "
-                                                        "failed"), files.folder)
+    cls, message = worker.describe_failure(
+        RuntimeError(
+            "[enforce fail at inline_container.cc:603] . "
+            "PytorchStreamWriter failed writing file data/3: file write "
+            "failed"
+        ),
+        files.folder,
+    )
     assert (cls, message.split(" (")[0]) == (ERROR, f"disk full: {files.folder}, 1 MB free")
 
 
@@ -218,8 +275,10 @@ def test_a_failed_that_cannot_be_written_is_said_on_stderr(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="boom"):
         worker.run_job_folder(files.folder)
     err = capsys.readouterr().err
-    assert f"cannot write {files.run.failed_marker} (No space left on device); the job failed: error: " \
-           "ValueError: boom" in err
+    assert (
+        f"cannot write {files.run.failed_marker} (No space left on device); the job failed: error: "
+        "ValueError: boom" in err
+    )
 
 
 def test_worker_checks_free_space_before_the_job_starts(tmp_path, monkeypatch):
@@ -233,9 +292,11 @@ def test_worker_checks_free_space_before_the_job_starts(tmp_path, monkeypatch):
     assert not started
     state = job_state(files, "abc")
     assert state.state == FAILED and state.error_class == ERROR
-    assert state.message == (f"DiskSpaceError: {files.folder}: only 300 MB free on its file system, the job "
-                             f"{files.folder} needs at least 5.0 GB (free some space, or set "
-                             "HARNESS_MIN_FREE_GB to change the threshold)")
+    assert state.message == (
+        f"DiskSpaceError: {files.folder}: only 300 MB free on its file system, the job "
+        f"{files.folder} needs at least 5.0 GB (free some space, or set "
+        "HARNESS_MIN_FREE_GB to change the threshold)"
+    )
 
 
 # ------------------------------------------------------------------------------ disk checks
@@ -244,9 +305,11 @@ def test_check_writable_free_space_message(tmp_path, monkeypatch):
     monkeypatch.setattr(disk.shutil, "disk_usage", lambda p: Usage(10**12, 10**12 - 1_500_000_000, 1_500_000_000))
     with pytest.raises(DiskSpaceError) as e:
         check_writable(tmp_path / "results" / "new", 2 * disk.GB, "harness evaluate")
-    assert str(e.value) == (f"{tmp_path / 'results' / 'new'} (to be created in {tmp_path}): only 1.5 GB free on "
-                            "its file system, harness evaluate needs at least 2.0 GB (free some space, or set "
-                            "HARNESS_MIN_FREE_GB to change the threshold)")
+    assert str(e.value) == (
+        f"{tmp_path / 'results' / 'new'} (to be created in {tmp_path}): only 1.5 GB free on "
+        "its file system, harness evaluate needs at least 2.0 GB (free some space, or set "
+        "HARNESS_MIN_FREE_GB to change the threshold)"
+    )
     assert (e.value.free_bytes, e.value.need_bytes) == (1_500_000_000, 2 * disk.GB)
     assert isinstance(e.value, OSError)
     assert not list(tmp_path.glob(".harness-write-test-*"))
@@ -263,6 +326,7 @@ def test_check_writable_unwritable_folder(tmp_path, monkeypatch):
         finally:
             folder.chmod(0o700)
     else:  # root writes through chmod 0o500: have the probe file refused as it would be
+
         def refuse(*args, **kwargs):
             raise PermissionError(errno.EACCES, "Permission denied")
 
@@ -302,8 +366,13 @@ def _nnunet_log_lines(path: Path, epochs: int, seconds: list[float]) -> None:
     nnUNetTrainer.print_to_log_file(stub, "Epoch 0", also_print_to_console=False)  # nnU-Net's own, 0-based
     t = time.time()
     for e, s in enumerate(seconds):
-        for key, value in (("epoch_start_timestamps", t), ("epoch_end_timestamps", t + s), ("train_losses", 0.5),
-                           ("val_losses", 0.4), ("lrs", 1e-4)):
+        for key, value in (
+            ("epoch_start_timestamps", t),
+            ("epoch_end_timestamps", t + s),
+            ("train_losses", 0.5),
+            ("val_losses", 0.4),
+            ("lrs", 1e-4),
+        ):
             stub.logger.log(key, value, e)
         t += s
         time.sleep(s)  # the line's timestamp is when it is written
@@ -318,14 +387,14 @@ def test_epoch_lines_of_both_logs_are_parsed(tmp_path):
     log("epoch 1/3 loss 0.6931 lr 1.000e-04 (2.1s)")
     log("epoch 2/3 loss 0.6500 lr 9.000e-05 (2.0s)")
     lines = parse_epoch_lines((tmp_path / "cls.log").read_text())
-    assert [(l.epoch, l.epochs, l.seconds) for l in lines] == [(1, 3, 2.1), (2, 3, 2.0)]
+    assert [(e.epoch, e.epochs, e.seconds) for e in lines] == [(1, 3, 2.1), (2, 3, 2.0)]
     assert abs(lines[-1].time - time.time()) < 60
 
     _nnunet_log_lines(tmp_path / "seg.log", 5, [0.3, 0.3])  # 0.3 s per epoch
     text = (tmp_path / "seg.log").read_text()
     assert ": epoch 2/5 loss 0.5000 val_loss 0.4000 lr 1.000e-04 (0.3s)" in text
     lines = parse_epoch_lines(text)
-    assert [(l.epoch, l.epochs, l.seconds) for l in lines] == [(1, 5, 0.3), (2, 5, 0.3)]  # not "Epoch 0"
+    assert [(e.epoch, e.epochs, e.seconds) for e in lines] == [(1, 5, 0.3), (2, 5, 0.3)]  # not "Epoch 0"
 
     p = training_progress(lines, started=None, now=lines[-1].time)
     assert (p["epoch"], p["epochs"]) == (2, 5) and p["epoch_seconds"] == pytest.approx(0.3, abs=0.1)
@@ -333,10 +402,12 @@ def test_epoch_lines_of_both_logs_are_parsed(tmp_path):
 
 
 def test_eta_from_epoch_timestamps_of_this_attempt(tmp_path):
-    text = ("2026-12-02 06:00:00: epoch 1/10 loss 1 (5.0s)\n"  # an earlier attempt, a day before
-            "2026-12-03 06:30:00.250000: epoch 2/10 loss 1 (9.0s)\n"
-            "2026-12-03 06:31:00.250000: epoch 3/10 loss 1 (9.0s)\n"
-            "2026-12-03 06:33:00.250000: epoch 4/10 loss 1 (9.0s)\n")
+    text = (
+        "2026-12-02 06:00:00: epoch 1/10 loss 1 (5.0s)\n"  # an earlier attempt, a day before
+        "2026-12-03 06:30:00.250000: epoch 2/10 loss 1 (9.0s)\n"
+        "2026-12-03 06:31:00.250000: epoch 3/10 loss 1 (9.0s)\n"
+        "2026-12-03 06:33:00.250000: epoch 4/10 loss 1 (9.0s)\n"
+    )
     lines = parse_epoch_lines(text)
     started = lines[1].time - 100
     p = training_progress(lines, started, now=lines[-1].time + 30)
@@ -352,8 +423,10 @@ def test_status_shows_running_jobs_with_epoch_and_eta(tmp_path):
     write_json_atomic(files.running_marker, marker)
     started = time.mktime(time.strptime(marker["started"][:19], "%Y-%m-%dT%H:%M:%S"))
     stamp = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started + t))  # noqa: E731
-    files.run.log.write_text(f"{stamp(1)}: job abc: entry primus\n{stamp(20)}: epoch 1/5 loss 0.7 (10.0s)\n"
-                             f"{stamp(30)}: epoch 2/5 loss 0.6 (10.0s)\n")
+    files.run.log.write_text(
+        f"{stamp(1)}: job abc: entry primus\n{stamp(20)}: epoch 1/5 loss 0.7 (10.0s)\n"
+        f"{stamp(30)}: epoch 2/5 loss 0.6 (10.0s)\n"
+    )
     queued = fake_run(results, task="Q", done=False)
     write_json_atomic(queued.submitted_marker, {"slurm_job_id": "12_3", "submitted": marker["started"]})
     fresh = fake_run(results, task="F", done=False)
@@ -362,11 +435,17 @@ def test_status_shows_running_jobs_with_epoch_and_eta(tmp_path):
     report = collect_status(results, now=started + 40)
     assert report.counts[RUNNING] == 3
     text = report.format_text()
-    assert f"primus / T / ssl3d-2025 / fold 0: pid {os.getpid()} on {marker['host']}; elapsed 0:00:40, epoch 2/5, " \
-           f"ETA 0:00:20" in text  # 3 epochs left x 10 s, less 10 s since the last line
+    assert (
+        f"primus / T / ssl3d-2025 / fold 0: pid {os.getpid()} on {marker['host']}; elapsed 0:00:40, epoch 2/5, "
+        f"ETA 0:00:20" in text
+    )  # 3 epochs left x 10 s, less 10 s since the last line
     assert "primus / F / ssl3d-2025 / fold 0" in text and "no epoch finished yet, ETA unknown" in text
     assert "primus / Q / ssl3d-2025 / fold 0: queued on Slurm as 12_3; queued for 0:00:40" in text
     running = {r["task"]: r for r in report.to_dict()["running"]}
-    assert (running["T"]["epoch"], running["T"]["epochs"], running["T"]["eta_s"], running["T"]["elapsed_s"]) == \
-           (2, 5, 20, 40)
+    assert (running["T"]["epoch"], running["T"]["epochs"], running["T"]["eta_s"], running["T"]["elapsed_s"]) == (
+        2,
+        5,
+        20,
+        40,
+    )
     assert running["F"]["eta_s"] is None and running["Q"]["queued"] is True

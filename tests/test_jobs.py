@@ -5,6 +5,7 @@ of real jobs small: the failure-isolation run doubles as the uninterrupted refer
 resumption test compares against (fine-tuning is seeded and, with single-threaded data
 augmentation, bitwise reproducible on CPU).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,19 +17,26 @@ import time
 from pathlib import Path
 
 import pytest
+from jobs_helpers import lean_env, write_failing_classification, write_tiny_dataset, write_tiny_task
 
 from harness.jobs.executors import SlurmConfig, SlurmConfigError
 from harness.jobs.lock import EvaluateLockedError, ResultsLock
 from harness.jobs.matrix import MatrixError, selected_folds
 from harness.jobs.state import DONE, FAILED, PENDING, JobFiles, job_state, process_alive
 from harness.jobs.worker import error_class
-from jobs_helpers import lean_env, write_failing_classification, write_tiny_dataset, write_tiny_task
 
 PY = sys.executable
 
+
 def harness(*args, check=None, **kw) -> subprocess.CompletedProcess:
-    out = subprocess.run([PY, "-m", "harness", *map(str, args)], capture_output=True, text=True, env=lean_env(),
-                         cwd=kw.pop("cwd", None), timeout=kw.pop("timeout", 600))
+    out = subprocess.run(
+        [PY, "-m", "harness", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=lean_env(),
+        cwd=kw.pop("cwd", None),
+        timeout=kw.pop("timeout", 600),
+    )
     if check is not None:
         assert out.returncode == check, f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
     return out
@@ -56,8 +64,19 @@ def failure_run(world) -> dict:
     """One evaluate over Good / Broken / Slow with a valid and a rejected submission, 2 in parallel."""
     results = world["root"] / "results_failures"
     t0 = time.time()
-    out = harness("evaluate", world["sub"], world["bad"], "--tasks", world["root"] / "reg_all",
-                  "--results", results, "--jobs", 2, "--device", "cpu")
+    out = harness(
+        "evaluate",
+        world["sub"],
+        world["bad"],
+        "--tasks",
+        world["root"] / "reg_all",
+        "--results",
+        results,
+        "--jobs",
+        2,
+        "--device",
+        "cpu",
+    )
     return {"results": results, "out": out, "seconds": time.time() - t0}
 
 
@@ -145,14 +164,16 @@ def test_folds_selection_errors():
 
 # ------------------------------------------------------------------------------ CLI, no jobs
 def test_bad_inputs_give_clear_errors(world, tmp_path):
-    out = harness("evaluate", tmp_path / "nope.pth", "--tasks", world["root"] / "reg_good",
-                  "--results", tmp_path / "r", check=2)
+    out = harness(
+        "evaluate", tmp_path / "nope.pth", "--tasks", world["root"] / "reg_good", "--results", tmp_path / "r", check=2
+    )
     assert "nope.pth: no such submission file" in out.stderr
     other = tmp_path / "elsewhere" / "primus.pth"  # same entry name, other bytes
     other.parent.mkdir()
     other.write_bytes(b"different")
-    out = harness("evaluate", world["sub"], other, "--tasks", world["root"] / "reg_good",
-                  "--results", tmp_path / "r", check=2)
+    out = harness(
+        "evaluate", world["sub"], other, "--tasks", world["root"] / "reg_good", "--results", tmp_path / "r", check=2
+    )
     assert "entry name 'primus' is used by two different files" in out.stderr
     assert str(world["sub"]) in out.stderr and str(other) in out.stderr
     out = harness("evaluate", world["sub"], "--tasks", tmp_path / "no_registry", "--results", tmp_path / "r", check=2)
@@ -163,13 +184,22 @@ def test_bad_inputs_give_clear_errors(world, tmp_path):
 
 def test_dry_run_prints_matrix_and_runs_nothing(world, tmp_path):
     results = tmp_path / "results"
-    out = harness("evaluate", world["sub"], world["bad"], "--tasks", world["root"] / "reg_all",
-                  "--results", results, "--dry-run", check=0)
+    out = harness(
+        "evaluate",
+        world["sub"],
+        world["bad"],
+        "--tasks",
+        world["root"] / "reg_all",
+        "--results",
+        results,
+        "--dry-run",
+        check=0,
+    )
     lines = out.stdout.splitlines()
-    header = next(i for i, l in enumerate(lines) if l.startswith("entry"))
-    table = lines[header + 1: header + 1 + 9]
-    assert sum(" run" in l and "pending" in l for l in table) == 6  # 3 tasks x (baseline + primus)
-    assert sum("rejected" in l and l.startswith("broken_upload") for l in table) == 3
+    header = next(i for i, line in enumerate(lines) if line.startswith("entry"))
+    table = lines[header + 1 : header + 1 + 9]
+    assert sum(" run" in row and "pending" in row for row in table) == 6  # 3 tasks x (baseline + primus)
+    assert sum("rejected" in row and row.startswith("broken_upload") for row in table) == 3
     assert "dry run: 9 jobs, 6 would run" in out.stdout
     # nothing but the data check's memory of the files it read (a real run then reads none again)
     assert [p.relative_to(results) for p in results.rglob("*") if p.is_file()] == [Path("cache/data-check.json")]
@@ -208,7 +238,11 @@ def test_failures_are_isolated_and_retried(failure_run, world):
     status = json.loads(harness("status", "--results", results, "--json", check=0).stdout)
     assert status["counts"] == {"pending": 0, "running": 0, "done": 2, "corrupt": 0, "failed": 4, "rejected": 3}
     assert sorted((f["task"], f["error_class"]) for f in status["failed"]) == [
-        ("Broken", "error"), ("Broken", "error"), ("Slow", "timeout"), ("Slow", "timeout")]
+        ("Broken", "error"),
+        ("Broken", "error"),
+        ("Slow", "timeout"),
+        ("Slow", "timeout"),
+    ]
     assert all(Path(f["log"]).is_file() for f in status["failed"])
     text = harness("status", "--results", results, check=0).stdout
     assert "failed    4" in text and "timeout" in text
@@ -222,11 +256,32 @@ def test_failures_are_isolated_and_retried(failure_run, world):
 
     done_before = {e: run_folder(results, e, "Good").run.done_marker.stat().st_mtime_ns for e in ENTRIES}
     # without --retry-failed nothing runs; with it, exactly the failed jobs run again
-    again = harness("evaluate", world["sub"], world["bad"], "--tasks", world["root"] / "reg_all",
-                    "--results", results, "--jobs", 2, check=1)
+    again = harness(
+        "evaluate",
+        world["sub"],
+        world["bad"],
+        "--tasks",
+        world["root"] / "reg_all",
+        "--results",
+        results,
+        "--jobs",
+        2,
+        check=1,
+    )
     assert "running 0 with the local executor" in again.stdout
-    retry = harness("evaluate", world["sub"], world["bad"], "--tasks", world["root"] / "reg_all",
-                    "--results", results, "--jobs", 2, "--retry-failed", check=1)
+    retry = harness(
+        "evaluate",
+        world["sub"],
+        world["bad"],
+        "--tasks",
+        world["root"] / "reg_all",
+        "--results",
+        results,
+        "--jobs",
+        2,
+        "--retry-failed",
+        check=1,
+    )
     assert "running 4 with the local executor" in retry.stdout
     for entry in ENTRIES:
         good = run_folder(results, entry, "Good")
@@ -297,8 +352,21 @@ def test_leaderboard_ranks_the_run_folders_a_real_evaluate_wrote(failure_run):
 @pytest.mark.slow
 def test_kill_minus_nine_mid_matrix_then_resume(failure_run, world):
     results = world["root"] / "results_resume"
-    cmd = [PY, "-m", "harness", "evaluate", str(world["sub"]), "--tasks", str(world["root"] / "reg_good"),
-           "--results", str(results), "--jobs", "1", "--device", "cpu"]
+    cmd = [
+        PY,
+        "-m",
+        "harness",
+        "evaluate",
+        str(world["sub"]),
+        "--tasks",
+        str(world["root"] / "reg_good"),
+        "--results",
+        str(results),
+        "--jobs",
+        "1",
+        "--device",
+        "cpu",
+    ]
     log = open(world["root"] / "resume_first.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=lean_env(), start_new_session=True)
     first, second = (run_folder(results, e, "Good") for e in ENTRIES)  # the matrix runs the baseline first

@@ -3,6 +3,7 @@
 Skipped, with the reason shown, when no cluster answers, except under CI (the environment variable
 CI set), where a missing cluster is a failure: CI must start one.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from jobs_helpers import lean_env, write_tiny_dataset, write_tiny_task
 
 from harness.jobs.state import DONE, FAILED, JobFiles, job_state
-from jobs_helpers import lean_env, write_tiny_dataset, write_tiny_task
 
 PY = sys.executable
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -62,10 +63,33 @@ def test_matrix_through_slurm_arrays_with_a_cancelled_job(tmp_path):
     env = lean_env()
     log = tmp_path / "evaluate.log"
     t0 = time.time()
-    proc = subprocess.Popen([PY, "-m", "harness", "evaluate", str(sub), "--tasks", str(reg), "--results",
-                             str(results), "--executor", "slurm", "--slurm-config", str(config), "--device", "cpu"],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-    cancelled = [JobFiles.at(results / "runs" / e / "Cancelled" / "ssl3d-2025" / "fold_0") for e in ("baseline-PrimusM", "primus")]
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "harness",
+            "evaluate",
+            str(sub),
+            "--tasks",
+            str(reg),
+            "--results",
+            str(results),
+            "--executor",
+            "slurm",
+            "--slurm-config",
+            str(config),
+            "--device",
+            "cpu",
+        ],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    cancelled = [
+        JobFiles.at(results / "runs" / e / "Cancelled" / "ssl3d-2025" / "fold_0")
+        for e in ("baseline-PrimusM", "primus")
+    ]
     try:
         deadline = time.time() + 300
         while not all(f.submitted_marker.is_file() for f in cancelled):
@@ -101,7 +125,14 @@ def test_matrix_through_slurm_arrays_with_a_cancelled_job(tmp_path):
     scripts = list((results / "slurm").rglob("*_submission.sh"))
     assert scripts and any("#SBATCH --array=0-1" in s.read_text() for s in scripts)
     assert any("#SBATCH --nice=10" in s.read_text() and "#SBATCH --mem=4096M" in s.read_text() for s in scripts)
-    status = json.loads(subprocess.run([PY, "-m", "harness", "status", "--results", str(results), "--json"],
-                                       capture_output=True, text=True, env=env, check=True).stdout)
+    status = json.loads(
+        subprocess.run(
+            [PY, "-m", "harness", "status", "--results", str(results), "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout
+    )
     assert status["counts"]["done"] == 2 and status["counts"]["failed"] == 2
     print(f"slurm matrix: {time.time() - t0:.0f} s")

@@ -1,4 +1,5 @@
 """Leaderboard: hand-made tables with known answers, run folders built through the contract."""
+
 from __future__ import annotations
 
 import json
@@ -211,7 +212,9 @@ def test_bootstrap_is_reproducible_and_uses_one_resample_for_every_entry():
     a, a2 = track.entries.index("A"), track.entries.index("A2")
     np.testing.assert_array_equal(first.final_ranks[:, a], first.final_ranks[:, a2])
     assert first.rank_quantiles.shape == (3, 4)
-    assert ((first.rank_quantiles[0] <= first.rank_quantiles[1]) & (first.rank_quantiles[1] <= first.rank_quantiles[2])).all()
+    assert (
+        (first.rank_quantiles[0] <= first.rank_quantiles[1]) & (first.rank_quantiles[1] <= first.rank_quantiles[2])
+    ).all()
 
 
 def test_single_case_task_is_reported_not_bootstrappable(tmp_path):
@@ -231,11 +234,30 @@ def test_single_case_task_is_reported_not_bootstrappable(tmp_path):
 # --------------------------------------------------------------------------- run folders
 
 
-def write_run(results, entry, task, fold, *, track="ResEncL", task_type="segmentation", cases=None,
-              metrics=("dice", "nsd"), classes=None, state="done", is_baseline=None):
+def write_run(
+    results,
+    entry,
+    task,
+    fold,
+    *,
+    track="ResEncL",
+    task_type="segmentation",
+    cases=None,
+    metrics=("dice", "nsd"),
+    classes=None,
+    state="done",
+    is_baseline=None,
+):
     run = RunFolder.of(results, entry, task, fold, "ssl3d-2025")
-    job = {"entry": entry, "track": track, "is_baseline": entry.startswith("baseline-") if is_baseline is None else is_baseline,
-           "task": task, "task_type": task_type, "fold": fold, "recipe": "ssl3d-2025"}
+    job = {
+        "entry": entry,
+        "track": track,
+        "is_baseline": entry.startswith("baseline-") if is_baseline is None else is_baseline,
+        "task": task,
+        "task_type": task_type,
+        "fold": fold,
+        "recipe": "ssl3d-2025",
+    }
     write_json_atomic(run.job_json, job)
     if state == "failed":
         run.mark_failed("RuntimeError", "CUDA out of memory")
@@ -256,15 +278,28 @@ def seg_cases(dice_per_case: dict[str, tuple[float, float]]):
     rows = []
     for case, dices in dice_per_case.items():
         for label, d in zip((1, 2), dices):
-            rows.append({"case": case, "label": label, "dice": d, "nsd": d - 0.05 if d == d else d,
-                         "ref_voxels": 0 if d != d else 10, "pred_voxels": 0 if d != d else 10})
+            rows.append(
+                {
+                    "case": case,
+                    "label": label,
+                    "dice": d,
+                    "nsd": d - 0.05 if d == d else d,
+                    "ref_voxels": 0 if d != d else 10,
+                    "pred_voxels": 0 if d != d else 10,
+                }
+            )
     return rows
 
 
 def clf_cases(truth, probs_pos, classes=("neg", "pos")):
     return [
-        {"case": f"case_k{i}", "true_label": classes[t], "pred_label": classes[int(p >= 0.5)],
-         f"prob_{classes[0]}": 1 - p, f"prob_{classes[1]}": p}
+        {
+            "case": f"case_k{i}",
+            "true_label": classes[t],
+            "pred_label": classes[int(p >= 0.5)],
+            f"prob_{classes[0]}": 1 - p,
+            f"prob_{classes[1]}": p,
+        }
         for i, (t, p) in enumerate(zip(truth, probs_pos))
     ]
 
@@ -297,8 +332,16 @@ def results(tmp_path):
                 write_run(root, entry, "seg", fold, cases=seg_cases(cases))
     for entry, folds in PROBS.items():
         for fold, probs in folds.items():
-            write_run(root, entry, "clf", fold, task_type="classification", cases=clf_cases(TRUTH[fold], probs),
-                      metrics=("auroc", "balanced_accuracy"), classes=("neg", "pos"))
+            write_run(
+                root,
+                entry,
+                "clf",
+                fold,
+                task_type="classification",
+                cases=clf_cases(TRUTH[fold], probs),
+                metrics=("auroc", "balanced_accuracy"),
+                classes=("neg", "pos"),
+            )
     write_run(root, "subC", "seg", 0, track="PrimusM", cases=seg_cases({"case_s1": (0.5, 0.5)}))
     write_run(root, "subC", "seg", 1, track="PrimusM", state="unfinished")
     write_run(root, "baseline-PrimusM", "seg", 0, track="PrimusM", cases=seg_cases({"case_s1": (0.4, 0.4)}))
@@ -343,10 +386,25 @@ def test_multiclass_bootstrap_scores_match_scikit_learn_on_each_resample(tmp_pat
     for entry in ("e1", "e2"):
         probs = rng.dirichlet(np.ones(3), size=len(truth))
         rows.append(probs)
-        cases = [{"case": f"case_k{i}", "true_label": classes[t], "pred_label": classes[int(p.argmax())],
-                  **{f"prob_{c}": p[j] for j, c in enumerate(classes)}} for i, (t, p) in enumerate(zip(truth, probs))]
-        write_run(tmp_path, entry, "clf", 0, task_type="classification", cases=cases,
-                  metrics=("auroc", "balanced_accuracy"), classes=classes)
+        cases = [
+            {
+                "case": f"case_k{i}",
+                "true_label": classes[t],
+                "pred_label": classes[int(p.argmax())],
+                **{f"prob_{c}": p[j] for j, c in enumerate(classes)},
+            }
+            for i, (t, p) in enumerate(zip(truth, probs))
+        ]
+        write_run(
+            tmp_path,
+            entry,
+            "clf",
+            0,
+            task_type="classification",
+            cases=cases,
+            metrics=("auroc", "balanced_accuracy"),
+            classes=classes,
+        )
     (track,) = collect_runs(tmp_path)
     (task,) = track.tasks
     idx = bootstrap_indices("clf", len(truth), 40, seed=1)
@@ -372,11 +430,25 @@ def test_macro_f1_and_average_precision_rank_a_classification_task(tmp_path):
     for entry in ("e1", "e2", "e3"):
         for fold, labels in truth.items():
             probs[entry, fold] = p = rng.dirichlet(np.ones(3), size=len(labels))
-            cases = [{"case": f"case_k{i}", "true_label": classes[t], "pred_label": classes[int(row.argmax())],
-                      **{f"prob_{c}": row[j] for j, c in enumerate(classes)}}
-                     for i, (t, row) in enumerate(zip(labels, p))]
-            write_run(tmp_path, entry, "clf", fold, task_type="classification", cases=cases,
-                      metrics=("f1", "average_precision"), classes=classes)
+            cases = [
+                {
+                    "case": f"case_k{i}",
+                    "true_label": classes[t],
+                    "pred_label": classes[int(row.argmax())],
+                    **{f"prob_{c}": row[j] for j, c in enumerate(classes)},
+                }
+                for i, (t, row) in enumerate(zip(labels, p))
+            ]
+            write_run(
+                tmp_path,
+                entry,
+                "clf",
+                fold,
+                task_type="classification",
+                cases=cases,
+                metrics=("f1", "average_precision"),
+                classes=classes,
+            )
     (track,) = collect_runs(tmp_path)
     (task,) = track.tasks
     assert [m.name for m in task.metrics] == ["f1", "average_precision"] and not track.job_problems
@@ -406,13 +478,23 @@ def test_macro_f1_and_average_precision_rank_a_classification_task(tmp_path):
 
 def test_a_classification_run_ranking_by_a_per_case_metric_is_failed(tmp_path):
     for entry, metrics in (("e1", ("auroc",)), ("e2", ("auroc",)), ("e3", ("dice",))):
-        write_run(tmp_path, entry, "clf", 0, task_type="classification", cases=clf_cases([0, 1], [0.2, 0.8]),
-                  metrics=metrics, classes=("neg", "pos"))
+        write_run(
+            tmp_path,
+            entry,
+            "clf",
+            0,
+            task_type="classification",
+            cases=clf_cases([0, 1], [0.2, 0.8]),
+            metrics=metrics,
+            classes=("neg", "pos"),
+        )
     (track,) = collect_runs(tmp_path)
     (problem,) = track.job_problems
     assert problem.entry == "e3" and problem.unreadable
-    assert "classification ranking metrics ['dice'] cannot be recomputed on resampled cases; supported: auroc, " \
-           "balanced_accuracy, f1, average_precision" in problem.detail
+    assert (
+        "classification ranking metrics ['dice'] cannot be recomputed on resampled cases; supported: auroc, "
+        "balanced_accuracy, f1, average_precision" in problem.detail
+    )
 
 
 def test_a_leaderboard_ranks_the_runs_of_its_recipe(results, tmp_path):
@@ -422,8 +504,18 @@ def test_a_leaderboard_ranks_the_runs_of_its_recipe(results, tmp_path):
     assert "OtherNet" in {t.track for t in collect_runs(results)}  # no recipe filter: every track
     assert "OtherNet" not in {t.track for t in collect_runs(results, SSL3D_2025)}  # no recipe makes it
     lossless = RunFolder.of(results, "subC", "seg", 0, "ssl3d-2025-lossless")
-    write_json_atomic(lossless.job_json, {"entry": "subC", "track": "PrimusM", "is_baseline": False, "task": "seg",
-                                          "task_type": "segmentation", "fold": 0, "recipe": "ssl3d-2025-lossless"})
+    write_json_atomic(
+        lossless.job_json,
+        {
+            "entry": "subC",
+            "track": "PrimusM",
+            "is_baseline": False,
+            "task": "seg",
+            "task_type": "segmentation",
+            "fold": 0,
+            "recipe": "ssl3d-2025-lossless",
+        },
+    )
     # ssl3d-2025 ignores the lossless Primus run; the lossless recipe ranks it and shares ResEnc-L's
     assert {t.track: t.entries for t in collect_runs(results, SSL3D_2025)}["PrimusM"] == ("baseline-PrimusM", "subC")
     tracks = {t.track: t for t in collect_runs(results, SSL3D_2025_LOSSLESS)}
@@ -444,7 +536,9 @@ def test_missing_classification_case_is_the_most_wrong_answer(results):
     truth = np.concatenate([TRUTH[0], TRUTH[1]])
     worst = np.concatenate([PROBS["subA"][0], np.where(np.array(TRUTH[1]) == 1, -1.0, 2.0)])
     assert scores[0, a] == pytest.approx(roc_auc_score(truth, worst))
-    assert scores[1, a] == pytest.approx(balanced_accuracy_score(truth, np.r_[np.array(PROBS["subA"][0]) >= 0.5, 1 - np.array(TRUTH[1])]))
+    assert scores[1, a] == pytest.approx(
+        balanced_accuracy_score(truth, np.r_[np.array(PROBS["subA"][0]) >= 0.5, 1 - np.array(TRUTH[1])])
+    )
 
 
 def test_build_writes_public_aggregates_and_a_private_case_table(results, tmp_path):
@@ -452,9 +546,20 @@ def test_build_writes_public_aggregates_and_a_private_case_table(results, tmp_pa
     outcome = build_leaderboard(out, results=results, n_bootstrap=30, seed=0)
     board = pd.read_csv(out / "leaderboard_ResEncL.csv")
     assert list(board.columns[:4]) == ["rank", "entry", "is_baseline", "mean_task_rank"]
-    for column in ("rank_seg", "rank_clf", "reported_seg_dice", "ranked_mean_seg_dice", "reported_seg_nsd",
-                   "score_clf_auroc", "score_clf_balanced_accuracy", "rank_lo", "rank_hi", "failed_jobs", "gain_seg",
-                   "gain_clf"):
+    for column in (
+        "rank_seg",
+        "rank_clf",
+        "reported_seg_dice",
+        "ranked_mean_seg_dice",
+        "reported_seg_nsd",
+        "score_clf_auroc",
+        "score_clf_balanced_accuracy",
+        "rank_lo",
+        "rank_hi",
+        "failed_jobs",
+        "gain_seg",
+        "gain_clf",
+    ):
         assert column in board.columns
     assert not [c for c in board.columns if c.startswith("score_seg")]
     assert board["rank"].is_monotonic_increasing
@@ -470,9 +575,17 @@ def test_build_writes_public_aggregates_and_a_private_case_table(results, tmp_pa
     assert row.loc["subB", "reported_seg_dice"] == pytest.approx(0.5)  # its failed fold counts as 0
     report = (out / "report.html").read_text()
     assert "recipe: ssl3d-2025 (version 1)" in report and "per label the nan-mean over cases" in report
-    for name in ("report.html", "leaderboard.json", "leaderboard_PrimusM.csv", "stability_ResEncL.csv",
-                 "significance_ResEncL.csv", "plots/ResEncL_blobs.png", "plots/ResEncL_significance.png",
-                 "plots/ResEncL_ranks.png", "private/cases_ResEncL.csv"):
+    for name in (
+        "report.html",
+        "leaderboard.json",
+        "leaderboard_PrimusM.csv",
+        "stability_ResEncL.csv",
+        "significance_ResEncL.csv",
+        "plots/ResEncL_blobs.png",
+        "plots/ResEncL_significance.png",
+        "plots/ResEncL_ranks.png",
+        "private/cases_ResEncL.csv",
+    ):
         assert (out / name).is_file(), name
     assert (out / "plots/ResEncL_ranks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (out / "report.html").read_text()
@@ -501,12 +614,22 @@ def test_bad_job_json_names_the_file_and_field(tmp_path):
 def test_disagreeing_true_labels_fail_the_minority_run(tmp_path):
     # e1 and e3 agree, e2 contradicts them on case_k0: e2's run is failed, nobody else is
     for entry, truth in (("e1", [0, 1]), ("e2", [1, 1]), ("e3", [0, 1])):
-        write_run(tmp_path, entry, "clf", 0, task_type="classification", cases=clf_cases(truth, [0.2, 0.8]),
-                  metrics=("auroc",), classes=("neg", "pos"))
+        write_run(
+            tmp_path,
+            entry,
+            "clf",
+            0,
+            task_type="classification",
+            cases=clf_cases(truth, [0.2, 0.8]),
+            metrics=("auroc",),
+            classes=("neg", "pos"),
+        )
     (track,) = collect_runs(tmp_path)
     (problem,) = track.job_problems
     assert (problem.entry, problem.status, problem.unreadable) == ("e2", FLAG_FAILED_JOB, True)
-    assert "e2/clf/ssl3d-2025/fold_0/cases.csv: the true_label of case 'case_k0' is 'pos' here but 'neg'" in problem.detail
+    assert (
+        "e2/clf/ssl3d-2025/fold_0/cases.csv: the true_label of case 'case_k0' is 'pos' here but 'neg'" in problem.detail
+    )
 
 
 def test_duplicate_case_label_in_cases_csv_fails_the_run(tmp_path):
@@ -526,8 +649,19 @@ def test_cli_ranks_a_csv_and_reports_bad_input(tmp_path, capsys):
     path = tmp_path / "in.csv"
     long_table({"A": [0.9, 0.8, 0.7], "baseline-ResEncL": [0.5, 0.5, 0.5]}).to_csv(path, index=False)
     out = tmp_path / "out"
-    code = main(["leaderboard", "--from-csv", str(path), "--out", str(out), "--bootstrap", "20",
-                 "--scheme", "aggregate-then-rank"])
+    code = main(
+        [
+            "leaderboard",
+            "--from-csv",
+            str(path),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "20",
+            "--scheme",
+            "aggregate-then-rank",
+        ]
+    )
     assert code == 0
     assert "wrote" in capsys.readouterr().out
     board = pd.read_csv(out / "leaderboard_ResEncL.csv")

@@ -1,6 +1,7 @@
 """Leaderboard on run folders whose files cannot be trusted: one corrupt run is a failed run of its
 entry (flagged, the file named), never the end of the ranking; an entry without a single valid
 value ranks last under every scheme and leaves the others' ranks alone."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,10 @@ SEG = {
     "subA": {0: {"case_s1": (0.9, 0.8), "case_s2": (0.8, 0.7)}, 1: {"case_s3": (0.8, 0.8), "case_s4": (0.7, 0.9)}},
     "subB": {0: {"case_s1": (0.7, 0.7), "case_s2": (0.9, 0.9)}, 1: {"case_s3": (0.6, 0.7), "case_s4": (0.8, 0.6)}},
     "subC": {0: {"case_s1": (0.6, 0.5), "case_s2": (0.5, 0.6)}, 1: {"case_s3": (0.9, 0.9), "case_s4": (0.5, 0.5)}},
-    "baseline-ResEncL": {0: {"case_s1": (0.5, 0.5), "case_s2": (0.4, 0.6)}, 1: {"case_s3": (0.5, 0.4), "case_s4": (0.4, 0.4)}},
+    "baseline-ResEncL": {
+        0: {"case_s1": (0.5, 0.5), "case_s2": (0.4, 0.6)},
+        1: {"case_s3": (0.5, 0.4), "case_s4": (0.4, 0.4)},
+    },
 }
 TRUTH = {0: [0, 1, 0, 1, 1, 0], 1: [1, 0, 1, 0, 0, 1]}
 PROBS = {
@@ -86,12 +90,14 @@ def _edit_csv(column, row, value):
         frame = pd.read_csv(path, dtype=str)
         frame.loc[row, column] = value
         frame.to_csv(path, index=False)
+
     return edit
 
 
 def _drop_column(column):
     def edit(path):
         pd.read_csv(path, dtype=str).drop(columns=[column]).to_csv(path, index=False)
+
     return edit
 
 
@@ -104,6 +110,7 @@ def _edit_json(**changes):
             else:
                 data[key] = value
         path.write_text(json.dumps(data))
+
     return edit
 
 
@@ -111,31 +118,66 @@ def _edit_json(**changes):
 CORRUPTIONS = {
     "metrics_truncated": ("seg", "metrics_json", _truncate, "metrics.json: does not parse: "),
     "metrics_not_json": ("seg", "metrics_json", lambda p: p.write_text("DONE\n"), "metrics.json: does not parse: "),
-    "metrics_not_an_object": ("seg", "metrics_json", lambda p: p.write_text("[1, 2]"),
-                              "does not parse: a JSON list, not an object"),
-    "metrics_without_ranking_metrics": ("seg", "metrics_json", _edit_json(ranking_metrics=None), "'ranking_metrics' must be"),
-    "metrics_disagree_with_the_others": ("seg", "metrics_json", _edit_json(ranking_metrics=[{"name": "dice"}]),
-                                         "is ['dice'] here but ['dice', 'nsd'] in 7 other run(s)"),
+    "metrics_not_an_object": (
+        "seg",
+        "metrics_json",
+        lambda p: p.write_text("[1, 2]"),
+        "does not parse: a JSON list, not an object",
+    ),
+    "metrics_without_ranking_metrics": (
+        "seg",
+        "metrics_json",
+        _edit_json(ranking_metrics=None),
+        "'ranking_metrics' must be",
+    ),
+    "metrics_disagree_with_the_others": (
+        "seg",
+        "metrics_json",
+        _edit_json(ranking_metrics=[{"name": "dice"}]),
+        "is ['dice'] here but ['dice', 'nsd'] in 7 other run(s)",
+    ),
     "metrics_deleted": ("clf", "metrics_json", lambda p: p.unlink(), "metrics.json: missing"),
     "metrics_without_classes": ("clf", "metrics_json", _edit_json(classes=None), "field 'classes' must list"),
     "cases_truncated": ("seg", "cases_csv", _truncate_last_row, "does not parse: line 5 has 2 fields, the header 6"),
     "cases_empty_file": ("seg", "cases_csv", lambda p: p.write_text(""), "does not parse: the file is empty"),
-    "cases_binary": ("seg", "cases_csv", lambda p: p.write_bytes(b"\xff\xfe\x00\x81garbage\n\x00\xc3"),
-                     "cases.csv: does not parse: "),
+    "cases_binary": (
+        "seg",
+        "cases_csv",
+        lambda p: p.write_bytes(b"\xff\xfe\x00\x81garbage\n\x00\xc3"),
+        "cases.csv: does not parse: ",
+    ),
     "cases_missing_column": ("seg", "cases_csv", _drop_column("nsd"), "missing column(s) ['nsd']"),
-    "cases_not_a_number": ("seg", "cases_csv", _edit_csv("dice", 1, "high"), "column 'dice' is not a number on line(s) 3"),
+    "cases_not_a_number": (
+        "seg",
+        "cases_csv",
+        _edit_csv("dice", 1, "high"),
+        "column 'dice' is not a number on line(s) 3",
+    ),
     "cases_out_of_range": ("seg", "cases_csv", _edit_csv("nsd", 0, "1.5"), "nsd values must lie in [0, 1]"),
     "clf_cases_truncated": ("clf", "cases_csv", _truncate, "cases.csv"),
     "clf_cases_unknown_label": ("clf", "cases_csv", _edit_csv("true_label", 2, "maybe"), "not one of classes"),
     "clf_cases_infinite_probability": ("clf", "cases_csv", _edit_csv("prob_pos", 0, "inf"), "must be finite"),
-    "clf_cases_contradict_the_truth": ("clf", "cases_csv", _edit_csv("true_label", 0, "pos"),
-                                       "the true_label of case 'case_k0' is 'pos' here but 'neg' in 3 other run(s)"),
+    "clf_cases_contradict_the_truth": (
+        "clf",
+        "cases_csv",
+        _edit_csv("true_label", 0, "pos"),
+        "the true_label of case 'case_k0' is 'pos' here but 'neg' in 3 other run(s)",
+    ),
     "job_truncated": ("seg", "job_json", _truncate, "job.json: does not parse: "),
-    "job_not_an_object": ("clf", "job_json", lambda p: p.write_text('"subB"'), "does not parse: a JSON str, not an object"),
+    "job_not_an_object": (
+        "clf",
+        "job_json",
+        lambda p: p.write_text('"subB"'),
+        "does not parse: a JSON str, not an object",
+    ),
     "job_missing_field": ("seg", "job_json", _edit_json(task_type=None), "missing field 'task_type'"),
     "job_deleted": ("clf", "job_json", lambda p: p.unlink(), "job.json: missing"),
-    "job_wrong_task_type": ("seg", "job_json", _edit_json(task_type="classification"),
-                            "the task_type of task 'seg' is 'classification' here but 'segmentation'"),
+    "job_wrong_task_type": (
+        "seg",
+        "job_json",
+        _edit_json(task_type="classification"),
+        "the task_type of task 'seg' is 'classification' here but 'segmentation'",
+    ),
 }
 
 
@@ -224,7 +266,9 @@ def test_two_runs_claiming_one_job_both_fail(tmp_path):
 
 def test_no_readable_run_at_all_is_an_error_naming_the_file(tmp_path, capsys):
     _garbage_job(RunFolder.of(tmp_path / "results", "subA", "seg", 0, SETUP))
-    with pytest.raises(LeaderboardInputError, match=r"no run folder with a readable job\.json; .*job\.json: does not parse"):
+    with pytest.raises(
+        LeaderboardInputError, match=r"no run folder with a readable job\.json; .*job\.json: does not parse"
+    ):
         collect_runs(tmp_path / "results")
     assert main(["leaderboard", "--results", str(tmp_path / "results"), "--bootstrap", "0"]) == 2
     assert "subA/seg/ssl3d-2025/fold_0/job.json" in capsys.readouterr().err
@@ -236,7 +280,9 @@ def test_no_readable_run_at_all_is_an_error_naming_the_file(tmp_path, capsys):
 def final_and_task_ranks(results, scheme, n_bootstrap=0):
     (track,) = collect_runs(results)
     ranking = rank_track(track, scheme)
-    per_entry = {e: (ranking.final_rank[i], tuple(t.rank[i] for t in ranking.tasks)) for i, e in enumerate(track.entries)}
+    per_entry = {
+        e: (ranking.final_rank[i], tuple(t.rank[i] for t in ranking.tasks)) for i, e in enumerate(track.entries)
+    }
     boot = bootstrap_track(ranking, n_bootstrap, seed=1) if n_bootstrap else None
     return track, per_entry, boot
 

@@ -3,6 +3,7 @@
 Values are multiples of 1/64 (and offsets too): exactly representable, so sums are exact and the
 properties test the ranking logic, not float rounding.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,14 @@ def long_tables(draw, metric="dice", higher_is_better=None, allow_missing=True):
                 for c in range(n_cases):
                     if allow_missing and e > 0 and draw(st.integers(0, 9)) == 0:
                         continue  # a missing row (entry 0 keeps every case, so the case exists)
-                    row = {"track": "T", "entry": f"e{e}", "task": f"t{t}", "metric": m, "case": f"c{c}",
-                           "value": draw(st.integers(0, GRID)) / GRID}
+                    row = {
+                        "track": "T",
+                        "entry": f"e{e}",
+                        "task": f"t{t}",
+                        "metric": m,
+                        "case": f"c{c}",
+                        "value": draw(st.integers(0, GRID)) / GRID,
+                    }
                     if higher_is_better is not None:
                         row["higher_is_better"] = str(higher_is_better).lower()
                     rows.append(row)
@@ -90,10 +97,18 @@ def _metric_rank(frame: pd.DataFrame, entry: str, task: str, metric: str) -> flo
 def test_re_ranking_is_not_monotone():
     """The counterexample the property search found: e0 improves on one case (t0/c1, 0 -> 1/64)
     and falls from 2nd to 3rd, because e4 comes to tie e3 on task t0 and so beats e0 overall."""
-    rows = [("e0", "t0", "c0", 1), ("e0", "t0", "c1", 0), ("e3", "t0", "c1", 0), ("e4", "t0", "c0", 0),
-            ("e0", "t1", "c0", 0), ("e3", "t1", "c0", 1), ("e4", "t1", "c0", 1)]
-    frame = pd.DataFrame([{"track": "T", "entry": e, "task": t, "metric": "dice", "case": c, "value": v / 64}
-                          for e, t, c, v in rows])
+    rows = [
+        ("e0", "t0", "c0", 1),
+        ("e0", "t0", "c1", 0),
+        ("e3", "t0", "c1", 0),
+        ("e4", "t0", "c0", 0),
+        ("e0", "t1", "c0", 0),
+        ("e3", "t1", "c0", 1),
+        ("e4", "t1", "c0", 1),
+    ]
+    frame = pd.DataFrame(
+        [{"track": "T", "entry": e, "task": t, "metric": "dice", "case": c, "value": v / 64} for e, t, c, v in rows]
+    )
     better = frame.copy()
     better.loc[1, "value"] = 1 / 64
     assert final_ranks(frame, DEFAULT_SCHEME) == {"e0": 2.0, "e3": 1.0, "e4": 2.0}

@@ -1,4 +1,5 @@
 """The metric registry: lookups, and the vectorised pooled metrics against scikit-learn."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,5 +1,6 @@
 """Dice and NSD on hand-built volumes with known answers, agreement with DeepMind's
 surface-distance, and ``harness score`` on small NIfTI folders."""
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,11 @@ def voxel(shape, at) -> np.ndarray:
 
 def reference_nsd(pred, ref, spacing, tol) -> float:
     with np.errstate(invalid="ignore"):
-        return float(surface_distance.compute_surface_dice_at_tolerance(
-            surface_distance.compute_surface_distances(ref, pred, spacing), tol))
+        return float(
+            surface_distance.compute_surface_dice_at_tolerance(
+                surface_distance.compute_surface_distances(ref, pred, spacing), tol
+            )
+        )
 
 
 def blob(rng, shape) -> np.ndarray:
@@ -154,7 +158,8 @@ def test_nsd_is_symmetric_and_crop_invariant():
     assert value == pytest.approx(normalized_surface_dice(b, a, (1.2, 0.7, 2.0), 1.5), abs=1e-12)
     pad = [(3, 1), (0, 5), (2, 2)]
     assert value == pytest.approx(
-        normalized_surface_dice(np.pad(a, pad), np.pad(b, pad), (1.2, 0.7, 2.0), 1.5), abs=1e-12)
+        normalized_surface_dice(np.pad(a, pad), np.pad(b, pad), (1.2, 0.7, 2.0), 1.5), abs=1e-12
+    )
 
 
 def test_nsd_rejects_bad_spacing_and_tolerance():
@@ -194,7 +199,8 @@ def test_distance_transform_and_offset_paths_agree(monkeypatch, max_offsets):
     for spacing, tol in [((1, 1, 1), 1.0), ((2.0, 0.7, 0.7), 1.4), ((0.5, 0.5, 0.5), 2.0)]:
         ref, pred = blob(rng, (18, 18, 18)), blob(rng, (18, 18, 18))
         assert normalized_surface_dice(pred, ref, spacing, tol) == pytest.approx(
-            reference_nsd(pred, ref, spacing, tol), abs=1e-9)
+            reference_nsd(pred, ref, spacing, tol), abs=1e-9
+        )
 
 
 def test_masks_touching_the_volume_border():
@@ -204,7 +210,8 @@ def test_masks_touching_the_volume_border():
     pred[:, :5, 2:] = True
     for spacing in [(1, 1, 1), (2.0, 0.5, 1.0)]:
         assert normalized_surface_dice(pred, ref, spacing, 1.0) == pytest.approx(
-            reference_nsd(pred, ref, spacing, 1.0), abs=1e-12)
+            reference_nsd(pred, ref, spacing, 1.0), abs=1e-12
+        )
 
 
 def test_large_tolerance_uses_distance_transform_and_agrees():
@@ -212,7 +219,8 @@ def test_large_tolerance_uses_distance_transform_and_agrees():
     ref, pred = blob(rng, (16, 16, 16)), blob(rng, (16, 16, 16))
     assert len(surface.ball_offsets((0.5, 0.5, 0.5), 6.0)) > surface.MAX_BALL_OFFSETS
     assert normalized_surface_dice(pred, ref, (0.5, 0.5, 0.5), 6.0) == pytest.approx(
-        reference_nsd(pred, ref, (0.5, 0.5, 0.5), 6.0), abs=1e-9)
+        reference_nsd(pred, ref, (0.5, 0.5, 0.5), 6.0), abs=1e-9
+    )
 
 
 # --------------------------------------------------------------------------- score_case
@@ -322,7 +330,9 @@ def test_score_folders(folders):
     explicit = score_folders(pred_dir, ref_dir, labels=[2, 1, 5], tolerance_mm=1.5)
     assert list(explicit["label"].unique()) == [1, 2, 5]
     assert explicit.loc[explicit["label"] == 5, "dice"].isna().all()
-    assert score_folders(pred_dir, ref_dir, tolerance_mm=2.0).set_index(["case", "label"]).loc[("A", 1), "nsd"] == pytest.approx(1.0)
+    assert score_folders(pred_dir, ref_dir, tolerance_mm=2.0).set_index(["case", "label"]).loc[
+        ("A", 1), "nsd"
+    ] == pytest.approx(1.0)
 
 
 def test_score_folders_spacing_mismatch_names_the_case(folders):

@@ -1,5 +1,6 @@
 """The data check before any job (harness/tasks/preflight.py), driven through the real commands
 over broken copies of the toy data (tests/broken_data.py), and the data identity of jobs."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from broken_data import SEG1, VARIANTS, Variant, make_variant
+
 from harness.cli import main
 from harness.jobs.evaluate import EvaluateOptions, plan, prepare_job_folder
 from harness.jobs.status import collect_status
@@ -57,7 +58,9 @@ def test_tasks_check_reports_each_fault_naming_the_file(broken, variant: Variant
 
 def test_simpleitk_alone_would_not_see_truncation_or_nan(broken):
     """Why the check decodes NIfTI itself: SimpleITK reads both faults without complaint."""
-    truncated = sitk.GetArrayFromImage(sitk.ReadImage(str(broken / "truncated" / SEG1 / "imagesTr/train_001_0000.nii.gz")))
+    truncated = sitk.GetArrayFromImage(
+        sitk.ReadImage(str(broken / "truncated" / SEG1 / "imagesTr/train_001_0000.nii.gz"))
+    )
     nan = sitk.GetArrayFromImage(sitk.ReadImage(str(broken / "nan_voxels" / SEG1 / "imagesTr/train_002_0000.nii.gz")))
     assert truncated.size and np.isfinite(nan).all()
 
@@ -69,8 +72,10 @@ def test_evaluate_plans_nothing_on_broken_data(broken, name, dry_run, tmp_path, 
     sub = tmp_path / "never_read.pth"
     sub.write_bytes(b"not read: the data check comes first")
     results = tmp_path / "results"
-    rc = main(["evaluate", str(sub), "--tasks", str(root / REGISTRY), "--results", str(results)]
-              + (["--dry-run"] if dry_run else []))
+    rc = main(
+        ["evaluate", str(sub), "--tasks", str(root / REGISTRY), "--results", str(results)]
+        + (["--dry-run"] if dry_run else [])
+    )
     err = capsys.readouterr().err
     assert rc == 2, err
     assert "no job was planned" in err and "1 problem(s)" in err
@@ -147,7 +152,9 @@ def test_a_changed_file_reruns_exactly_the_jobs_that_read_it(broken, tmp_path, c
 
     # a worker started on a folder planned before the change refuses to compute on other data
     stale = next(r for r in rows if r.to_run).job.folder
-    with pytest.raises(JobSpecError, match=r"data changed since the job was planned \(labelsTr/train_003.nii.gz changed\)"):
+    with pytest.raises(
+        JobSpecError, match=r"data changed since the job was planned \(labelsTr/train_003.nii.gz changed\)"
+    ):
         load_job(stale)
     untouched = next(r for r in rows if not r.to_run).job.folder
     assert load_job(untouched).data is not None
@@ -163,9 +170,15 @@ def _finish(job) -> None:
         cases = "case,true_label,pred_label,prob_sphere,prob_cube\ncase_000,sphere,sphere,0.7,0.3\n"
         extra = {"classes": list(job.task.classes)}
     run.cases_csv.write_text(cases)
-    write_json_atomic(run.metrics_json, {**job.spec().as_dict(), "aggregates": {}, **extra,
-                                         "ranking_metrics": [{"name": m.name, "higher_is_better": True}
-                                                             for m in job.task.metrics]})
+    write_json_atomic(
+        run.metrics_json,
+        {
+            **job.spec().as_dict(),
+            "aggregates": {},
+            **extra,
+            "ranking_metrics": [{"name": m.name, "higher_is_better": True} for m in job.task.metrics],
+        },
+    )
     run.mark_done({"job_id": job.job_id()})
 
 
@@ -177,12 +190,26 @@ def test_identical_submissions_train_once_and_name_both_files(primus_checkpoint,
 
     write_toy_data(data / "data" / "toy")
     shutil.copytree(REGISTRY, data / REGISTRY)
-    rc = main(["evaluate", str(primus_checkpoint), str(copy), "--tasks", str(data / REGISTRY),
-               "--results", str(tmp_path / "results"), "--dry-run", "--device", "cpu"])
+    rc = main(
+        [
+            "evaluate",
+            str(primus_checkpoint),
+            str(copy),
+            "--tasks",
+            str(data / REGISTRY),
+            "--results",
+            str(tmp_path / "results"),
+            "--dry-run",
+            "--device",
+            "cpu",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     rejected = [line for line in out.splitlines() if line.startswith("intake other_team: REJECTED")]
     assert rejected and str(copy) in rejected[0] and str(primus_checkpoint) in rejected[0], out
-    table = [line.split() for line in out.splitlines() if line.startswith(("other_team ", primus_checkpoint.stem + " "))]
+    table = [
+        line.split() for line in out.splitlines() if line.startswith(("other_team ", primus_checkpoint.stem + " "))
+    ]
     assert {row[3] for row in table if row[0] == "other_team"} == {"rejected"}
     assert {row[3] for row in table if row[0] == primus_checkpoint.stem} == {"pending"}

@@ -1,6 +1,7 @@
 """Recipes: the shipped values, their resolution with task overrides, the identity and run folder
 they give a job, and the three network facts they stand on (nnU-Net's initialisation, Primus'
 token geometry, the learning rate per epoch). No training."""
+
 from __future__ import annotations
 
 import math
@@ -28,22 +29,57 @@ def test_ssl3d_2025_segmentation_values():
     assert seg.reported_mean == "labels-of-case-nanmeans"
     r, p = seg.schedules["ResEncL"], seg.schedules["PrimusM"]
     assert (r.epochs, r.iterations_per_epoch, r.batch_size, r.warmup_epochs, r.poly_exponent) == (150, 250, 2, 15, 0.9)
-    assert (r.optimizer, r.lr, r.from_scratch_lr, r.weight_decay, r.momentum, r.grad_clip) == ("sgd", 1e-3, 1e-2, 3e-5, 0.99, 12.0)
-    assert (p.optimizer, p.lr, p.from_scratch_lr, p.weight_decay, p.betas, p.grad_clip) == ("adamw", 1e-4, 3e-4, 5e-2, (0.9, 0.98), 1.0)
+    assert (r.optimizer, r.lr, r.from_scratch_lr, r.weight_decay, r.momentum, r.grad_clip) == (
+        "sgd",
+        1e-3,
+        1e-2,
+        3e-5,
+        0.99,
+        12.0,
+    )
+    assert (p.optimizer, p.lr, p.from_scratch_lr, p.weight_decay, p.betas, p.grad_clip) == (
+        "adamw",
+        1e-4,
+        3e-4,
+        5e-2,
+        (0.9, 0.98),
+        1.0,
+    )
     assert (p.epochs, p.warmup_epochs) == (150, 15)
 
 
 def test_ssl3d_2025_classification_values():
     cls = SSL3D_2025.classification
-    assert (cls.primus_encoder, cls.primus_token_order, cls.primus_pooling) == ("eva-no-layerscale", "nnssl", "tokens-1..N")
+    assert (cls.primus_encoder, cls.primus_token_order, cls.primus_pooling) == (
+        "eva-no-layerscale",
+        "nnssl",
+        "tokens-1..N",
+    )
     assert (cls.resampling_order, cls.crop_centre, cls.zero_outside_mask, cls.normalization, cls.without_mask) == (
-        3, "mask-centre-of-mass", True, "zscore-after-crop", "resize-to-patch")
+        3,
+        "mask-centre-of-mass",
+        True,
+        "zscore-after-crop",
+        "resize-to-patch",
+    )
     assert (cls.split, cls.split_seed, cls.lr_stepping, cls.cuda_precision) == ("kfold", 12345, "epoch", "fp16")
     for track in ("ResEncL", "PrimusM"):
         s = cls.schedules[track]
         assert (s.epochs, s.batch_size, s.gradient_accumulation, s.lr, s.from_scratch_lr, s.weight_decay) == (
-            200, 2, 48, 1e-4, 1e-4, 1e-2)
-        assert (s.warmup_epochs, s.label_smoothing, s.dropout, s.grad_clip, s.iterations_per_epoch) == (20, 0.0, 0.2, None, None)
+            200,
+            2,
+            48,
+            1e-4,
+            1e-4,
+            1e-2,
+        )
+        assert (s.warmup_epochs, s.label_smoothing, s.dropout, s.grad_clip, s.iterations_per_epoch) == (
+            20,
+            0.0,
+            0.2,
+            None,
+            None,
+        )
 
 
 def test_lossless_differs_only_where_pre_trained_information_is_lost():
@@ -103,6 +139,7 @@ def test_a_bad_override_fails_at_load_naming_file_and_field(tmp_path):
 
 def test_job_identity_and_run_folder_follow_the_recipe(tmp_path):
     task = _seg_task(tmp_path)
+
     def job(track, recipe):
         return FinetuneJob(task=task, fold=0, track=track, results=tmp_path, recipe=recipe)
 
@@ -131,7 +168,9 @@ def test_segmentation_lr_per_epoch_and_optimizer(track, pretrained):
     trainer.num_epochs = schedule.epochs
     trainer.network = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
     optimizer, scheduler = trainer.configure_optimizers()
-    lr = {("ResEncL", True): 1e-3, ("ResEncL", False): 1e-2, ("PrimusM", True): 1e-4, ("PrimusM", False): 3e-4}[track, pretrained]
+    lr = {("ResEncL", True): 1e-3, ("ResEncL", False): 1e-2, ("PrimusM", True): 1e-4, ("PrimusM", False): 3e-4}[
+        track, pretrained
+    ]
     assert len(optimizer.param_groups) == 1 and len(optimizer.param_groups[0]["params"]) == 4
     group = optimizer.param_groups[0]
     if track == "ResEncL":
@@ -154,17 +193,34 @@ def test_resencl_initialisation_equals_nnunets_own_construction_path():
 
     from harness.models import build_network
 
-    kwargs = dict(n_stages=6, features_per_stage=[32, 64, 128, 256, 320, 320], conv_op="torch.nn.modules.conv.Conv3d",
-                  kernel_sizes=[[3, 3, 3]] * 6, strides=[[1, 1, 1]] + [[2, 2, 2]] * 5,
-                  n_blocks_per_stage=[1, 3, 4, 6, 6, 6], n_conv_per_stage_decoder=[1, 1, 1, 1, 1], conv_bias=True,
-                  norm_op="torch.nn.modules.instancenorm.InstanceNorm3d", norm_op_kwargs={"eps": 1e-5, "affine": True},
-                  dropout_op=None, dropout_op_kwargs=None, nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
+    kwargs = dict(
+        n_stages=6,
+        features_per_stage=[32, 64, 128, 256, 320, 320],
+        conv_op="torch.nn.modules.conv.Conv3d",
+        kernel_sizes=[[3, 3, 3]] * 6,
+        strides=[[1, 1, 1]] + [[2, 2, 2]] * 5,
+        n_blocks_per_stage=[1, 3, 4, 6, 6, 6],
+        n_conv_per_stage_decoder=[1, 1, 1, 1, 1],
+        conv_bias=True,
+        norm_op="torch.nn.modules.instancenorm.InstanceNorm3d",
+        norm_op_kwargs={"eps": 1e-5, "affine": True},
+        dropout_op=None,
+        dropout_op_kwargs=None,
+        nonlin="torch.nn.LeakyReLU",
+        nonlin_kwargs={"inplace": True},
+    )
     torch.manual_seed(0)
     ours = build_network("ResEncL", input_channels=1, num_classes=3)
     torch.manual_seed(0)
-    theirs = get_network_from_plans("dynamic_network_architectures.architectures.unet.ResidualEncoderUNet", kwargs,
-                                    ["conv_op", "norm_op", "dropout_op", "nonlin"], 1, 3, allow_init=True,
-                                    deep_supervision=False)
+    theirs = get_network_from_plans(
+        "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
+        kwargs,
+        ["conv_op", "norm_op", "dropout_op", "nonlin"],
+        1,
+        3,
+        allow_init=True,
+        deep_supervision=False,
+    )
     a, b = ours.state_dict(), theirs.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     torch.manual_seed(0)
@@ -174,13 +230,16 @@ def test_resencl_initialisation_equals_nnunets_own_construction_path():
     for name, module in ours.named_modules():
         if isinstance(module, torch.nn.Conv3d):
             fan_in = module.weight[0].numel()
-            expected = math.sqrt(2 / ((1 + 0.01 ** 2) * fan_in))
+            expected = math.sqrt(2 / ((1 + 0.01**2) * fan_in))
             assert module.weight.std().item() == pytest.approx(expected, rel=0.15), name
     # the last norm of every residual block (1+3+4+6+6+6 = 26) is zeroed, and nothing else
     last_norms = {k for k in a if k.startswith("encoder.stages.") and k.endswith(".conv2.norm.weight")}
     assert len(last_norms) == 26 and all(torch.count_nonzero(a[k]) == 0 for k in last_norms)
-    zero_norms = {k for k, v in a.items() if k.startswith("encoder.") and k.endswith("norm.weight")
-                  and torch.count_nonzero(v) == 0}
+    zero_norms = {
+        k
+        for k, v in a.items()
+        if k.startswith("encoder.") and k.endswith("norm.weight") and torch.count_nonzero(v) == 0
+    }
     assert zero_norms == last_norms
 
 
@@ -194,7 +253,9 @@ def _nnssl_encoder(weights: dict, patch, input_channels: int = 1):
     down = PatchEmbed((8, 8, 8), input_channels, 864)
     grid = tuple(p // 8 for p in patch)
     eva = Eva(embed_dim=864, depth=16, num_heads=12, ref_feat_shape=grid, init_values=0.1, scale_attn_inner=True)
-    down.load_state_dict({k.removeprefix("down_projection."): v for k, v in weights.items() if k.startswith("down_projection.")})
+    down.load_state_dict(
+        {k.removeprefix("down_projection."): v for k, v in weights.items() if k.startswith("down_projection.")}
+    )
     eva.load_state_dict({k.removeprefix("eva."): v for k, v in weights.items() if k.startswith("eva.")})
 
     def features(x):  # (B, C, W, H, D) token features, nnssl's sequence folded back to the grid
@@ -211,8 +272,9 @@ def _finetune_features(weights: dict, patch, token_order: str):
     from harness.models.primus import from_tokens
 
     net = build_network("PrimusM", input_channels=1, num_classes=2, patch_size=patch, token_order=token_order)
-    load_pretrained_encoder(net, weights, "PrimusM", pretrain_patch_size=patch, target_patch_size=patch,
-                            token_order=token_order)
+    load_pretrained_encoder(
+        net, weights, "PrimusM", pretrain_patch_size=patch, target_patch_size=patch, token_order=token_order
+    )
     assert net.eva.rope is not None  # RoPE on
     captured = {}
     net.eva.register_forward_hook(lambda m, i, o: captured.update(tokens=o[0]))
@@ -240,7 +302,9 @@ def test_nnssl_token_order_computes_nnssls_encoder_and_as_is_does_not(tmp_path):
         reference = _nnssl_encoder(weights, patch)(x)
         exact = _finetune_features(weights, patch, "nnssl")(x)
         as_is = _finetune_features(weights, patch, "as-is")(x)
+
     def rel(a):
         return ((a - reference).norm() / reference.norm()).item()
+
     assert rel(exact) <= 1e-5
     assert rel(as_is) > 1e-2

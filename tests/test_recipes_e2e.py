@@ -1,5 +1,6 @@
 """Both recipes end to end on the toy tasks through `make evaluate`, as an organizer runs them: a
 Primus-M submission (the track where the recipes differ), fold 0 of every task."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,20 @@ def test_make_evaluate_runs_both_recipes_on_the_toy_tasks(tmp_path):
     env = {**os.environ, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0"}
     for recipe in ("ssl3d-2025", "ssl3d-2025-lossless"):
         out = subprocess.run(
-            ["make", "--no-print-directory", "evaluate", "SUB=submissions/example_PrimusM.pth", f"RECIPE={recipe}",
-             f"RESULTS={results}", "EVALUATE_ARGS=--folds 0"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=1500,
+            [
+                "make",
+                "--no-print-directory",
+                "evaluate",
+                "SUB=submissions/example_PrimusM.pth",
+                f"RECIPE={recipe}",
+                f"RESULTS={results}",
+                "EVALUATE_ARGS=--folds 0",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1500,
         )
         assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
         report = (results / "leaderboard" / recipe / "report.html").read_text()
@@ -36,10 +48,14 @@ def test_make_evaluate_runs_both_recipes_on_the_toy_tasks(tmp_path):
         assert (run / "DONE").is_file() and metrics["job_id"] == job["job_id"] and metrics["recipe"] == job["recipe"]
         values = job["recipe_values"]
         if job["task_type"] == "segmentation":
-            assert values["primus_token_order"] == {"ssl3d-2025": "as-is", "ssl3d-2025-lossless": "nnssl"}[job["recipe"]]
+            assert (
+                values["primus_token_order"] == {"ssl3d-2025": "as-is", "ssl3d-2025-lossless": "nnssl"}[job["recipe"]]
+            )
             per_label = metrics["aggregates"]["dice"]["per_label"].values()
             assert metrics["aggregates"]["dice"]["mean"] == pytest.approx(sum(per_label) / len(per_label))
         else:
-            assert values["primus_encoder"] == {"ssl3d-2025": "eva-no-layerscale",
-                                                "ssl3d-2025-lossless": "primus-m"}[job["recipe"]]
+            assert (
+                values["primus_encoder"]
+                == {"ssl3d-2025": "eva-no-layerscale", "ssl3d-2025-lossless": "primus-m"}[job["recipe"]]
+            )
             assert values["split"] == "kfold" and values["split_seed"] == 12345

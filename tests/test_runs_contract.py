@@ -1,6 +1,7 @@
 """The results contract of harness/runs.py: job.json (JobSpec), metrics.json + cases.csv
 (RunResult), each with one writer and one reader whose every error names the file, one NaN policy
 for cases.csv, and one layout owning every path under results/. Unit tests on hand-made files."""
+
 from __future__ import annotations
 
 import ast
@@ -12,17 +13,41 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from harness.runs import (NAN_TEXT, JobSpec, ResultsFileError, ResultsLayout, RunFolder, RunResult, cases_csv_text,
-                          iter_run_folders, read_cases_csv, write_json_atomic)
 from jobs_helpers import ROOT, write_tiny_dataset, write_tiny_task
 
+from harness.runs import (
+    NAN_TEXT,
+    JobSpec,
+    ResultsFileError,
+    ResultsLayout,
+    RunFolder,
+    RunResult,
+    cases_csv_text,
+    iter_run_folders,
+    read_cases_csv,
+    write_json_atomic,
+)
+
 FULL_SPEC = dict(
-    entry="primus", track="PrimusM", is_baseline=False, task="T", task_type="segmentation",
-    task_file="/registry/T.yaml", fold=1, submission="/subs/primus.pth", submission_sha256="ab" * 32,
-    task_spec_hash="0123456789abcdef", recipe="ssl3d-2025", recipe_version=1,
-    recipe_values={"schedule": {"epochs": 2}}, recipe_values_hash="fedcba9876543210",
-    data_fingerprint="1111222233334444", data_files={"imagesTr/a_0000.nii.gz": "cd" * 32}, device="cpu",
-    seed=42001, job_id="00aa11bb22cc33dd",
+    entry="primus",
+    track="PrimusM",
+    is_baseline=False,
+    task="T",
+    task_type="segmentation",
+    task_file="/registry/T.yaml",
+    fold=1,
+    submission="/subs/primus.pth",
+    submission_sha256="ab" * 32,
+    task_spec_hash="0123456789abcdef",
+    recipe="ssl3d-2025",
+    recipe_version=1,
+    recipe_values={"schedule": {"epochs": 2}},
+    recipe_values_hash="fedcba9876543210",
+    data_fingerprint="1111222233334444",
+    data_files={"imagesTr/a_0000.nii.gz": "cd" * 32},
+    device="cpu",
+    seed=42001,
+    job_id="00aa11bb22cc33dd",
 )
 
 
@@ -63,27 +88,29 @@ def test_finetune_job_writes_the_spec_its_worker_reads(tmp_path):
 
 def test_a_partial_job_json_reads_with_what_it_has(tmp_path):
     run = _run(tmp_path)
-    write_json_atomic(run.job_json, {"entry": "primus", "track": "PrimusM", "task": "T", "fold": 1,
-                                     "submission": None})
+    write_json_atomic(run.job_json, {"entry": "primus", "track": "PrimusM", "task": "T", "fold": 1, "submission": None})
     spec = JobSpec.read(run)
     assert (spec.entry, spec.fold, spec.submission, spec.job_id, spec.data_files) == ("primus", 1, None, None, None)
     write_json_atomic(run.job_json, {"job_id": "x"})
     assert JobSpec.read(run, require=()).job_id == "x"
 
 
-@pytest.mark.parametrize("content,problem", [
-    (None, "missing"),
-    ('{"entry": ', "does not parse: Expecting"),
-    (b"\xff\xfe{}", "does not parse"),
-    ("[1, 2]", "does not parse: a JSON list, not an object"),
-    ({**FULL_SPEC, "task": None}, "missing field 'task'"),
-    ({k: v for k, v in FULL_SPEC.items() if k not in ("entry", "fold")}, "missing fields 'entry', 'fold'"),
-    ({**FULL_SPEC, "fold": "1"}, "field 'fold' must be an integer, got '1'"),
-    ({**FULL_SPEC, "fold": True}, "field 'fold' must be an integer, got True"),
-    ({**FULL_SPEC, "is_baseline": "no"}, "field 'is_baseline' must be true or false"),
-    ({**FULL_SPEC, "recipe_values": [1]}, "field 'recipe_values' must be an object"),
-    ({**FULL_SPEC, "data_files": {"a": 1}}, "field 'data_files' must map file names to sha256 strings"),
-])
+@pytest.mark.parametrize(
+    "content,problem",
+    [
+        (None, "missing"),
+        ('{"entry": ', "does not parse: Expecting"),
+        (b"\xff\xfe{}", "does not parse"),
+        ("[1, 2]", "does not parse: a JSON list, not an object"),
+        ({**FULL_SPEC, "task": None}, "missing field 'task'"),
+        ({k: v for k, v in FULL_SPEC.items() if k not in ("entry", "fold")}, "missing fields 'entry', 'fold'"),
+        ({**FULL_SPEC, "fold": "1"}, "field 'fold' must be an integer, got '1'"),
+        ({**FULL_SPEC, "fold": True}, "field 'fold' must be an integer, got True"),
+        ({**FULL_SPEC, "is_baseline": "no"}, "field 'is_baseline' must be true or false"),
+        ({**FULL_SPEC, "recipe_values": [1]}, "field 'recipe_values' must be an object"),
+        ({**FULL_SPEC, "data_files": {"a": 1}}, "field 'data_files' must map file names to sha256 strings"),
+    ],
+)
 def test_every_job_spec_error_names_the_file(tmp_path, content, problem):
     run = _run(tmp_path)
     run.path.mkdir(parents=True)
@@ -116,8 +143,16 @@ def test_results_file_error_pickles():
 
 # ------------------------------------------------------------------------------ cases.csv, metrics.json
 def _seg_cases() -> pd.DataFrame:
-    return pd.DataFrame({"case": ["001", "002", "002"], "label": [1, 1, 2], "dice": [0.5, math.nan, 1 / 3],
-                         "nsd": [0.25, math.nan, 0.1 + 0.2], "ref_voxels": [10, 0, 7], "pred_voxels": [12, 0, 6]})
+    return pd.DataFrame(
+        {
+            "case": ["001", "002", "002"],
+            "label": [1, 1, 2],
+            "dice": [0.5, math.nan, 1 / 3],
+            "nsd": [0.25, math.nan, 0.1 + 0.2],
+            "ref_voxels": [10, 0, 7],
+            "pred_voxels": [12, 0, 6],
+        }
+    )
 
 
 def test_run_result_round_trips_nan_as_nan(tmp_path):
@@ -133,8 +168,9 @@ def test_run_result_round_trips_nan_as_nan(tmp_path):
 
 def test_old_cases_csv_with_empty_nan_reads_as_nan(tmp_path):
     path = tmp_path / "cases.csv"
-    path.write_text("case,label,dice,nsd,ref_voxels,pred_voxels\n001,1,0.5,0.25,10,12\n002,1,,,0,0\n"
-                    "002,2,NaN, nan ,7,6\n")
+    path.write_text(
+        "case,label,dice,nsd,ref_voxels,pred_voxels\n001,1,0.5,0.25,10,12\n002,1,,,0,0\n002,2,NaN, nan ,7,6\n"
+    )
     cases = read_cases_csv(path)
     assert cases["dice"].isna().tolist() == [False, True, True] and cases["nsd"].isna().tolist() == [False, True, True]
     assert cases["case"].tolist() == ["001", "002", "002"] and cases["label"].dtype == np.int64
@@ -143,8 +179,15 @@ def test_old_cases_csv_with_empty_nan_reads_as_nan(tmp_path):
 
 def test_classification_labels_stay_text(tmp_path):
     path = tmp_path / "cases.csv"
-    cases = pd.DataFrame({"case": ["a", "b"], "true_label": ["0", "NA"], "pred_label": ["1", "0"],
-                          "prob_0": [0.25, 0.5], "prob_1": [0.75, 0.5]})
+    cases = pd.DataFrame(
+        {
+            "case": ["a", "b"],
+            "true_label": ["0", "NA"],
+            "pred_label": ["1", "0"],
+            "prob_0": [0.25, 0.5],
+            "prob_1": [0.75, 0.5],
+        }
+    )
     path.write_text(cases_csv_text(cases))
     pd.testing.assert_frame_equal(read_cases_csv(path), cases)
 
@@ -169,8 +212,11 @@ CORRUPT = [
     ("cases.csv", "case,dice,dice\nc1,0.5,0.5\n", "does not parse: column(s) ['dice'] appear more than once"),
     ("cases.csv", "case,label,dice\n", "does not parse: a header and no cases"),
     ("cases.csv", b"case,label\n\xff\xfe,1\n", "does not parse"),
-    ("cases.csv", "case,label,dice\nc1,1,0.5\nc2,1,high\n",
-     "does not parse: column 'dice' is not a number on line(s) 3"),
+    (
+        "cases.csv",
+        "case,label,dice\nc1,1,0.5\nc2,1,high\n",
+        "does not parse: column 'dice' is not a number on line(s) 3",
+    ),
 ]
 
 
@@ -245,8 +291,11 @@ def test_layout_lists_what_exists(tmp_path):
 def test_a_run_knows_its_layout_from_its_path_shape(tmp_path):
     run = _run(tmp_path)
     assert ResultsLayout.of_run(run.path) == run.layout == ResultsLayout(tmp_path / "results")
-    for bad in (tmp_path / "results" / "runs" / "primus" / "T" / "fold_0", tmp_path / "x" / "a" / "b" / "c" / "fold_0",
-                tmp_path / "results" / "runs" / "primus" / "T" / "s" / "work"):
+    for bad in (
+        tmp_path / "results" / "runs" / "primus" / "T" / "fold_0",
+        tmp_path / "x" / "a" / "b" / "c" / "fold_0",
+        tmp_path / "results" / "runs" / "primus" / "T" / "s" / "work",
+    ):
         with pytest.raises(ResultsFileError, match="not a run folder") as caught:
             _ = RunFolder(bad).results_root
         assert caught.value.path == bad
@@ -279,8 +328,12 @@ def _spelled_paths(path: Path) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             found |= {n for n in FILE_NAMES if node.value == n or node.value.endswith("/" + n)}
-        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant)
-                and node.right.value in FOLDER_NAMES):
+        if (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Div)
+            and isinstance(node.right, ast.Constant)
+            and node.right.value in FOLDER_NAMES
+        ):
             found.add(node.right.value)
     return found
 

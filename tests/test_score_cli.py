@@ -1,6 +1,7 @@
 """``harness score`` through the real command line (``harness.cli.main`` and one subprocess) on
 small NIfTI folders: every input it must refuse with exit 2 and a message naming the files, and a
 clean folder it must score, so that no check passes by refusing everything."""
+
 from __future__ import annotations
 
 import subprocess
@@ -28,7 +29,7 @@ def label_map(*labels: int) -> np.ndarray:
     """An 8^3 map with a 2x2x2 cube of each label, cube k at offset 2k along z."""
     array = np.zeros(SHAPE, np.uint8)
     for k, label in enumerate(labels):
-        array[2 * k:2 * k + 2, 2:4, 2:4] = label
+        array[2 * k : 2 * k + 2, 2:4, 2:4] = label
     return array
 
 

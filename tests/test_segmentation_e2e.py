@@ -5,6 +5,7 @@ Each fine-tuning run costs one to two minutes of CPU at the toy schedule, so the
 handful: a ResEnc-L submission, a Primus-M submission on the two-channel task, and a from-scratch
 baseline. The weight-transfer assertions build the network through the trainer without training.
 """
+
 from __future__ import annotations
 
 import json
@@ -95,7 +96,9 @@ def test_primus_two_channel_in_projection_and_pos_embed(toy, primus_checkpoint, 
     assert torch.allclose(net["eva.pos_embed"], expected)
     for k in (k for k in net if k.startswith("eva.blocks.")):
         assert torch.equal(net[k], sub.weights[k]), k
-    assert not torch.equal(net["up_projection.decode.0.0.weight"][:1], sub.weights["up_projection.decode.0.0.weight"][:1])
+    assert not torch.equal(
+        net["up_projection.decode.0.0.weight"][:1], sub.weights["up_projection.decode.0.0.weight"][:1]
+    )
     assert trainer.transfer_report.in_proj_repeated and trainer.transfer_report.token_order == order
 
 
@@ -123,9 +126,15 @@ def test_resencl_submission_finetunes_predicts_and_scores(toy, resencl_checkpoin
     from harness.submission import load_submission
 
     sha = load_submission(resencl_checkpoint).sha256
-    metrics = run_finetune_job(task=toy["tasks"]["ToySegOneChannel"], fold=0, track="ResEncL",
-                               results=toy["results"], submission=resencl_checkpoint, submission_sha256=sha,
-                               device="cpu")
+    metrics = run_finetune_job(
+        task=toy["tasks"]["ToySegOneChannel"],
+        fold=0,
+        track="ResEncL",
+        results=toy["results"],
+        submission=resencl_checkpoint,
+        submission_sha256=sha,
+        device="cpu",
+    )
     _check_run(metrics, toy["results"], "ResEncL", "ToySegOneChannel", n_cases=3, labels=[1, 2])
     assert metrics["submission_sha256"] == sha
     assert metrics["transfer"]["loaded_keys"] > 200 and "primus_token_order" not in metrics["recipe_values"]
@@ -137,8 +146,14 @@ def test_resencl_submission_finetunes_predicts_and_scores(toy, resencl_checkpoin
 
 
 def test_primus_submission_on_two_channel_task(toy, primus_checkpoint):
-    metrics = run_finetune_job(task=toy["tasks"]["ToySegTwoChannel"], fold=0, track="PrimusM",
-                               results=toy["results"], submission=primus_checkpoint, device="cpu")
+    metrics = run_finetune_job(
+        task=toy["tasks"]["ToySegTwoChannel"],
+        fold=0,
+        track="PrimusM",
+        results=toy["results"],
+        submission=primus_checkpoint,
+        device="cpu",
+    )
     _check_run(metrics, toy["results"], "PrimusM", "ToySegTwoChannel", n_cases=3, labels=[1])
     assert metrics["transfer"]["in_proj_repeated"] and metrics["transfer"]["input_channels"] == 2
     assert metrics["transfer"]["pos_embed_from_grid"] == [20, 20, 20]
@@ -153,19 +168,31 @@ def test_from_scratch_baseline_reuses_preprocessing(toy):
     assert metrics["is_baseline"] and metrics["transfer"] is None
     assert metrics["initial_lr"] == task.schedule_for("PrimusM").from_scratch_lr
     assert metrics["preprocessed"] == str(first.root)
-    log = (toy["results"] / "runs" / "baseline-PrimusM" / "ToySegTwoChannel" / "ssl3d-2025" / "fold_0" / "train.log").read_text()
+    log = (
+        toy["results"] / "runs" / "baseline-PrimusM" / "ToySegTwoChannel" / "ssl3d-2025" / "fold_0" / "train.log"
+    ).read_text()
     assert "reusing preprocessed ToySegTwoChannel" in log and "preprocessing ToySegTwoChannel" not in log.replace(
-        "reusing preprocessed ToySegTwoChannel", "")
+        "reusing preprocessed ToySegTwoChannel", ""
+    )
 
 
 def test_a_submission_changed_since_planning_is_refused(toy, resencl_checkpoint):
     from harness.finetune.job import FinetuneJob, RunLog, load_job_submission
 
-    job = FinetuneJob(task=toy["tasks"]["ToySegOneChannel"], fold=0, track="ResEncL", results=toy["results"],
-                      submission=resencl_checkpoint, submission_sha256="0" * 64)
-    with pytest.raises(ValueError, match=r"differs from the job's 0{64} \(the file changed since the job was planned\)"):
+    job = FinetuneJob(
+        task=toy["tasks"]["ToySegOneChannel"],
+        fold=0,
+        track="ResEncL",
+        results=toy["results"],
+        submission=resencl_checkpoint,
+        submission_sha256="0" * 64,
+    )
+    with pytest.raises(
+        ValueError, match=r"differs from the job's 0{64} \(the file changed since the job was planned\)"
+    ):
         load_job_submission(job, RunLog(toy["results"] / "sha-check.log", echo=False))
-    wrong_track = FinetuneJob(task=job.task, fold=0, track="PrimusM", results=toy["results"],
-                              submission=resencl_checkpoint)
+    wrong_track = FinetuneJob(
+        task=job.task, fold=0, track="PrimusM", results=toy["results"], submission=resencl_checkpoint
+    )
     with pytest.raises(ValueError, match="the submission is for track ResEncL, the job for PrimusM"):
         load_job_submission(wrong_track, RunLog(toy["results"] / "sha-check.log", echo=False))

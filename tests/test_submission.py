@@ -3,6 +3,7 @@
 Each test asserts the specific outcome: which check failed, and that the error names the
 problem (key, global, field). Base examples come from session fixtures in conftest.py.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -120,6 +121,7 @@ def test_path_with_spaces_and_non_ascii(resencl_checkpoint, tmp_path, capsys):
 def set_arch(name):
     def edit(ckpt):
         ckpt["nnssl_adaptation_plan"]["architecture_plans"]["arch_class_name"] = name
+
     return edit
 
 
@@ -174,9 +176,7 @@ def test_missing_encoder_key(resencl_checkpoint, derive_checkpoint):
     path = derive_checkpoint(resencl_checkpoint, "missing_key.pth", lambda c: c["network_weights"].pop(key))
     report = validate_submission(path)
     assert_only_failure(report, "weights_vs_reference")
-    assert report.errors == [
-        f"1 stem/encoder key of the ResEncL reference is missing from 'network_weights': {key}"
-    ]
+    assert report.errors == [f"1 stem/encoder key of the ResEncL reference is missing from 'network_weights': {key}"]
     assert checks_by_name(report)["canary"].skipped
     with pytest.raises(SubmissionError, match="missing_key.pth: 1 stem/encoder key of"):
         load_submission(path)
@@ -187,6 +187,7 @@ def test_mismatched_encoder_shape(resencl_checkpoint, derive_checkpoint):
 
     def edit(c):
         c["network_weights"][key] = torch.zeros(65)
+
     report = validate_submission(derive_checkpoint(resencl_checkpoint, "bad_shape.pth", edit))
     assert_only_failure(report, "weights_vs_reference")
     assert report.errors == [f"wrong shape for 1 stem/encoder tensor: {key} [65] (reference [64])"]
@@ -195,6 +196,7 @@ def test_mismatched_encoder_shape(resencl_checkpoint, derive_checkpoint):
 def test_primus_pos_embed_checked_against_the_plans_patch(primus_checkpoint, derive_checkpoint):
     def edit(c):
         c["nnssl_adaptation_plan"]["pretrain_plan"]["configurations"]["onemmiso"]["patch_size"] = (192, 192, 64)
+
     report = validate_submission(derive_checkpoint(primus_checkpoint, "primus_wrong_patch.pth", edit))
     assert_only_failure(report, "weights_vs_reference")
     assert len(report.errors) == 1
@@ -209,6 +211,7 @@ def test_mismatched_decoder_is_a_warning(resencl_checkpoint, derive_checkpoint):
         w["decoder.seg_layers.4.bias"] = torch.zeros(3)
         w["decoder.mae_head.weight"] = torch.zeros(4)  # a surplus key
         del w["decoder.seg_layers.0.bias"]
+
     report = validate_submission(derive_checkpoint(resencl_checkpoint, "other_head.pth", edit))
     assert report.valid, report.errors
     assert len(report.warnings) == 3
@@ -222,6 +225,7 @@ def test_mismatched_decoder_is_a_warning(resencl_checkpoint, derive_checkpoint):
 def test_module_prefix_is_stripped_with_a_warning(resencl_checkpoint, derive_checkpoint):
     def edit(c):
         c["network_weights"] = {f"module.{k}": v for k, v in c["network_weights"].items()}
+
     path = derive_checkpoint(resencl_checkpoint, "module_prefix.pth", edit)
     report = validate_submission(path)
     assert report.valid, report.errors
@@ -237,6 +241,7 @@ def test_module_prefix_is_stripped_with_a_warning(resencl_checkpoint, derive_che
 def test_non_finite_weights_name_the_tensor(resencl_checkpoint, derive_checkpoint, value, word):
     def edit(c):
         c["network_weights"][ENCODER_KEY].view(-1)[7] = value  # in place: every alias sees it
+
     path = derive_checkpoint(resencl_checkpoint, f"nonfinite_{word[:5].replace(' ', '')}.pth", edit)
     report = validate_submission(path)
     assert not report.valid
@@ -251,6 +256,7 @@ def test_float64_weights_are_rejected(tmp_path, resencl_checkpoint, derive_check
     def edit(c):
         w = c["network_weights"]
         w["decoder.seg_layers.4.bias"] = w["decoder.seg_layers.4.bias"].double()
+
     report = validate_submission(derive_checkpoint(resencl_checkpoint, "float64.pth", edit), canary=False)
     assert report.errors == [
         "1 floating tensor is not float32, float16 or bfloat16: decoder.seg_layers.4.bias (float64)"
@@ -274,8 +280,11 @@ def test_truncated_file(resencl_checkpoint, tmp_path):
 
 def test_random_bytes(tmp_path):
     path = tmp_path / "random.pth"
-    path.write_bytes(torch.randint(0, 256, (1 << 20,), generator=torch.Generator().manual_seed(3),
-                                   dtype=torch.uint8).numpy().tobytes())
+    path.write_bytes(
+        torch.randint(0, 256, (1 << 20,), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+        .numpy()
+        .tobytes()
+    )
     report = validate_submission(path)
     assert_only_failure(report, "safe_load")
     assert report.errors[0].startswith("not a PyTorch checkpoint")
@@ -312,29 +321,42 @@ def test_not_a_dict(tmp_path):
     torch.save([torch.zeros(2)], path)
     report = validate_submission(path)
     assert_only_failure(report, "structure")
-    assert report.errors == ["the checkpoint is a list, expected a dict with 'network_weights' and "
-                             "'nnssl_adaptation_plan'"]
+    assert report.errors == [
+        "the checkpoint is a list, expected a dict with 'network_weights' and 'nnssl_adaptation_plan'"
+    ]
 
 
 def test_weights_must_be_tensors(tmp_path):
     from harness.submission import example_adaptation_plan
 
     path = tmp_path / "numbers.pth"
-    torch.save({"network_weights": {"encoder.stem.convs.0.conv.weight": 1.5, "b": [1], "c": torch.zeros(1)},
-                "nnssl_adaptation_plan": example_adaptation_plan("ResEncL")}, path)
+    torch.save(
+        {
+            "network_weights": {"encoder.stem.convs.0.conv.weight": 1.5, "b": [1], "c": torch.zeros(1)},
+            "nnssl_adaptation_plan": example_adaptation_plan("ResEncL"),
+        },
+        path,
+    )
     report = validate_submission(path)
     assert_only_failure(report, "structure")
-    assert report.errors == ["'network_weights' must map names to tensors; 2 entries do not: "
-                             "'encoder.stem.convs.0.conv.weight' (float), 'b' (list)"]
+    assert report.errors == [
+        "'network_weights' must map names to tensors; 2 entries do not: "
+        "'encoder.stem.convs.0.conv.weight' (float), 'b' (list)"
+    ]
 
 
 def test_legacy_torch_format_loads_with_a_warning(tmp_path):
     from harness.submission import example_adaptation_plan
 
     path = tmp_path / "legacy.pth"
-    torch.save({"network_weights": {"encoder.stem.convs.0.conv.weight": torch.zeros(32, 1, 3, 3, 3)},
-                "nnssl_adaptation_plan": example_adaptation_plan("ResEncL")},
-               path, _use_new_zipfile_serialization=False)
+    torch.save(
+        {
+            "network_weights": {"encoder.stem.convs.0.conv.weight": torch.zeros(32, 1, 3, 3, 3)},
+            "nnssl_adaptation_plan": example_adaptation_plan("ResEncL"),
+        },
+        path,
+        _use_new_zipfile_serialization=False,
+    )
     report = validate_submission(path)
     checks = checks_by_name(report)
     assert checks["safe_load"].ok and checks["adaptation_plan"].ok
@@ -366,14 +388,20 @@ class _RunsExec:
 def _hostile_checkpoint(path: Path, payload) -> Path:
     from harness.submission import example_adaptation_plan
 
-    torch.save({"network_weights": {"encoder.stem.convs.0.conv.weight": torch.zeros(32, 1, 3, 3, 3)},
-                "nnssl_adaptation_plan": example_adaptation_plan("ResEncL"),
-                "init_args": payload}, path)
+    torch.save(
+        {
+            "network_weights": {"encoder.stem.convs.0.conv.weight": torch.zeros(32, 1, 3, 3, 3)},
+            "nnssl_adaptation_plan": example_adaptation_plan("ResEncL"),
+            "init_args": payload,
+        },
+        path,
+    )
     return path
 
 
-@pytest.mark.parametrize("payload_cls,global_name", [(_RunsShell, "posix.system (os.system)"),
-                                                     (_RunsExec, "builtins.exec")])
+@pytest.mark.parametrize(
+    "payload_cls,global_name", [(_RunsShell, "posix.system (os.system)"), (_RunsExec, "builtins.exec")]
+)
 def test_malicious_pickle_in_a_torch_checkpoint_is_rejected(tmp_path, payload_cls, global_name):
     marker = tmp_path / "marker_created_by_unpickling"
     path = _hostile_checkpoint(tmp_path / "hostile.pth", payload_cls(marker))
@@ -428,8 +456,10 @@ def test_benign_plain_pickle_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "plain.pkl"
     path.write_bytes(pickle.dumps({"network_weights": {}}, protocol=4))
     report = validate_submission(path)
-    assert report.errors == ["not a PyTorch checkpoint: a plain pickle file, not one written by torch.save; "
-                             "save the checkpoint dict with torch.save"]
+    assert report.errors == [
+        "not a PyTorch checkpoint: a plain pickle file, not one written by torch.save; "
+        "save the checkpoint dict with torch.save"
+    ]
 
 
 @pytest.mark.parametrize("protocol", [0, 2, 4, 5])
@@ -437,8 +467,7 @@ def test_scan_names_globals_in_every_protocol(protocol):
     import collections
     import io
 
-    data = pickle.dumps([("x", "x"), _RunsShell(Path("/nonexistent")), collections.OrderedDict(a=1)],
-                        protocol=protocol)
+    data = pickle.dumps([("x", "x"), _RunsShell(Path("/nonexistent")), collections.OrderedDict(a=1)], protocol=protocol)
     found, _, _ = scan_pickle_globals(io.BytesIO(data))
     assert found == ["posix.system", "collections.OrderedDict"]
 
@@ -468,8 +497,11 @@ def test_cli_exit_codes_and_json(resencl_checkpoint, derive_checkpoint, tmp_path
     assert "no such file" in capsys.readouterr().err
     assert cli_main(["validate", str(tmp_path / "missing.pth"), "--json"]) == 2
     assert json.loads(capsys.readouterr().out)["valid"] is False
-    for usage_error in (["validate", str(bad), "--track", "PrimusB"], ["validate", str(bad), "--max-size", "0"],
-                        ["validate"]):
+    for usage_error in (
+        ["validate", str(bad), "--track", "PrimusB"],
+        ["validate", str(bad), "--max-size", "0"],
+        ["validate"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             cli_main(usage_error)
         assert exit_info.value.code == 2
@@ -478,8 +510,13 @@ def test_cli_exit_codes_and_json(resencl_checkpoint, derive_checkpoint, tmp_path
 def test_cli_entry_point_in_a_subprocess(tmp_path):
     path = tmp_path / "random bytes.pth"
     path.write_bytes(b"\x80\x02not a checkpoint" * 100)
-    proc = subprocess.run([sys.executable, "-m", "harness", "validate", str(path), "--json"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "validate", str(path), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     out = json.loads(proc.stdout)
     assert out["valid"] is False and out["errors"][0].startswith("not a PyTorch checkpoint")
@@ -488,8 +525,12 @@ def test_cli_entry_point_in_a_subprocess(tmp_path):
 
 def test_cli_example_submission_rejects_a_bad_primus_patch(tmp_path, capsys):
     out = tmp_path / "x.pth"
-    assert cli_main(["example-submission", "--track", "PrimusM", "--out", str(out),
-                     "--pretrain-patch", "100", "100", "100"]) == 2
+    assert (
+        cli_main(
+            ["example-submission", "--track", "PrimusM", "--out", str(out), "--pretrain-patch", "100", "100", "100"]
+        )
+        == 2
+    )
     assert "not three positive multiples of the patch embedding (8, 8, 8)" in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
@@ -514,30 +555,46 @@ def test_primus_without_layerscale_is_valid_for_the_organizers_eva_only(primus_c
     def edit(c):
         for key in [k for k in c["network_weights"] if LAYERSCALE_KEY.match(k)]:
             del c["network_weights"][key]
+
     path = derive_checkpoint(primus_checkpoint, "primus_no_layerscale.pth", edit)
     report = validate_submission(path)
     assert report.valid, report.errors
-    assert any("no LayerScale (gamma_1, gamma_2) or inner attention norm" in w and "64 PrimusM tensors" in w
-               for w in report.warnings)
+    assert any(
+        "no LayerScale (gamma_1, gamma_2) or inner attention norm" in w and "64 PrimusM tensors" in w
+        for w in report.warnings
+    )
     assert "Primus-M encoder without LayerScale" in checks_by_name(report)["canary"].detail
     sub = load_submission(path)
-    kwargs = dict(input_channels=1, num_classes=2, patch_size=(32, 32, 32), dropout=0.0, weights=sub.weights,
-                  pretrain_patch_size=sub.pretrain_patch_size)
+    kwargs = dict(
+        input_channels=1,
+        num_classes=2,
+        patch_size=(32, 32, 32),
+        dropout=0.0,
+        weights=sub.weights,
+        pretrain_patch_size=sub.pretrain_patch_size,
+    )
     model, transfer = build_classifier("PrimusM", recipe=SSL3D_2025.classification, **kwargs)
     assert transfer.loaded_keys == len([k for k in sub.weights if k.startswith(("eva.", "down_projection."))])
     for recipe_needs_layerscale in (
         lambda: build_classifier("PrimusM", recipe=SSL3D_2025_LOSSLESS.classification, **kwargs),
-        lambda: load_pretrained_encoder(build_network("PrimusM", patch_size=(32, 32, 32)), sub.weights, "PrimusM",
-                                        pretrain_patch_size=sub.pretrain_patch_size, target_patch_size=(32, 32, 32)),
+        lambda: load_pretrained_encoder(
+            build_network("PrimusM", patch_size=(32, 32, 32)),
+            sub.weights,
+            "PrimusM",
+            pretrain_patch_size=sub.pretrain_patch_size,
+            target_patch_size=(32, 32, 32),
+        ),
     ):
         with pytest.raises(TransferError, match=r"has no LayerScale \(gamma_1, gamma_2\) or inner attention norm"):
             recipe_needs_layerscale()
 
 
 def test_a_partly_missing_layerscale_is_still_an_error(primus_checkpoint, derive_checkpoint):
-    path = derive_checkpoint(primus_checkpoint, "primus_one_gamma_missing.pth",
-                             lambda c: c["network_weights"].pop("eva.blocks.3.gamma_1"))
+    path = derive_checkpoint(
+        primus_checkpoint, "primus_one_gamma_missing.pth", lambda c: c["network_weights"].pop("eva.blocks.3.gamma_1")
+    )
     report = validate_submission(path)
     assert_only_failure(report, "weights_vs_reference")
-    assert report.errors == ["1 stem/encoder key of the PrimusM reference is missing from 'network_weights': "
-                             "eva.blocks.3.gamma_1"]
+    assert report.errors == [
+        "1 stem/encoder key of the PrimusM reference is missing from 'network_weights': eva.blocks.3.gamma_1"
+    ]

@@ -1,4 +1,5 @@
 """``nnssl_adaptation_plan`` checks on hand-made plans (no checkpoint files, milliseconds)."""
+
 from __future__ import annotations
 
 import copy
@@ -39,14 +40,17 @@ def test_key_to_lpe_may_be_missing_or_null(primus_plan, lpe):
         primus_plan["key_to_lpe"] = None
     found = check_adaptation_plan(primus_plan, None)
     assert found.errors == []
-    assert found.warnings == [f"nnssl_adaptation_plan.key_to_lpe is {'missing' if lpe else 'null'}; "
-                              "using 'eva.pos_embed', the PrimusM positional embedding"]
+    assert found.warnings == [
+        f"nnssl_adaptation_plan.key_to_lpe is {'missing' if lpe else 'null'}; "
+        "using 'eva.pos_embed', the PrimusM positional embedding"
+    ]
 
 
 def test_input_channels_must_be_one(primus_plan):
     primus_plan["pretrain_num_input_channels"] = 4
     assert check_adaptation_plan(primus_plan, None).errors == [
-        "nnssl_adaptation_plan.pretrain_num_input_channels is 4; the challenge pre-trains on 1 channel"]
+        "nnssl_adaptation_plan.pretrain_num_input_channels is 4; the challenge pre-trains on 1 channel"
+    ]
     primus_plan["pretrain_num_input_channels"] = "1"
     assert "expected the integer 1" in check_adaptation_plan(primus_plan, None).errors[0]
 
@@ -57,12 +61,19 @@ def test_primus_patch_must_be_divisible_by_the_patch_embedding(primus_plan):
     assert found.pretrain_patch_size is None
     assert found.errors == [
         "pre-training patch size (160, 160, 100) (pretrain_plan.configurations['onemmiso'].patch_size) is not "
-        "divisible by the PrimusM patch embedding (8, 8, 8)"]
+        "divisible by the PrimusM patch embedding (8, 8, 8)"
+    ]
 
 
-@pytest.mark.parametrize("patch,words", [((160, 160), "has 2 entries"), ("160", "is a str"),
-                                         ((160, -8, 160), "expected 3 positive integers"),
-                                         ((160.5, 160, 160), "expected 3 positive integers")])
+@pytest.mark.parametrize(
+    "patch,words",
+    [
+        ((160, 160), "has 2 entries"),
+        ("160", "is a str"),
+        ((160, -8, 160), "expected 3 positive integers"),
+        ((160.5, 160, 160), "expected 3 positive integers"),
+    ],
+)
 def test_malformed_patch_size(primus_plan, patch, words):
     primus_plan["pretrain_plan"]["configurations"]["onemmiso"]["patch_size"] = patch
     found = check_adaptation_plan(primus_plan, None)
@@ -126,8 +137,7 @@ def test_missing_fields_are_named():
     assert found.errors == [
         "nnssl_adaptation_plan.architecture_plans is missing",
         "nnssl_adaptation_plan.pretrain_num_input_channels is missing, expected the integer 1",
-        "nnssl_adaptation_plan.recommended_downstream_patchsize is missing (3 positive integers, normally "
-        "160 160 160)",
+        "nnssl_adaptation_plan.recommended_downstream_patchsize is missing (3 positive integers, normally 160 160 160)",
         "nnssl_adaptation_plan.pretrain_plan is missing",
     ]
     found = check_adaptation_plan({"architecture_plans": {"arch_class_name": "ResEncL"}}, None)
@@ -148,8 +158,10 @@ def test_descriptive_fields_missing_are_warnings(primus_plan):
 
 def test_requested_track_must_match_the_plan(primus_plan):
     found = check_adaptation_plan(primus_plan, "ResEncL")
-    assert found.errors[0] == ("nnssl_adaptation_plan.architecture_plans.arch_class_name is 'PrimusM' but the "
-                               "submission was validated for track 'ResEncL'")
+    assert found.errors[0] == (
+        "nnssl_adaptation_plan.architecture_plans.arch_class_name is 'PrimusM' but the "
+        "submission was validated for track 'ResEncL'"
+    )
     # ... and the keys are then checked against the requested track
     assert any("the ResEncL reference expects 'encoder.stages'" in e for e in found.errors)
 

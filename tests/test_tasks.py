@@ -1,5 +1,6 @@
 """Task registry: schema validation with errors naming the file and field, defaults per track,
 the toy registry and toy data."""
+
 from __future__ import annotations
 
 import shutil
@@ -21,8 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
-    return write_segmentation_dataset(root / "Seg", channel_names={"0": "T1"}, labels={"background": 0, "a": 1},
-                                      contrasts=[(1.0, 2.0)], n_train=2, n_test=1, seed=0)
+    return write_segmentation_dataset(
+        root / "Seg",
+        channel_names={"0": "T1"},
+        labels={"background": 0, "a": 1},
+        contrasts=[(1.0, 2.0)],
+        n_train=2,
+        n_test=1,
+        seed=0,
+    )
 
 
 def _write(folder: Path, name: str, data: dict) -> Path:
@@ -41,7 +49,13 @@ def test_defaults_follow_the_challenge_schedules(tmp_path, dataset):
     r, p = task.schedule_for("ResEncL"), task.schedule_for("PrimusM")
     assert (r.optimizer, r.lr, r.from_scratch_lr, r.weight_decay, r.momentum) == ("sgd", 1e-3, 1e-2, 3e-5, 0.99)
     assert (p.optimizer, p.lr, p.from_scratch_lr, p.weight_decay, p.betas, p.grad_clip) == (
-        "adamw", 1e-4, 3e-4, 5e-2, (0.9, 0.98), 1.0)
+        "adamw",
+        1e-4,
+        3e-4,
+        5e-2,
+        (0.9, 0.98),
+        1.0,
+    )
     assert (r.epochs, r.iterations_per_epoch, r.warmup_epochs) == (150, 250, 15)
     assert task.target_spacing == (1.0, 1.0, 1.0) and task.nsd_tolerance_mm == 1.0
     assert task.patch_for("PrimusM") == (160, 160, 160) and task.patch_for("ResEncL", (96, 96, 96)) == (96, 96, 96)
@@ -52,15 +66,18 @@ def test_override_merges_over_track_defaults(tmp_path, dataset):
     assert task.schedule_for("PrimusM").epochs == 3 and task.schedule_for("PrimusM").optimizer == "adamw"
 
 
-@pytest.mark.parametrize("over, message", [
-    ({"schedul": {}}, "field 'schedul': Extra inputs are not permitted"),
-    ({"schedule": {"PrimusM": {"lr": -1}}}, "field 'schedule': PrimusM.lr: Input should be greater than 0"),
-    ({"schedule": {"Primus": {}}}, "unknown track(s) ['Primus']"),
-    ({"metrics": [{"name": "dise"}]}, "unknown metric 'dise' (did you mean 'dice'?)"),
-    ({"patch_size": {"PrimusM": [30, 32, 32]}}, "patch embedding"),
-    ({"folds": [5]}, "within 0..4"),
-    ({"type": "regression"}, "type"),
-])
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"schedul": {}}, "field 'schedul': Extra inputs are not permitted"),
+        ({"schedule": {"PrimusM": {"lr": -1}}}, "field 'schedule': PrimusM.lr: Input should be greater than 0"),
+        ({"schedule": {"Primus": {}}}, "unknown track(s) ['Primus']"),
+        ({"metrics": [{"name": "dise"}]}, "unknown metric 'dise' (did you mean 'dice'?)"),
+        ({"patch_size": {"PrimusM": [30, 32, 32]}}, "patch embedding"),
+        ({"folds": [5]}, "within 0..4"),
+        ({"type": "regression"}, "type"),
+    ],
+)
 def test_invalid_fields_name_the_file_and_field(tmp_path, dataset, over, message):
     path = _write(tmp_path, "bad", _seg(dataset, **over))
     with pytest.raises(TaskSpecError) as err:
@@ -110,20 +127,29 @@ def test_spec_hash_changes_with_the_spec(tmp_path, dataset):
 def test_toy_data_is_anisotropic_and_the_toy_registry_loads(tmp_path):
     root = tmp_path / "toy"
     shutil.copytree(REPO / "task_registry" / "toy", root / "task_registry" / "toy")
-    out = subprocess.run([sys.executable, "-m", "harness", "make-toy-data", "--out", str(root / "data" / "toy")],
-                         capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "make-toy-data", "--out", str(root / "data" / "toy")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert out.returncode == 0, out.stderr
     img = sitk.ReadImage(str(root / "data" / "toy" / "ToySegOneChannel" / "imagesTr" / "train_000_0000.nii.gz"))
     assert img.GetSpacing() == pytest.approx(TOY_SPACING) and len(set(img.GetSpacing())) == 2
-    seg = sitk.GetArrayFromImage(sitk.ReadImage(
-        str(root / "data" / "toy" / "ToySegOneChannel" / "labelsTr" / "train_000.nii.gz")))
+    seg = sitk.GetArrayFromImage(
+        sitk.ReadImage(str(root / "data" / "toy" / "ToySegOneChannel" / "labelsTr" / "train_000.nii.gz"))
+    )
     assert set(np.unique(seg)) == {0, 1, 2}
     two = root / "data" / "toy" / "ToySegTwoChannel" / "imagesTr"
     assert (two / "train_000_0001.nii.gz").is_file()
     tasks = load_registry(root / "task_registry" / "toy")
     assert {"ToySegOneChannel", "ToySegTwoChannel"} <= set(tasks)
-    listing = subprocess.run([sys.executable, "-m", "harness", "tasks", "--tasks", str(root / "task_registry" / "toy")],
-                             capture_output=True, text=True, cwd=REPO)
+    listing = subprocess.run(
+        [sys.executable, "-m", "harness", "tasks", "--tasks", str(root / "task_registry" / "toy")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert listing.returncode == 0 and "ToySegTwoChannel" in listing.stdout and "segmentation" in listing.stdout
 
 

@@ -1,5 +1,6 @@
 """Weight-transfer rules on small hand-made tensors: token order, positional-embedding
 interpolation, in-projection repeat, prefix stripping, and the trainer's warm-up/poly schedule."""
+
 from __future__ import annotations
 
 import pytest
@@ -66,8 +67,9 @@ def _primus_weights(pretrain=(64, 64, 32)) -> dict[str, torch.Tensor]:
 
 def test_adapt_primus_repeats_in_projection_and_resizes_pos_embed():
     weights = _primus_weights()
-    out, report = adapt_pretrained_weights(weights, "PrimusM", pretrain_patch_size=(64, 64, 32),
-                                           target_patch_size=(32, 32, 32), input_channels=3)
+    out, report = adapt_pretrained_weights(
+        weights, "PrimusM", pretrain_patch_size=(64, 64, 32), target_patch_size=(32, 32, 32), input_channels=3
+    )
     w = weights["down_projection.proj.weight"]
     assert out["down_projection.proj.weight"].shape == (w.shape[0], 3, *w.shape[2:])
     for c in range(3):
@@ -81,39 +83,51 @@ def test_adapt_primus_repeats_in_projection_and_resizes_pos_embed():
 def test_pos_embed_is_copied_and_resized_in_the_order_of_its_sequence():
     weights = _primus_weights((64, 64, 64))
     for order in ("as-is", "nnssl"):
-        out, report = adapt_pretrained_weights(weights, "PrimusM", pretrain_patch_size=(64, 64, 64),
-                                               target_patch_size=(64, 64, 64), token_order=order)
+        out, report = adapt_pretrained_weights(
+            weights, "PrimusM", pretrain_patch_size=(64, 64, 64), target_patch_size=(64, 64, 64), token_order=order
+        )
         assert torch.equal(out["eva.pos_embed"], weights["eva.pos_embed"]) and report.token_order == order
     # a non-cubic pre-training grid (W, H, D) = (8, 6, 4): nnssl's sequence is (h w d), so its
     # embedding is a (H, W, D) grid and is resized as one
     pre, target = (64, 48, 32), (32, 48, 32)
     weights = _primus_weights(pre)
-    out, _ = adapt_pretrained_weights(weights, "PrimusM", pretrain_patch_size=pre, target_patch_size=target,
-                                      token_order="nnssl")
+    out, _ = adapt_pretrained_weights(
+        weights, "PrimusM", pretrain_patch_size=pre, target_patch_size=target, token_order="nnssl"
+    )
     expected = interpolate_pos_embed(weights["eva.pos_embed"], (6, 8, 4), (6, 4, 4))
     assert torch.equal(out["eva.pos_embed"], expected)
-    dna, _ = adapt_pretrained_weights(weights, "PrimusM", pretrain_patch_size=pre, target_patch_size=target,
-                                      token_order="as-is")
+    dna, _ = adapt_pretrained_weights(
+        weights, "PrimusM", pretrain_patch_size=pre, target_patch_size=target, token_order="as-is"
+    )
     assert torch.equal(dna["eva.pos_embed"], interpolate_pos_embed(weights["eva.pos_embed"], (8, 6, 4), (4, 6, 4)))
 
 
 def test_resencl_in_projection_aliases_are_repeated_together():
     shapes = reference_state_shapes("ResEncL")
     weights = {k: torch.randn(s) for k, s in shapes.items() if k.startswith("encoder.stem.")}
-    out, report = adapt_pretrained_weights(weights, "ResEncL", pretrain_patch_size=(160,) * 3,
-                                           target_patch_size=(64,) * 3, input_channels=2)
+    out, report = adapt_pretrained_weights(
+        weights, "ResEncL", pretrain_patch_size=(160,) * 3, target_patch_size=(64,) * 3, input_channels=2
+    )
     a, b = out["encoder.stem.convs.0.conv.weight"], out["encoder.stem.convs.0.all_modules.0.weight"]
-    assert a.shape[1] == 2 and b.shape[1] == 2 and torch.equal(a[:, :1] * 2, weights["encoder.stem.convs.0.conv.weight"])
+    assert (
+        a.shape[1] == 2 and b.shape[1] == 2 and torch.equal(a[:, :1] * 2, weights["encoder.stem.convs.0.conv.weight"])
+    )
     assert report.token_order == "n/a" and report.pos_embed_from_grid is None
 
 
 def test_transfer_errors_are_specific():
     with pytest.raises(TransferError, match="no stem or encoder weights"):
-        adapt_pretrained_weights({"decoder.x": torch.zeros(1)}, "ResEncL", pretrain_patch_size=(160,) * 3,
-                                 target_patch_size=(64,) * 3)
+        adapt_pretrained_weights(
+            {"decoder.x": torch.zeros(1)}, "ResEncL", pretrain_patch_size=(160,) * 3, target_patch_size=(64,) * 3
+        )
     with pytest.raises(TransferError, match="unknown token-order policy"):
-        adapt_pretrained_weights(_primus_weights(), "PrimusM", pretrain_patch_size=(64, 64, 32),
-                                 target_patch_size=(32,) * 3, token_order="hwd")
+        adapt_pretrained_weights(
+            _primus_weights(),
+            "PrimusM",
+            pretrain_patch_size=(64, 64, 32),
+            target_patch_size=(32,) * 3,
+            token_order="hwd",
+        )
     with pytest.raises(ValueError, match="patch embedding"):
         token_grid((60, 64, 64))
 

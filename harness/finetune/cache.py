@@ -1,14 +1,15 @@
 """Preprocessed data shared by every job of a task (all submissions and baselines): built once,
 under an exclusive lock, and marked complete last, so concurrent jobs wait instead of building
 twice and an interrupted build is never mistaken for a finished one."""
+
 from __future__ import annotations
 
 import fcntl
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from harness.runs import write_json_atomic
 
@@ -27,8 +28,9 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def build_once(folder: Path, build: Callable[[Path], dict | None], what: str,
-               log: Callable[[str], None] = lambda msg: None) -> None:
+def build_once(
+    folder: Path, build: Callable[[Path], dict | None], what: str, log: Callable[[str], None] = lambda msg: None
+) -> None:
     """Make ``folder`` complete. Reuse it when its marker exists; otherwise take the lock beside it,
     re-check (another job may have finished meanwhile), clear an interrupted build's leftovers, run
     ``build(folder)`` and write the marker last (with what ``build`` returned and its duration)."""

@@ -1,4 +1,5 @@
 """``harness finetune``: one job (entry x task x fold); the job matrix builds on it."""
+
 from __future__ import annotations
 
 import sys
@@ -10,16 +11,26 @@ from harness.tracks import TRACKS
 
 def register(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune one submission (or a from-scratch baseline) on one task and fold")
-    p.add_argument("submission", nargs="?", type=Path,
-                   help="nnssl checkpoint (.pth); omit with --baseline TRACK for the from-scratch baseline")
+    p.add_argument(
+        "submission",
+        nargs="?",
+        type=Path,
+        help="nnssl checkpoint (.pth); omit with --baseline TRACK for the from-scratch baseline",
+    )
     p.add_argument("--baseline", choices=TRACKS, help="run the track's from-scratch baseline instead")
     p.add_argument("--task", required=True, help="task name in the registry")
     p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--tasks", type=Path, default=Path("task_registry/toy"), help="registry folder (default: %(default)s)")
+    p.add_argument(
+        "--tasks", type=Path, default=Path("task_registry/toy"), help="registry folder (default: %(default)s)"
+    )
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--recipe", choices=RECIPE_NAMES, default=DEFAULT_RECIPE,
-                   help="every fine-tuning choice, named (docs/recipes.md; default: %(default)s)")
+    p.add_argument(
+        "--recipe",
+        choices=RECIPE_NAMES,
+        default=DEFAULT_RECIPE,
+        help="every fine-tuning choice, named (docs/recipes.md; default: %(default)s)",
+    )
     p.set_defaults(func=_finetune)
 
 
@@ -57,9 +68,15 @@ def _finetune(args) -> int:
         print(f"error: {report.format_text()}", file=sys.stderr)
         return 2
     metrics = run_finetune_job(
-        task=task, fold=args.fold, track=track, results=args.results, submission=args.submission,
-        submission_sha256=sha, device=args.device, recipe=recipe, data=report.data[task.name],
+        task=task,
+        fold=args.fold,
+        track=track,
+        results=args.results,
+        submission=args.submission,
+        submission_sha256=sha,
+        device=args.device,
+        recipe=recipe,
+        data=report.data[task.name],
     )
     print(f"done: {metrics['entry']} on {task.name} fold {args.fold}: {metrics['aggregates']}")
     return 0
-

@@ -1,6 +1,7 @@
 """One fine-tuning job (entry x task x fold) and the run-folder lifecycle shared by the
 segmentation and classification runners: start (job.json), finish (cases.csv, metrics.json,
 then DONE, written last), provenance."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +12,11 @@ import shutil
 import subprocess
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -111,14 +113,30 @@ class FinetuneJob:
     def spec(self) -> JobSpec:
         """What job.json holds: the description, the job id and the data manifest (every file
         read, with its sha256: what names a changed file later)."""
-        return JobSpec(**self.description(), job_id=self.job_id(),
-                       data_files=self.data.as_dict() if self.data is not None else None)
+        return JobSpec(
+            **self.description(),
+            job_id=self.job_id(),
+            data_files=self.data.as_dict() if self.data is not None else None,
+        )
 
     def job_id(self) -> str:
         """Stable hash of what determines the result: unchanged inputs, same id."""
         d = self.description()
-        key = {k: d[k] for k in ("entry", "track", "task", "fold", "submission_sha256", "task_spec_hash",
-                                 "recipe", "recipe_version", "recipe_values_hash", "data_fingerprint")}
+        key = {
+            k: d[k]
+            for k in (
+                "entry",
+                "track",
+                "task",
+                "fold",
+                "submission_sha256",
+                "task_spec_hash",
+                "recipe",
+                "recipe_version",
+                "recipe_values_hash",
+                "data_fingerprint",
+            )
+        }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -160,8 +178,10 @@ def load_job_submission(job: FinetuneJob, log: RunLog):
     if sub.track != job.track:
         raise ValueError(f"{job.submission}: the submission is for track {sub.track}, the job for {job.track}")
     if job.submission_sha256 and sub.sha256 != job.submission_sha256:
-        raise ValueError(f"{job.submission}: sha256 {sub.sha256} differs from the job's {job.submission_sha256} "
-                         "(the file changed since the job was planned)")
+        raise ValueError(
+            f"{job.submission}: sha256 {sub.sha256} differs from the job's {job.submission_sha256} "
+            "(the file changed since the job was planned)"
+        )
     log(f"submission {sub.path} sha256 {sub.sha256} track {sub.track} pre-training patch {sub.pretrain_patch_size}")
     return sub
 
@@ -234,8 +254,11 @@ def collect_provenance(device: str = "cpu") -> dict:
 
     from harness import __version__
 
-    versions: dict[str, str | None] = {"harness": __version__, "torch": torch.__version__,
-                                       "python": platform.python_version()}
+    versions: dict[str, str | None] = {
+        "harness": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     for pkg in ("nnunetv2", "dynamic_network_architectures", "batchgeneratorsv2", "numpy", "SimpleITK", "scikit-learn"):
         versions[pkg] = _package_version(pkg)
     device_name = "cpu"
@@ -265,13 +288,15 @@ def _package_version(name: str) -> str | None:
 def harness_git_revision() -> str | None:
     root = Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.strip()
     return out.stdout.strip() + ("+dirty" if dirty else "")

@@ -18,6 +18,7 @@ PyPI nnunetv2 has no nnssl fine-tuning trainer, so this subclass brings one. It 
 The schedule is handed over with ``configure_finetuning`` (not smuggled through the plans), and
 the trainer is passed to the runner as a class, never looked up by name.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,14 @@ class WarmupPolyLRScheduler(PolyLRScheduler):
 class SSL3DFinetuneTrainer(nnUNetTrainer):
     """nnU-Net trainer for SSL3D fine-tuning; call ``configure_finetuning`` before training."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),  # noqa: B008 - nnUNetTrainer's own signature
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
         self.track: str | None = None
@@ -72,8 +79,9 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         self.recipe: SegmentationRecipe | None = None
         self.transfer_report = None
 
-    def configure_finetuning(self, *, track: str, schedule: SegmentationSchedule, recipe: SegmentationRecipe,
-                             submission=None) -> None:
+    def configure_finetuning(
+        self, *, track: str, schedule: SegmentationSchedule, recipe: SegmentationRecipe, submission=None
+    ) -> None:
         """Set the track, its schedule, the recipe's segmentation choices (``SegmentationRecipe``)
         and the pre-trained weights (``submission=None``: from scratch)."""
         self.track = track
@@ -88,15 +96,27 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         self.save_every = schedule.checkpoint_every
 
     # -- network ------------------------------------------------------------------------------
-    def build_network_architecture(self, plans_manager, configuration_manager, num_input_channels,
-                                   num_output_channels, enable_deep_supervision=False) -> nn.Module:
+    def build_network_architecture(
+        self,
+        plans_manager,
+        configuration_manager,
+        num_input_channels,
+        num_output_channels,
+        enable_deep_supervision=False,
+    ) -> nn.Module:
         if self.track is None:
             raise RuntimeError("configure_finetuning() must be called before the trainer is initialized")
         assert self.recipe is not None  # configure_finetuning set it with the track
         patch = tuple(configuration_manager.patch_size)
         # nnU-Net's initialisation first (recipe network_init "nnunet"), the encoder loaded on top
-        network = build_network(self.track, num_input_channels, num_output_channels, patch,
-                                token_order=self.recipe.primus_token_order, initialize=True)
+        network = build_network(
+            self.track,
+            num_input_channels,
+            num_output_channels,
+            patch,
+            token_order=self.recipe.primus_token_order,
+            initialize=True,
+        )
         if self.submission is not None:
             self.transfer_report = load_pretrained_encoder(
                 network,
@@ -132,9 +152,11 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         classification loop writes it."""
         get = self.logger.get_value
         seconds = get("epoch_end_timestamps", step=epoch) - get("epoch_start_timestamps", step=epoch)
-        return (f"epoch {epoch + 1}/{self.num_epochs} loss {float(get('train_losses', step=epoch)):.4f} "
-                f"val_loss {float(get('val_losses', step=epoch)):.4f} lr {float(get('lrs', step=epoch)):.3e} "
-                f"({seconds:.1f}s)")
+        return (
+            f"epoch {epoch + 1}/{self.num_epochs} loss {float(get('train_losses', step=epoch)):.4f} "
+            f"val_loss {float(get('val_losses', step=epoch)):.4f} lr {float(get('lrs', step=epoch)):.3e} "
+            f"({seconds:.1f}s)"
+        )
 
     def save_checkpoint(self, filename: str) -> None:
         if os.path.basename(filename) == "checkpoint_best.pth":
@@ -146,8 +168,9 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         s = self.schedule
         params = self.network.parameters()
         if s.optimizer == "sgd":
-            optimizer = torch.optim.SGD(params, self.initial_lr, weight_decay=s.weight_decay,
-                                        momentum=s.momentum, nesterov=True)
+            optimizer = torch.optim.SGD(
+                params, self.initial_lr, weight_decay=s.weight_decay, momentum=s.momentum, nesterov=True
+            )
         else:
             optimizer = torch.optim.AdamW(params, self.initial_lr, weight_decay=s.weight_decay, betas=tuple(s.betas))
         scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, s.warmup_epochs, s.poly_exponent)
@@ -157,8 +180,11 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         assert self.schedule is not None  # configure_finetuning ran before training
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
-        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+        target = (
+            [t.to(self.device, non_blocking=True) for t in target]
+            if isinstance(target, list)
             else target.to(self.device, non_blocking=True)
+        )
         self.optimizer.zero_grad(set_to_none=True)
         # mixed precision exactly where nnU-Net uses it: on CUDA only
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():

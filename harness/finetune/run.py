@@ -1,5 +1,6 @@
 """The one entry point of a fine-tuning job, whatever the task type: what the CLI, the local
 executor and Slurm workers all call."""
+
 from __future__ import annotations
 
 import importlib
@@ -15,13 +16,32 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_finetune_job(*, task, fold: int, track: str, results: Path, submission: Path | None = None,
-                     submission_sha256: str | None = None, device: str | None = None,
-                     recipe: Recipe = SSL3D_2025, entry: str | None = None, data=None) -> dict:
+def run_finetune_job(
+    *,
+    task,
+    fold: int,
+    track: str,
+    results: Path,
+    submission: Path | None = None,
+    submission_sha256: str | None = None,
+    device: str | None = None,
+    recipe: Recipe = SSL3D_2025,
+    entry: str | None = None,
+    data=None,
+) -> dict:
     """``data``: the task's ``TaskData`` from the data check (part of the job's identity)."""
-    job = FinetuneJob(task=task, fold=fold, track=track, results=Path(results), submission=submission,
-                      submission_sha256=submission_sha256, device=device or default_device(),
-                      recipe=recipe, entry=entry, data=data)
+    job = FinetuneJob(
+        task=task,
+        fold=fold,
+        track=track,
+        results=Path(results),
+        submission=submission,
+        submission_sha256=submission_sha256,
+        device=device or default_device(),
+        recipe=recipe,
+        entry=entry,
+        data=data,
+    )
     return run_job(job)
 
 
@@ -38,6 +58,7 @@ def run_job(job: FinetuneJob) -> dict:
     try:
         module, function = RUNNERS[job.task.type]
     except KeyError:
-        raise ValueError(f"{job.task.source}: no runner for task type {job.task.type!r}; "
-                         f"known: {', '.join(RUNNERS)}") from None
+        raise ValueError(
+            f"{job.task.source}: no runner for task type {job.task.type!r}; known: {', '.join(RUNNERS)}"
+        ) from None
     return getattr(importlib.import_module(module), function)(job)

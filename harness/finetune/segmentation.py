@@ -6,6 +6,7 @@ environment variables, read when used. The harness gives every task its own nnU-
 the results cache (so a task is always ``Dataset001_<task>`` there and ids never collide) and
 sets the variables around each nnU-Net call.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,14 +18,15 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
+from harness.finetune.cache import build_once
 from harness.finetune.job import (
     FinetuneJob,
     RunLog,
@@ -34,7 +36,6 @@ from harness.finetune.job import (
     run_logged,
     seed_everything,
 )
-from harness.finetune.cache import build_once
 from harness.recipes import SSL3D_2025, SegmentationRecipe
 from harness.tasks.spec import SegmentationTask
 
@@ -48,7 +49,9 @@ class SegmentationDataError(ValueError):
 
 
 @contextlib.contextmanager
-def nnunet_paths(raw: Path | None = None, preprocessed: Path | None = None, results: Path | None = None) -> Iterator[None]:
+def nnunet_paths(
+    raw: Path | None = None, preprocessed: Path | None = None, results: Path | None = None
+) -> Iterator[None]:
     """Point nnU-Net at the given folders for the duration of the block."""
     with environment(nnUNet_raw=raw, nnUNet_preprocessed=preprocessed, nnUNet_results=results):
         yield
@@ -166,8 +169,9 @@ def preprocessing_key(task: SegmentationTask, dataset_json: dict, recipe: Segmen
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def prepare_dataset(task: SegmentationTask, results: Path, recipe: SegmentationRecipe = SSL3D_2025.segmentation,
-                    log=print) -> PreparedDataset:
+def prepare_dataset(
+    task: SegmentationTask, results: Path, recipe: SegmentationRecipe = SSL3D_2025.segmentation, log=print
+) -> PreparedDataset:
     """Fingerprint, plan and preprocess ``task`` with nnunetv2, once; later calls reuse the cache."""
     dataset_json = _dataset_json(task)
     key = preprocessing_key(task, dataset_json, recipe)
@@ -180,8 +184,9 @@ def prepare_dataset(task: SegmentationTask, results: Path, recipe: SegmentationR
     return PreparedDataset(root=root, dataset_name=dataset_name, plans=plans, dataset_json=dataset_json)
 
 
-def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_name: str,
-                recipe: SegmentationRecipe) -> None:
+def _preprocess(
+    task: SegmentationTask, dataset_json: dict, root: Path, dataset_name: str, recipe: SegmentationRecipe
+) -> None:
     from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
     from nnunetv2.utilities.crossval_split import generate_crossval_split
@@ -220,8 +225,9 @@ def _preprocess(task: SegmentationTask, dataset_json: dict, root: Path, dataset_
         out_dir.mkdir(parents=True, exist_ok=True)
         cases = get_filenames_of_train_images_and_targets(str(raw / dataset_name), dataset_json)
         for case, files in sorted(cases.items()):
-            preprocessor.run_case_save(str(out_dir / case), files["images"], files["label"], plans_manager, cm,
-                                       dataset_json)
+            preprocessor.run_case_save(
+                str(out_dir / case), files["images"], files["label"], plans_manager, cm, dataset_json
+            )
         held_out = set(task.test.cases or [])
         unknown = held_out - set(cases)
         if unknown:
@@ -266,8 +272,9 @@ def verify_with_nnunet(task: SegmentationTask, raw_dataset: Path, n_proc: int) -
             block = None
     lines = [" ".join(b)[:400] for b in found] or [real(str(problem)).strip() or type(problem).__name__]
     more = f"\n... and {len(lines) - 20} more (see the job's output)" if len(lines) > 20 else ""
-    raise SegmentationDataError(f"{task.dataset_dir}: nnU-Net dataset check failed: "
-                                + "\n".join(lines[:20]) + more) from None
+    raise SegmentationDataError(
+        f"{task.dataset_dir}: nnU-Net dataset check failed: " + "\n".join(lines[:20]) + more
+    ) from None
 
 
 @dataclass
@@ -294,8 +301,7 @@ def capture_fd1() -> Iterator[_Captured]:
             captured.text = in_process.getvalue() + out.read().decode("utf-8", "replace")
 
 
-def _harness_configuration(plans: dict, task: SegmentationTask, dataset_json: dict,
-                           recipe: SegmentationRecipe) -> dict:
+def _harness_configuration(plans: dict, task: SegmentationTask, dataset_json: dict, recipe: SegmentationRecipe) -> dict:
     """The one configuration the harness trains: nnU-Net's 3d_fullres plan with the challenge's
     target spacing and per-channel z-scoring, as the organizers' ``like_nnssl`` planner does: what
     else nnU-Net planned (``use_mask_for_norm``, the transposition) stays unless the recipe says
@@ -342,8 +348,7 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
 
     task: SegmentationTask = job.task
     run = job.run
-    log(f"job {job.job_id()}: entry {job.entry} track {job.track} task {task.name} fold {job.fold} "
-        f"device {job.device}")
+    log(f"job {job.job_id()}: entry {job.entry} track {job.track} task {task.name} fold {job.fold} device {job.device}")
     submission = load_job_submission(job, log)
     patch = task.patch_for(job.track, recommended_patch(submission))
     schedule = job.schedule
@@ -433,9 +438,13 @@ def predict_and_score(trainer, task: SegmentationTask, prepared: PreparedDataset
     network = trainer.network
     network.eval()
     predictor.manual_initialization(
-        network, trainer.plans_manager, trainer.configuration_manager,
+        network,
+        trainer.plans_manager,
+        trainer.configuration_manager,
         [{k: v for k, v in network.state_dict().items()}],
-        trainer.dataset_json, type(trainer).__name__, trainer.inference_allowed_mirroring_axes,
+        trainer.dataset_json,
+        type(trainer).__name__,
+        trainer.inference_allowed_mirroring_axes,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
@@ -451,8 +460,13 @@ def predict_and_score(trainer, task: SegmentationTask, prepared: PreparedDataset
         ref_img = sitk.ReadImage(str(ref_file))
         pred_img = sitk.ReadImage(str(out_dir / f"{case}{ending}"))
         spacing = tuple(float(s) for s in ref_img.GetSpacing()[::-1])
-        for row in score_case(sitk.GetArrayFromImage(pred_img), sitk.GetArrayFromImage(ref_img), spacing, labels,
-                              tolerance_mm=task.nsd_tolerance_mm):
+        for row in score_case(
+            sitk.GetArrayFromImage(pred_img),
+            sitk.GetArrayFromImage(ref_img),
+            spacing,
+            labels,
+            tolerance_mm=task.nsd_tolerance_mm,
+        ):
             rows.append({"case": case, **row})
     return pd.DataFrame(rows, columns=["case", "label", "dice", "nsd", "ref_voxels", "pred_voxels"])
 
@@ -462,10 +476,12 @@ def aggregate_segmentation(cases: pd.DataFrame, labels: list[int]) -> dict:
     foreground mean is the mean of those label means (background is never scored). NaN means
     reference and prediction were both empty, which is excluded, as nnU-Net does; a label NaN in
     every case is left out of the mean over labels."""
-    out: dict = {"num_cases": int(cases["case"].nunique()),
-                 "mean_definition": "per label the nan-mean over cases, then the mean over labels"}
+    out: dict = {
+        "num_cases": int(cases["case"].nunique()),
+        "mean_definition": "per label the nan-mean over cases, then the mean over labels",
+    }
     for metric in ("dice", "nsd"):
-        per_label = {str(l): _nanmean(cases.loc[cases["label"] == l, metric]) for l in labels}
+        per_label = {str(lb): _nanmean(cases.loc[cases["label"] == lb, metric]) for lb in labels}
         out[metric] = {"mean": _nanmean([v for v in per_label.values() if v is not None]), "per_label": per_label}
     return out
 

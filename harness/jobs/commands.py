@@ -1,4 +1,5 @@
 """``harness evaluate`` and ``harness status``."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,33 +20,55 @@ def register(sub) -> None:
         "failed, was rejected or is left, 2 usage error or another evaluate holds RESULTS.",
     )
     p.add_argument("submissions", nargs="+", type=Path, metavar="SUB", help="nnssl checkpoint(s) (.pth)")
-    p.add_argument("--tasks", type=Path, default=Path("task_registry/toy"), help="registry folder (default: %(default)s)")
+    p.add_argument(
+        "--tasks", type=Path, default=Path("task_registry/toy"), help="registry folder (default: %(default)s)"
+    )
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
     p.add_argument("--executor", choices=EXECUTORS, default="local", help="default: %(default)s")
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K", help="only these folds")
-    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="local executor: jobs in parallel (default 1)")
+    p.add_argument(
+        "--jobs", type=_positive_int, default=1, metavar="N", help="local executor: jobs in parallel (default 1)"
+    )
     p.add_argument("--retry-failed", action="store_true", help="rerun failed jobs too (default: only pending ones)")
     p.add_argument("--dry-run", action="store_true", help="print the matrix and what would run; run nothing")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    p.add_argument("--recipe", choices=RECIPE_NAMES, default=DEFAULT_RECIPE,
-                   help="every fine-tuning choice, named (docs/recipes.md; default: %(default)s)")
+    p.add_argument(
+        "--recipe",
+        choices=RECIPE_NAMES,
+        default=DEFAULT_RECIPE,
+        help="every fine-tuning choice, named (docs/recipes.md; default: %(default)s)",
+    )
     g = p.add_argument_group("slurm executor (flags override the --slurm-config file)")
-    g.add_argument("--slurm-config", type=Path, default=None, metavar="FILE",
-                   help="YAML or JSON: partition, mem_gb, gpus_per_node, cpus_per_task, account, qos, "
-                   "constraint, signal_delay_s, max_requeues, array_parallelism, setup, extra (sbatch options)")
+    g.add_argument(
+        "--slurm-config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="YAML or JSON: partition, mem_gb, gpus_per_node, cpus_per_task, account, qos, "
+        "constraint, signal_delay_s, max_requeues, array_parallelism, setup, extra (sbatch options)",
+    )
     g.add_argument("--partition", default=None)
     g.add_argument("--mem-gb", type=float, default=None)
     g.add_argument("--gpus", type=int, default=None, dest="gpus_per_node", help="GPUs per job")
     g.add_argument("--cpus", type=int, default=None, dest="cpus_per_task", help="CPUs per job")
-    g.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra sbatch option, e.g. --sbatch exclude=node7 (repeatable)")
+    g.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra sbatch option, e.g. --sbatch exclude=node7 (repeatable)",
+    )
     p.set_defaults(func=_evaluate)
 
-    s = sub.add_parser("status", help="jobs per state in a results folder; running jobs with elapsed time, epoch "
-                       "and ETA; failed jobs with error class and log; corrupt results with the command that reruns them")
+    s = sub.add_parser(
+        "status",
+        help="jobs per state in a results folder; running jobs with elapsed time, epoch "
+        "and ETA; failed jobs with error class and log; corrupt results with the command that reruns them",
+    )
     s.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
-    s.add_argument("--json", action="store_true",
-                   help="one JSON object: counts (state -> number), running, failed, corrupt, jobs")
+    s.add_argument(
+        "--json", action="store_true", help="one JSON object: counts (state -> number), running, failed, corrupt, jobs"
+    )
     s.set_defaults(func=_status)
 
 
@@ -68,8 +91,12 @@ def _slurm_config(args):
         if not sep or not key:
             raise SlurmConfigError(f"--sbatch {item!r}: expected KEY=VALUE, e.g. exclude=node7")
         extra[key] = value
-    overrides = {"partition": args.partition, "mem_gb": args.mem_gb, "gpus_per_node": args.gpus_per_node,
-                 "cpus_per_task": args.cpus_per_task}
+    overrides = {
+        "partition": args.partition,
+        "mem_gb": args.mem_gb,
+        "gpus_per_node": args.gpus_per_node,
+        "cpus_per_task": args.cpus_per_task,
+    }
     if args.slurm_config is not None:
         config = SlurmConfig.from_file(args.slurm_config, **overrides)
     else:
@@ -88,11 +115,21 @@ def _evaluate(args) -> int:
         slurm = _slurm_config(args) if args.executor == "slurm" else None
         if args.executor != "slurm" and (args.slurm_config or args.partition or args.sbatch):
             raise EvaluateError("Slurm options given without --executor slurm")
-        outcome = evaluate(EvaluateOptions(
-            submissions=args.submissions, tasks=args.tasks, results=args.results, executor=args.executor,
-            folds=args.folds, jobs=args.jobs, retry_failed=args.retry_failed, dry_run=args.dry_run,
-            device=args.device, recipe=args.recipe, slurm=slurm,
-        ))
+        outcome = evaluate(
+            EvaluateOptions(
+                submissions=args.submissions,
+                tasks=args.tasks,
+                results=args.results,
+                executor=args.executor,
+                folds=args.folds,
+                jobs=args.jobs,
+                retry_failed=args.retry_failed,
+                dry_run=args.dry_run,
+                device=args.device,
+                recipe=args.recipe,
+                slurm=slurm,
+            )
+        )
     except (EvaluateError, EvaluateLockedError, SlurmConfigError, MatrixError) as e:
         print(f"harness evaluate: error: {e}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ folder; a classification job a preprocessed cache and one model). The environmen
 ``HARNESS_MIN_FREE_GB`` (a number of GB, e.g. ``0.5``; ``0`` turns the free-space check off)
 overrides it for every job type. Writability is always checked.
 """
+
 from __future__ import annotations
 
 import errno
@@ -90,8 +91,9 @@ def check_writable(folder: Path, need_bytes: int, what: str) -> None:
     base = existing_ancestor(folder)
     where = str(folder) if base == folder else f"{folder} (to be created in {base})"
     if not base.is_dir():
-        raise DiskSpaceError(f"{folder}: cannot be created: {base} is a file, not a folder ({what} writes there)",
-                             folder)
+        raise DiskSpaceError(
+            f"{folder}: cannot be created: {base} is a file, not a folder ({what} writes there)", folder
+        )
     try:
         fd, probe = tempfile.mkstemp(dir=base, prefix=".harness-write-test-")
         os.close(fd)
@@ -106,14 +108,18 @@ def check_writable(folder: Path, need_bytes: int, what: str) -> None:
             reason = "read-only file system"
         else:
             reason = e.strerror or str(e)
-        raise DiskSpaceError(f"{where}: not writable: {reason}; {what} writes there", folder, free, need_bytes) \
-            from None
+        raise DiskSpaceError(
+            f"{where}: not writable: {reason}; {what} writes there", folder, free, need_bytes
+        ) from None
     free = free_bytes(base)
     if free is not None and free < need_bytes:
         raise DiskSpaceError(
             f"{where}: only {format_bytes(free)} free on its file system, {what} needs at least "
             f"{format_bytes(need_bytes)} (free some space, or set {MIN_FREE_ENV} to change the threshold)",
-            folder, free, need_bytes)
+            folder,
+            free,
+            need_bytes,
+        )
 
 
 def disk_full_error(exc: BaseException) -> OSError | None:

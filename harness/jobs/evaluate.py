@@ -5,27 +5,44 @@ the harness or of a job) finishes the matrix: done jobs (DONE with the current j
 run again, interrupted ones resume from their nnU-Net checkpoint, and nothing half-written counts
 because DONE is written last and atomically. One evaluate per results folder (``ResultsLock``).
 """
+
 from __future__ import annotations
 
 import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
+from harness.finetune.job import collect_provenance
 from harness.jobs import EXECUTORS
 from harness.jobs.executors import Executor, LocalExecutor, SlurmConfig, SlurmExecutor, kill_orphan
 from harness.jobs.lock import ResultsLock
 from harness.jobs.matrix import Entry, PlannedJob, build_matrix, selected_folds
-from harness.jobs.state import (CORRUPT, DONE, FAILED, PENDING, REJECTED, STATES, JobState, job_state,
-                                read_marker, stored_job_id)
-from harness.finetune.job import collect_provenance
+from harness.jobs.state import (
+    CORRUPT,
+    DONE,
+    FAILED,
+    PENDING,
+    REJECTED,
+    STATES,
+    JobState,
+    job_state,
+    read_marker,
+    stored_job_id,
+)
 from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
-from harness.runs import (JobSpec, ResultsFileError, ResultsLayout, entry_name, read_json, write_json_atomic,
-                          write_text_atomic)
-
+from harness.runs import (
+    JobSpec,
+    ResultsFileError,
+    ResultsLayout,
+    entry_name,
+    read_json,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 class EvaluateError(ValueError):
@@ -75,8 +92,7 @@ class EvaluateOutcome:
 
     @property
     def counts(self) -> dict[str, int]:
-        c = Counter(self.final.get(str(r.job.folder), JobState(r.state)).state if r.job else r.state
-                    for r in self.rows)
+        c = Counter(self.final.get(str(r.job.folder), JobState(r.state)).state if r.job else r.state for r in self.rows)
         return {s: c.get(s, 0) for s in STATES}
 
     @property
@@ -118,8 +134,10 @@ def resolve_submissions(paths: Sequence[Path]) -> list[Submitted]:
         if name in seen:
             other, other_digest = seen[name]
             if other_digest != digest:
-                raise EvaluateError(f"entry name {name!r} is used by two different files: {other} "
-                                    f"(sha256 {other_digest[:12]}...) and {path} (sha256 {digest[:12]}...); rename one")
+                raise EvaluateError(
+                    f"entry name {name!r} is used by two different files: {other} "
+                    f"(sha256 {other_digest[:12]}...) and {path} (sha256 {digest[:12]}...); rename one"
+                )
             continue
         seen[name] = (path, digest)
         out.append(Submitted(name, path, digest, by_digest.get(digest)))
@@ -133,12 +151,21 @@ def duplicate_record(sub: Submitted) -> dict:
 
     assert sub.duplicate_of is not None  # intake calls it for a duplicate only
     entry, path = sub.duplicate_of
-    error = (f"{sub.path} is identical to {path} (entry {entry!r}, sha256 {sub.sha256[:12]}...): "
-             "the same weights are evaluated once, under the first name")
-    return {"entry": sub.entry, "file": str(Path(sub.path).resolve()), "sha256": sub.sha256, "valid": False,
-            "track": None, "harness_version": __version__, "duplicate_of": entry,
-            "checked": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "report": {"errors": [error], "warnings": []}}
+    error = (
+        f"{sub.path} is identical to {path} (entry {entry!r}, sha256 {sub.sha256[:12]}...): "
+        "the same weights are evaluated once, under the first name"
+    )
+    return {
+        "entry": sub.entry,
+        "file": str(Path(sub.path).resolve()),
+        "sha256": sub.sha256,
+        "valid": False,
+        "track": None,
+        "harness_version": __version__,
+        "duplicate_of": entry,
+        "checked": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "report": {"errors": [error], "warnings": []},
+    }
 
 
 def intake(sub: Submitted, results: Path, *, write: bool, log) -> dict:
@@ -164,8 +191,11 @@ def run_intake(entry: str, path: Path, sha256: str, results: Path, *, write: boo
     record_path = layout.intake_record(entry)
     try:
         record = read_json(record_path)
-        if (record.get("sha256") == sha256 and record.get("harness_version") == __version__
-                and not record.get("duplicate_of")):
+        if (
+            record.get("sha256") == sha256
+            and record.get("harness_version") == __version__
+            and not record.get("duplicate_of")
+        ):
             log(f"intake {entry}: {'valid' if record['valid'] else 'REJECTED'} (recorded {record.get('checked')})")
             return record
     except (OSError, ValueError, AttributeError, KeyError):
@@ -175,9 +205,14 @@ def run_intake(entry: str, path: Path, sha256: str, results: Path, *, write: boo
     log(f"intake {entry}: validating {path}")
     report = validate_submission(path)
     record = {
-        "entry": entry, "file": str(Path(path).resolve()), "sha256": report.sha256 or sha256,
-        "valid": bool(report.valid), "track": report.track, "harness_version": __version__,
-        "checked": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "report": report.to_dict(),
+        "entry": entry,
+        "file": str(Path(path).resolve()),
+        "sha256": report.sha256 or sha256,
+        "valid": bool(report.valid),
+        "track": report.track,
+        "harness_version": __version__,
+        "checked": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "report": report.to_dict(),
     }
     if report.sha256 and report.sha256 != sha256:
         record["valid"] = False
@@ -241,13 +276,15 @@ def data_change(job: PlannedJob) -> str:
     return data_changes(before, job.job.data.as_dict())
 
 
-def plan(opts: EvaluateOptions, tasks: dict, records: list[dict], executor: Executor | None,
-         log, data: dict | None = None) -> list[MatrixRow]:
+def plan(
+    opts: EvaluateOptions, tasks: dict, records: list[dict], executor: Executor | None, log, data: dict | None = None
+) -> list[MatrixRow]:
     accepted = [Entry(r["entry"], Path(r["file"]), r["sha256"], r["track"]) for r in records if r["valid"]]
     rejected = [r for r in records if not r["valid"]]
     device = opts.device or _default_device(opts)
-    jobs = build_matrix(accepted, tasks, opts.results, folds=opts.folds, device=device,
-                        recipe=get_recipe(opts.recipe), data=data)
+    jobs = build_matrix(
+        accepted, tasks, opts.results, folds=opts.folds, device=device, recipe=get_recipe(opts.recipe), data=data
+    )
     rows = [_row(job, opts, executor, log) for job in jobs]
     for row in rows:
         if row.to_run and row.detail.startswith("stale"):
@@ -260,8 +297,16 @@ def plan(opts: EvaluateOptions, tasks: dict, records: list[dict], executor: Exec
     for r in rejected:
         for name in sorted(tasks):
             for fold in per_task[name]:
-                rows.append(MatrixRow(r["entry"], r.get("track"), name, fold, REJECTED,
-                                      f"none (failed intake: {layout.intake_record(r['entry'])})"))
+                rows.append(
+                    MatrixRow(
+                        r["entry"],
+                        r.get("track"),
+                        name,
+                        fold,
+                        REJECTED,
+                        f"none (failed intake: {layout.intake_record(r['entry'])})",
+                    )
+                )
     return rows
 
 
@@ -281,8 +326,13 @@ def _row(job: PlannedJob, opts: EvaluateOptions, executor: Executor | None, log)
         row.action = "retry" if opts.retry_failed else "skip (failed; --retry-failed reruns it)"
     elif state.state == PENDING:
         row.to_run = True
-        row.action = ("rerun (inputs changed)" if state.detail.startswith("stale")
-                      else "resume" if state.detail.startswith("interrupted") else "run")
+        row.action = (
+            "rerun (inputs changed)"
+            if state.detail.startswith("stale")
+            else "resume"
+            if state.detail.startswith("interrupted")
+            else "run"
+        )
     else:  # RUNNING, as far as the files tell: left by an evaluate that died
         marker = read_marker(job.files.running_marker)
         running = marker or {}
@@ -327,8 +377,14 @@ def prepare_job_folder(job: PlannedJob) -> None:
         shutil.rmtree(files.folder)
     files.folder.mkdir(parents=True, exist_ok=True)
     # DONE first: without it the result files count for nothing, whatever is left of them
-    for marker in (files.run.done_marker, files.run.metrics_json, files.run.cases_csv, files.run.failed_marker,
-                   files.running_marker, files.submitted_marker):
+    for marker in (
+        files.run.done_marker,
+        files.run.metrics_json,
+        files.run.cases_csv,
+        files.run.failed_marker,
+        files.running_marker,
+        files.submitted_marker,
+    ):
         marker.unlink(missing_ok=True)
     job.job.spec().write(files.run)
 
@@ -336,8 +392,9 @@ def prepare_job_folder(job: PlannedJob) -> None:
 # ------------------------------------------------------------------------------------ output
 def format_matrix(rows: Sequence[MatrixRow]) -> str:
     header = ("entry", "task", "fold", "state", "action")
-    table = [header] + [(r.entry, r.task, str(r.fold), r.state, r.action + (f"  [{r.detail}]" if r.detail else ""))
-                        for r in rows]
+    table = [header] + [
+        (r.entry, r.task, str(r.fold), r.state, r.action + (f"  [{r.detail}]" if r.detail else "")) for r in rows
+    ]
     widths = [max(len(t[i]) for t in table) for i in range(len(header) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(t[:-1], widths)) + "  " + t[-1] for t in table)
 
@@ -369,7 +426,9 @@ class Progress:
             return
         assert state is not None  # a "finished" event carries the job's state
         self.finished += 1
-        what = state.state if state.state != FAILED else f"FAILED ({state.error_class}: {state.message}; log {state.log})"
+        what = (
+            state.state if state.state != FAILED else f"FAILED ({state.error_class}: {state.message}; log {state.log})"
+        )
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix_str(f"last: {job.label} {state.state}")
@@ -415,8 +474,9 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
         rows = plan(opts, tasks, records, None, progress_log, data)
         print(format_matrix(rows), file=stream)
         n = sum(r.to_run for r in rows)
-        print(f"dry run: {len(rows)} jobs, {n} would run with the {opts.executor} executor; nothing was run",
-              file=stream)
+        print(
+            f"dry run: {len(rows)} jobs, {n} would run with the {opts.executor} executor; nothing was run", file=stream
+        )
         return EvaluateOutcome(rows)
     with ResultsLock(opts.results):
         records = [intake(sub, opts.results, write=True, log=progress_log) for sub in submissions]
@@ -431,8 +491,10 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
         base = collect_provenance(rows[0].job.job.device if rows and rows[0].job else (opts.device or "cpu"))
         _write_provenance(outcome.provenance, base, opts, tasks, records, rows, None)
         skipped = Counter(r.action for r in rows if not r.to_run)
-        progress_log(f"matrix: {len(rows)} jobs; running {len(todo)} with the {executor.name} executor"
-                     + "".join(f"; {n} {a}" for a, n in sorted(skipped.items())))
+        progress_log(
+            f"matrix: {len(rows)} jobs; running {len(todo)} with the {executor.name} executor"
+            + "".join(f"; {n} {a}" for a, n in sorted(skipped.items()))
+        )
         for row in rows:
             if row.to_run and row.job is not None and not row.action.startswith("wait"):
                 prepare_job_folder(row.job)
@@ -465,14 +527,33 @@ def _write_provenance(path: Path, base: dict, opts, tasks, records, rows, outcom
         "retry_failed": opts.retry_failed,
         "tasks_dir": str(Path(opts.tasks).resolve()),
         "recipe": {"name": opts.recipe, "version": get_recipe(opts.recipe).version},
-        "tasks": {n: {"spec_hash": t.spec_hash(), "source": str(t.source), "seed": t.seed,
-                      "time_limit_minutes": t.time_limit_minutes} for n, t in tasks.items()},
+        "tasks": {
+            n: {
+                "spec_hash": t.spec_hash(),
+                "source": str(t.source),
+                "seed": t.seed,
+                "time_limit_minutes": t.time_limit_minutes,
+            }
+            for n, t in tasks.items()
+        },
         "submissions": [{k: r.get(k) for k in ("entry", "file", "sha256", "track", "valid")} for r in records],
-        "jobs": [{"entry": r.entry, "task": r.task, "fold": r.fold, "job_id": r.job.job_id if r.job else None,
-                  "seed": r.job.job.seed if r.job else None, "state_before": r.state, "action": r.action,
-                  "state_after": (outcome.final[str(r.job.folder)].state
-                                  if outcome and r.job and str(r.job.folder) in outcome.final else None)}
-                 for r in rows],
+        "jobs": [
+            {
+                "entry": r.entry,
+                "task": r.task,
+                "fold": r.fold,
+                "job_id": r.job.job_id if r.job else None,
+                "seed": r.job.job.seed if r.job else None,
+                "state_before": r.state,
+                "action": r.action,
+                "state_after": (
+                    outcome.final[str(r.job.folder)].state
+                    if outcome and r.job and str(r.job.folder) in outcome.final
+                    else None
+                ),
+            }
+            for r in rows
+        ],
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z") if outcome else None,
         "counts": outcome.counts if outcome else None,
     }

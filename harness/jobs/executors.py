@@ -11,6 +11,7 @@
   ``checkpoint_latest.pth`` in the run's work dir. Our files decide done or failed; Slurm is asked
   only for a job that ended without either (cancelled, killed, node failure).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,10 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from harness.jobs.matrix import PlannedJob
 from harness.jobs.state import DONE, ERROR, FAILED, OUT_OF_MEMORY, TIMEOUT, JobState, job_state
@@ -58,8 +60,12 @@ def settle(job: PlannedJob, error_class: str, message: str, log: str | Path | No
             job.files.mark_failed(job.job_id, error_class, message, log=log)
             state = job_state(job.files, job.job_id)
         except OSError as e:
-            state = JobState(FAILED, error_class=error_class, log=str(log or job.files.worker_log),
-                             message=f"{message} (FAILED could not be written: {e.strerror or e})")
+            state = JobState(
+                FAILED,
+                error_class=error_class,
+                log=str(log or job.files.worker_log),
+                message=f"{message} (FAILED could not be written: {e.strerror or e})",
+            )
     for marker in (job.files.running_marker, job.files.submitted_marker):
         try:
             marker.unlink(missing_ok=True)
@@ -122,14 +128,22 @@ class LocalExecutor(Executor):
         # unbuffered: a write failed on a full disk leaves nothing for close() to flush (and raise)
         with open(job.files.worker_log, "ab", buffering=0) as log:
             try:
-                log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} local worker, time limit "
-                          f"{job.time_limit_s:g} s\n".encode())
+                log.write(
+                    f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} local worker, time limit "
+                    f"{job.time_limit_s:g} s\n".encode()
+                )
                 log.flush()
             except OSError:  # a full disk: the worker fails on it and says so in FAILED or on stderr
                 pass
-            return subprocess.Popen([self.python, "-m", "harness.jobs.worker", str(job.folder)],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True, close_fds=True)
+            return subprocess.Popen(
+                [self.python, "-m", "harness.jobs.worker", str(job.folder)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
 
     @staticmethod
     def _settle(job: PlannedJob, rc: int, timed_out: bool) -> JobState:
@@ -143,8 +157,11 @@ class LocalExecutor(Executor):
                 except OSError:  # a full disk: settle keeps the timeout in memory
                     return settle(job, TIMEOUT, message)
         if rc == -signal.SIGKILL:
-            return settle(job, OUT_OF_MEMORY, "killed by SIGKILL (not by the harness): most likely the "
-                                              "kernel's out-of-memory killer")
+            return settle(
+                job,
+                OUT_OF_MEMORY,
+                "killed by SIGKILL (not by the harness): most likely the kernel's out-of-memory killer",
+            )
         if rc < 0:
             return settle(job, ERROR, f"killed by signal {signal.Signals(-rc).name}")
         return settle(job, ERROR, f"worker exited with status {rc} without a result")
@@ -212,7 +229,7 @@ class SlurmConfig:
     poll_s: float = 5.0
 
     @classmethod
-    def from_file(cls, path: Path, **overrides: Any) -> "SlurmConfig":
+    def from_file(cls, path: Path, **overrides: Any) -> SlurmConfig:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -233,14 +250,20 @@ class SlurmConfig:
         return cls.from_mapping({**data, **{k: v for k, v in overrides.items() if v is not None}}, str(path))
 
     @classmethod
-    def from_mapping(cls, data: dict, source: str = "slurm settings") -> "SlurmConfig":
+    def from_mapping(cls, data: dict, source: str = "slurm settings") -> SlurmConfig:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise SlurmConfigError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(sorted(known))}")
         config = cls(**data)
-        for name, kind in (("mem_gb", (int, float)), ("gpus_per_node", int), ("cpus_per_task", int),
-                           ("signal_delay_s", int), ("max_requeues", int), ("array_parallelism", int)):
+        for name, kind in (
+            ("mem_gb", (int, float)),
+            ("gpus_per_node", int),
+            ("cpus_per_task", int),
+            ("signal_delay_s", int),
+            ("max_requeues", int),
+            ("array_parallelism", int),
+        ):
             value = getattr(config, name)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool) or value < 0):
                 raise SlurmConfigError(f"{source}: {name} must be a non-negative number, got {value!r}")
@@ -252,9 +275,12 @@ class SlurmConfig:
 
     def parameters(self, time_min: int) -> dict[str, Any]:
         """submitit ``SlurmExecutor.update_parameters`` keywords for one array."""
-        params: dict[str, Any] = {"time": int(time_min), "job_name": self.job_name,
-                                  "signal_delay_s": int(self.signal_delay_s),
-                                  "array_parallelism": int(self.array_parallelism)}
+        params: dict[str, Any] = {
+            "time": int(time_min),
+            "job_name": self.job_name,
+            "signal_delay_s": int(self.signal_delay_s),
+            "array_parallelism": int(self.array_parallelism),
+        }
         for key in ("partition", "gpus_per_node", "cpus_per_task", "account", "qos", "constraint"):
             value = getattr(self, key)
             if value is not None:
@@ -361,10 +387,15 @@ class SlurmExecutor(Executor):
             executor.update_parameters(**self.config.parameters(minutes))
             submitted = executor.map_array(SlurmWorker(), [str(j.folder) for j in batch])
             for job, sjob in zip(batch, submitted):
-                write_json_atomic(job.files.submitted_marker, {
-                    "executor": "slurm", "slurm_job_id": sjob.job_id, "submitit_folder": str(sjob.paths.folder),
-                    "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                })
+                write_json_atomic(
+                    job.files.submitted_marker,
+                    {
+                        "executor": "slurm",
+                        "slurm_job_id": sjob.job_id,
+                        "submitit_folder": str(sjob.paths.folder),
+                        "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    },
+                )
                 live.append((job, sjob))
                 on_event("started", job, None)
         while live:
@@ -393,7 +424,9 @@ class SlurmExecutor(Executor):
         if state.state in (DONE, FAILED):
             return settle(job, ERROR, "")
         slurm_state = str(sjob.state).upper()
-        error_class, message = _SLURM_FAILURES.get(slurm_state.split()[0],
-                                                   (ERROR, "the Slurm job ended without a result"))
-        return settle(job, error_class, f"{message} (Slurm job {sjob.job_id}, state {slurm_state})",
-                      log=sjob.paths.stdout)
+        error_class, message = _SLURM_FAILURES.get(
+            slurm_state.split()[0], (ERROR, "the Slurm job ended without a result")
+        )
+        return settle(
+            job, error_class, f"{message} (Slurm job {sjob.job_id}, state {slurm_state})", log=sjob.paths.stdout
+        )

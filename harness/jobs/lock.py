@@ -3,6 +3,7 @@
 The kernel drops the lock when its holder dies (even by kill -9), so a stale lock file never
 blocks a rerun. The holder writes who it is into the file, so a second run can name it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -52,7 +53,7 @@ class ResultsLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "ResultsLock":
+    def __enter__(self) -> ResultsLock:
         self.acquire()
         return self
 

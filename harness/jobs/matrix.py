@@ -1,10 +1,11 @@
 """The job matrix: accepted submissions x tasks x folds, plus one from-scratch baseline per
 track x task x fold, shared by every submission of that track."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from harness.finetune.job import FinetuneJob
 from harness.jobs.state import JobFiles
@@ -49,8 +50,9 @@ class PlannedJob:
         return f"{self.job.entry} / {self.job.task.name} / {self.job.setup.name} / fold {self.job.fold}"
 
 
-def selected_folds(tasks: Mapping[str, SegmentationTask | ClassificationTask],
-                   folds: Sequence[int] | None) -> dict[str, tuple[int, ...]]:
+def selected_folds(
+    tasks: Mapping[str, SegmentationTask | ClassificationTask], folds: Sequence[int] | None
+) -> dict[str, tuple[int, ...]]:
     """Per task, its folds, restricted to ``folds`` when given (a value no task has is an error)."""
     out = {name: tuple(task.fold_ids) for name, task in tasks.items()}
     if folds is None:
@@ -59,15 +61,23 @@ def selected_folds(tasks: Mapping[str, SegmentationTask | ClassificationTask],
     known = set().union(*out.values()) if out else set()
     unknown = sorted(wanted - known)
     if unknown:
-        raise MatrixError(f"--folds {unknown}: no task has such a fold; the tasks' folds are "
-                          + "; ".join(f"{n}: {list(f)}" for n, f in out.items()))
+        raise MatrixError(
+            f"--folds {unknown}: no task has such a fold; the tasks' folds are "
+            + "; ".join(f"{n}: {list(f)}" for n, f in out.items())
+        )
     return {name: tuple(f for f in fs if f in wanted) for name, fs in out.items()}
 
 
-def build_matrix(entries: Iterable[Entry], tasks: Mapping[str, SegmentationTask | ClassificationTask],
-                 results: Path, *,
-                 folds: Sequence[int] | None = None, device: str = "cpu",
-                 recipe: Recipe = SSL3D_2025, data: Mapping[str, TaskData] | None = None) -> list[PlannedJob]:
+def build_matrix(
+    entries: Iterable[Entry],
+    tasks: Mapping[str, SegmentationTask | ClassificationTask],
+    results: Path,
+    *,
+    folds: Sequence[int] | None = None,
+    device: str = "cpu",
+    recipe: Recipe = SSL3D_2025,
+    data: Mapping[str, TaskData] | None = None,
+) -> list[PlannedJob]:
     """Jobs in a stable order: per task and fold, the baselines first, then the entries by name.
     ``data``: each task's data identity from the data check (``harness.tasks.preflight``)."""
     entries = sorted(entries, key=lambda e: e.entry)
@@ -80,13 +90,36 @@ def build_matrix(entries: Iterable[Entry], tasks: Mapping[str, SegmentationTask 
         task_data = (data or {}).get(name)
         for fold in per_task[name]:
             for track in tracks:
-                jobs.append(_planned(FinetuneJob(task=task, fold=fold, track=track, results=results,
-                                                 device=device, recipe=recipe, data=task_data)))
+                jobs.append(
+                    _planned(
+                        FinetuneJob(
+                            task=task,
+                            fold=fold,
+                            track=track,
+                            results=results,
+                            device=device,
+                            recipe=recipe,
+                            data=task_data,
+                        )
+                    )
+                )
             for e in entries:
-                jobs.append(_planned(FinetuneJob(task=task, fold=fold, track=e.track, results=results,
-                                                 submission=e.path.resolve(), entry=e.entry,
-                                                 submission_sha256=e.sha256, device=device,
-                                                 recipe=recipe, data=task_data)))
+                jobs.append(
+                    _planned(
+                        FinetuneJob(
+                            task=task,
+                            fold=fold,
+                            track=e.track,
+                            results=results,
+                            submission=e.path.resolve(),
+                            entry=e.entry,
+                            submission_sha256=e.sha256,
+                            device=device,
+                            recipe=recipe,
+                            data=task_data,
+                        )
+                    )
+                )
     return jobs
 
 

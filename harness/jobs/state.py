@@ -14,6 +14,7 @@ fails on a missing or unparsable cases.csv or metrics.json; the next evaluate re
 (error class timeout / out of memory / error), rejected (the entry failed intake; it has no run
 folder, see ``harness.jobs.evaluate``).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,7 @@ class JobFiles:
     run: RunFolder
 
     @classmethod
-    def at(cls, folder: str | Path) -> "JobFiles":
+    def at(cls, folder: str | Path) -> JobFiles:
         return cls(RunFolder(Path(folder)))
 
     @property
@@ -67,8 +68,13 @@ class JobFiles:
     def record_attempt(self, event: str, **info: Any) -> None:
         """Append one line (O_APPEND: lines of concurrent writers never interleave)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"event": event, "time": time.time(), "host": socket.gethostname(),
-                           "pid": os.getpid(), **info}, sort_keys=True) + "\n"
+        line = (
+            json.dumps(
+                {"event": event, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid(), **info},
+                sort_keys=True,
+            )
+            + "\n"
+        )
         with open(self.attempts, "a", encoding="utf-8") as f:
             f.write(line)
 
@@ -84,8 +90,9 @@ class JobFiles:
         return out
 
     def mark_running(self, job_id: str) -> None:
-        write_json_atomic(self.running_marker, {**this_process(), "job_id": job_id,
-                                                "slurm_job_id": os.environ.get("SLURM_JOB_ID")})
+        write_json_atomic(
+            self.running_marker, {**this_process(), "job_id": job_id, "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+        )
 
     def clear_running(self) -> None:
         """Remove RUNNING if this process wrote it (a requeued Slurm job may have replaced it)."""
@@ -93,18 +100,26 @@ class JobFiles:
         if info is not None and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
             self.running_marker.unlink(missing_ok=True)
 
-    def mark_failed(self, job_id: str | None, error_class: str, message: str, traceback: str = "",
-                    log: str | Path | None = None) -> None:
+    def mark_failed(
+        self, job_id: str | None, error_class: str, message: str, traceback: str = "", log: str | Path | None = None
+    ) -> None:
         """FAILED in the run-folder format ({error_class, message, log}) plus the job id and the
         traceback tail; ``log`` defaults to the worker log, which holds everything the job printed."""
         if error_class not in ERROR_CLASSES:
             raise ValueError(f"unknown error class {error_class!r}; expected one of {ERROR_CLASSES}")
         if log is None:
             log = self.worker_log if self.worker_log.is_file() else self.run.log
-        write_json_atomic(self.run.failed_marker, {
-            "error_class": error_class, "message": message, "log": str(log), "job_id": job_id,
-            "traceback": traceback, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
+        write_json_atomic(
+            self.run.failed_marker,
+            {
+                "error_class": error_class,
+                "message": message,
+                "log": str(log),
+                "job_id": job_id,
+                "traceback": traceback,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -140,9 +155,12 @@ def job_state(files: JobFiles, job_id: str | None, *, check_results: bool = Fals
         info = read_marker(run.failed_marker) or {}
         if job_id is not None and info.get("job_id") not in (None, job_id):
             return JobState(PENDING, "stale: its inputs changed since it failed")
-        return JobState(FAILED, error_class=info.get("error_class", ERROR),
-                        message=info.get("message", "FAILED marker unreadable"),
-                        log=info.get("log", str(files.worker_log)))
+        return JobState(
+            FAILED,
+            error_class=info.get("error_class", ERROR),
+            message=info.get("message", "FAILED marker unreadable"),
+            log=info.get("log", str(files.worker_log)),
+        )
     running = read_marker(files.running_marker)
     if running is not None:
         alive = process_alive(running)
@@ -182,8 +200,13 @@ def stored_job_id(files: JobFiles) -> str | None:
 # -- processes ---------------------------------------------------------------------------------
 def this_process() -> dict:
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "proc_start": _proc_start(pid),
-            "boot_id": _boot_id(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "proc_start": _proc_start(pid),
+        "boot_id": _boot_id(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def process_alive(info: dict) -> bool | None:
@@ -215,7 +238,7 @@ def _proc_start(pid: int) -> int | None:
     except OSError:
         return None
     try:
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] == "Z":  # a zombie has finished
             return None
         return int(fields[19])

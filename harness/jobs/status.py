@@ -8,6 +8,7 @@ whose result files do not parse is ``corrupt``, listed with the file, the proble
 `harness evaluate` command that reruns it. A running job is listed with its elapsed time, the
 last ``epoch N/M`` line of its train.log and an ETA from the epoch lines' timestamps.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,19 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from harness.jobs.state import (CORRUPT, DONE, FAILED, PENDING, REJECTED, RUNNING, STATES, JobFiles, JobState,
-                                job_state, read_marker)
+from harness.jobs.state import (
+    CORRUPT,
+    DONE,
+    FAILED,
+    PENDING,
+    REJECTED,
+    RUNNING,
+    STATES,
+    JobFiles,
+    JobState,
+    job_state,
+    read_marker,
+)
 from harness.runs import JobSpec, ResultsFileError, ResultsLayout, read_json
 from harness.tasks.preflight import CurrentTasks
 
@@ -68,12 +80,43 @@ class StatusReport:
             "results": str(self.results),
             "total": len(self.jobs),
             "counts": self.counts,
-            "failed": [{"entry": j.entry, "task": j.task, "fold": j.fold, "error_class": j.error_class,
-                        "message": j.message, "log": j.log, "folder": j.folder} for j in self.failed],
-            "corrupt": [{"entry": j.entry, "task": j.task, "setup": j.setup, "fold": j.fold, "file": j.file,
-                         "problem": j.message, "command": j.command, "folder": j.folder} for j in self.corrupt],
-            "running": [{"entry": j.entry, "task": j.task, "setup": j.setup, "fold": j.fold, "detail": j.detail,
-                         "folder": j.folder, **(j.progress or {})} for j in self.running],
+            "failed": [
+                {
+                    "entry": j.entry,
+                    "task": j.task,
+                    "fold": j.fold,
+                    "error_class": j.error_class,
+                    "message": j.message,
+                    "log": j.log,
+                    "folder": j.folder,
+                }
+                for j in self.failed
+            ],
+            "corrupt": [
+                {
+                    "entry": j.entry,
+                    "task": j.task,
+                    "setup": j.setup,
+                    "fold": j.fold,
+                    "file": j.file,
+                    "problem": j.message,
+                    "command": j.command,
+                    "folder": j.folder,
+                }
+                for j in self.corrupt
+            ],
+            "running": [
+                {
+                    "entry": j.entry,
+                    "task": j.task,
+                    "setup": j.setup,
+                    "fold": j.fold,
+                    "detail": j.detail,
+                    "folder": j.folder,
+                    **(j.progress or {}),
+                }
+                for j in self.running
+            ],
             "jobs": [asdict(j) for j in self.jobs],
         }
 
@@ -120,8 +163,7 @@ def collect_status(results: Path, now: float | None = None) -> StatusReport:
         try:
             spec = JobSpec.read(run, require=())  # what it lacks is told from its path
         except ResultsFileError:
-            jobs.append(JobStatus(entry, task, None, PENDING, "job.json unreadable", folder=str(run.path),
-                                  setup=setup))
+            jobs.append(JobStatus(entry, task, None, PENDING, "job.json unreadable", folder=str(run.path), setup=setup))
             continue
         state = job_state(files, spec.job_id, check_results=True)
         if state.state in (DONE, CORRUPT, FAILED):
@@ -135,10 +177,23 @@ def collect_status(results: Path, now: float | None = None) -> StatusReport:
             command = rerun_command(spec, results, by_track)
         elif state.state == RUNNING:
             progress = running_progress(files, now)
-        jobs.append(JobStatus(spec.entry or entry, spec.task or task, spec.fold, state.state,
-                              state.detail, state.error_class, state.message, state.log, str(run.path),
-                              setup=spec.recipe or setup, file=state.file, command=command,
-                              progress=progress))
+        jobs.append(
+            JobStatus(
+                spec.entry or entry,
+                spec.task or task,
+                spec.fold,
+                state.state,
+                state.detail,
+                state.error_class,
+                state.message,
+                state.log,
+                str(run.path),
+                setup=spec.recipe or setup,
+                file=state.file,
+                command=command,
+                progress=progress,
+            )
+        )
     for record_path in layout.intake_records():
         try:
             record = read_json(record_path)
@@ -146,9 +201,16 @@ def collect_status(results: Path, now: float | None = None) -> StatusReport:
             continue
         if record.get("valid") is False:
             for job in record.get("jobs") or [{"task": "*", "fold": None}]:
-                jobs.append(JobStatus(record.get("entry", record_path.parent.name), job["task"], job["fold"],
-                                      REJECTED, "; ".join(record.get("report", {}).get("errors", []))[:300],
-                                      log=str(record_path)))
+                jobs.append(
+                    JobStatus(
+                        record.get("entry", record_path.parent.name),
+                        job["task"],
+                        job["fold"],
+                        REJECTED,
+                        "; ".join(record.get("report", {}).get("errors", []))[:300],
+                        log=str(record_path),
+                    )
+                )
     return StatusReport(results, jobs)
 
 
@@ -175,10 +237,15 @@ def rerun_command(spec: JobSpec, results: Path, by_track: dict[str, str]) -> str
 
     submission = spec.submission or by_track.get(spec.track or "")
     task_file = spec.task_file
-    args = ["harness", "evaluate",
-            shlex.quote(str(submission)) if submission else f"<a submission of track {spec.track}>",
-            "--tasks", shlex.quote(str(Path(task_file).parent)) if task_file else "<its task registry>",
-            "--results", shlex.quote(str(results))]
+    args = [
+        "harness",
+        "evaluate",
+        shlex.quote(str(submission)) if submission else f"<a submission of track {spec.track}>",
+        "--tasks",
+        shlex.quote(str(Path(task_file).parent)) if task_file else "<its task registry>",
+        "--results",
+        shlex.quote(str(results)),
+    ]
     if spec.recipe and spec.recipe != DEFAULT_RECIPE:
         args += ["--recipe", shlex.quote(str(spec.recipe))]
     return " ".join(args)
@@ -187,8 +254,10 @@ def rerun_command(spec: JobSpec, results: Path, by_track: dict[str, str]) -> str
 # ------------------------------------------------------------------------------------ running
 #: ``<timestamp>: epoch N/M ...``: the harness's RunLog ("2026-12-02 06:30:01") and nnU-Net's
 #: print_to_log_file ("2026-12-02 06:30:01.123456"), with the epoch's seconds "(2.1s)" if given.
-EPOCH_LINE = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?): epoch (\d+)/(\d+)\b"
-                        r"(?:.*\((\d+(?:\.\d+)?)\s*s\))?")
+EPOCH_LINE = re.compile(
+    r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?): epoch (\d+)/(\d+)\b"
+    r"(?:.*\((\d+(?:\.\d+)?)\s*s\))?"
+)
 LOG_TAIL_BYTES = 64 * 1024
 MESSAGE_LINES = 20
 
@@ -226,7 +295,7 @@ def read_tail(path: Path, nbytes: int = LOG_TAIL_BYTES) -> str:
     except OSError:
         return ""
     if size > nbytes:
-        data = data[data.find(b"\n") + 1:]
+        data = data[data.find(b"\n") + 1 :]
     return data.decode("utf-8", "replace")
 
 
@@ -240,15 +309,19 @@ def training_progress(lines: list[EpochLine], started: float | None, now: float)
     if not lines:
         return {"epoch": None, "epochs": None, "epoch_seconds": None, "eta_s": None}
     last = lines[-1]
-    mine = [l for l in lines if started is None or l.time >= started - 1]
+    mine = [line for line in lines if started is None or line.time >= started - 1]
     gaps = [b.time - a.time for a, b in zip(mine, mine[1:]) if b.epoch == a.epoch + 1 and b.time >= a.time]
     mean = sum(gaps) / len(gaps) if gaps else last.seconds
     eta = None
     if mean is not None:
         since_last = now - (last.time if started is None else max(last.time, started))
         eta = max(0.0, (last.epochs - last.epoch) * mean - max(0.0, since_last))
-    return {"epoch": last.epoch, "epochs": last.epochs, "epoch_seconds": None if mean is None else round(mean, 1),
-            "eta_s": None if eta is None else round(eta)}
+    return {
+        "epoch": last.epoch,
+        "epochs": last.epochs,
+        "epoch_seconds": None if mean is None else round(mean, 1),
+        "eta_s": None if eta is None else round(eta),
+    }
 
 
 def running_progress(files: JobFiles, now: float) -> dict:
@@ -258,8 +331,12 @@ def running_progress(files: JobFiles, now: float) -> dict:
     submitted = read_marker(files.submitted_marker)
     queued = running is None and submitted is not None
     since = _parse_time((running or {}).get("started") or (submitted or {}).get("submitted"))
-    out = {"queued": queued, "started": (running or {}).get("started") or (submitted or {}).get("submitted"),
-           "elapsed_s": None if since is None else round(max(0.0, now - since)), "log": str(files.run.log)}
+    out = {
+        "queued": queued,
+        "started": (running or {}).get("started") or (submitted or {}).get("submitted"),
+        "elapsed_s": None if since is None else round(max(0.0, now - since)),
+        "log": str(files.run.log),
+    }
     if queued:
         return {**out, "epoch": None, "epochs": None, "epoch_seconds": None, "eta_s": None}
     return {**out, **training_progress(parse_epoch_lines(read_tail(files.run.log)), since, now)}

@@ -10,6 +10,7 @@ names the real cause (a full disk: the file and the free space; an nnU-Net "see 
 above": the error that output shows) and the traceback tail, prints the traceback once, then the
 process exits non-zero.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,12 +49,15 @@ def load_job(folder: str | Path) -> FinetuneJob:
 
     task = load_task_file(Path(spec.task_file))
     if task.name != spec.task:
-        raise JobSpecError(f"{run.job_json}: task file {spec.task_file} now defines task {task.name!r}, "
-                           f"the job is for {spec.task!r}")
+        raise JobSpecError(
+            f"{run.job_json}: task file {spec.task_file} now defines task {task.name!r}, the job is for {spec.task!r}"
+        )
     if task.spec_hash() != spec.task_spec_hash:
-        raise JobSpecError(f"{run.job_json}: task file {spec.task_file} changed since the job was "
-                           f"planned (spec hash {task.spec_hash()} != {spec.task_spec_hash}); "
-                           "rerun `harness evaluate` to plan it again")
+        raise JobSpecError(
+            f"{run.job_json}: task file {spec.task_file} changed since the job was "
+            f"planned (spec hash {task.spec_hash()} != {spec.task_spec_hash}); "
+            "rerun `harness evaluate` to plan it again"
+        )
     from harness.recipes import RecipeError, get_recipe
 
     try:
@@ -65,22 +69,32 @@ def load_job(folder: str | Path) -> FinetuneJob:
     manifest = spec.data_files
     data = TaskData(task.name, tuple(sorted(manifest.items()))) if manifest is not None else None
     job = FinetuneJob(
-        task=task, fold=spec.fold, track=spec.track, results=results,
+        task=task,
+        fold=spec.fold,
+        track=spec.track,
+        results=results,
         submission=Path(spec.submission) if spec.submission else None,
-        entry=spec.entry, device=spec.device or "cpu",
-        recipe=recipe, submission_sha256=spec.submission_sha256, data=data,
+        entry=spec.entry,
+        device=spec.device or "cpu",
+        recipe=recipe,
+        submission_sha256=spec.submission_sha256,
+        data=data,
     )
     if job.run.path.resolve() != folder:
         raise JobSpecError(f"{run.job_json}: describes {job.run.path}, not this folder")
     if job.job_id() != spec.job_id:
-        raise JobSpecError(f"{run.job_json}: the job id of what it describes is {job.job_id()}, "
-                           f"the file says {spec.job_id} (harness recipe changed?); rerun `harness evaluate`")
+        raise JobSpecError(
+            f"{run.job_json}: the job id of what it describes is {job.job_id()}, "
+            f"the file says {spec.job_id} (harness recipe changed?); rerun `harness evaluate`"
+        )
     if data is not None:  # the data as it is now, not as it was when the job was planned
         now = task_data(task, job.layout.data_check_cache)
         if now.fingerprint != data.fingerprint:
-            raise JobSpecError(f"{task.source}: the task's data changed since the job was planned "
-                               f"({data_changes(data.as_dict(), now.as_dict())}); rerun `harness evaluate`, "
-                               "which checks the data and plans the job again")
+            raise JobSpecError(
+                f"{task.source}: the task's data changed since the job was planned "
+                f"({data_changes(data.as_dict(), now.as_dict())}); rerun `harness evaluate`, "
+                "which checks the data and plans the job again"
+            )
     return job
 
 
@@ -135,8 +149,14 @@ def run_job_folder(folder: str | Path) -> dict:
 
 
 #: Messages of nnU-Net and batchgenerators whose real cause was printed by a background process.
-_SEE_ABOVE = ("check text output above", "print statements above", "6 feet under", "look for an error message",
-              "no longer alive", "see print statements above")
+_SEE_ABOVE = (
+    "check text output above",
+    "print statements above",
+    "6 feet under",
+    "look for an error message",
+    "no longer alive",
+    "see print statements above",
+)
 
 
 def describe_failure(exc: BaseException, folder: Path, output: str = "") -> tuple[str, str]:
@@ -154,8 +174,10 @@ def describe_failure(exc: BaseException, folder: Path, output: str = "") -> tupl
             message = f"{cause} (in a background process; nnU-Net said: {said})"
         elif "6 feet under" in str(exc) or "no longer alive" in str(exc):
             cls = OUT_OF_MEMORY
-            message = (f"a background process of nnU-Net died without an error message, most likely killed "
-                       f"for lack of memory (RAM); nnU-Net said: {said}")
+            message = (
+                f"a background process of nnU-Net died without an error message, most likely killed "
+                f"for lack of memory (RAM); nnU-Net said: {said}"
+            )
     return cls, message[:2000]
 
 
@@ -166,7 +188,7 @@ def last_exception_line(output: str) -> str | None:
     starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
     if not starts:
         return None
-    for line in lines[starts[-1] + 1:]:
+    for line in lines[starts[-1] + 1 :]:
         if line.strip() and not line[:1].isspace():
             return line.strip()[:1000]
     return None
@@ -181,8 +203,12 @@ def record_failure(files: JobFiles, job_id: str | None, exc: BaseException, outp
         files.mark_failed(job_id, cls, message, "\n".join(tail), log=_slurm_log())
     except OSError as e:
         try:
-            print(f"harness worker: cannot write {files.run.failed_marker} ({e.strerror or e}); "
-                  f"the job failed: {cls}: {message}", file=sys.stderr, flush=True)
+            print(
+                f"harness worker: cannot write {files.run.failed_marker} ({e.strerror or e}); "
+                f"the job failed: {cls}: {message}",
+                file=sys.stderr,
+                flush=True,
+            )
         except OSError:  # stderr on the same full disk: the executor reports the exit status
             pass
     try:

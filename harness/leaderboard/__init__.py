@@ -10,6 +10,7 @@ readers and the data model under one name.
 This module stays import-light (no numpy) so that ``harness --help`` is fast; the default
 scheme and the reason for it are in :mod:`harness.leaderboard.ranking`.
 """
+
 from __future__ import annotations
 
 RANK_THEN_AGGREGATE = "rank-then-aggregate"

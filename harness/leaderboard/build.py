@@ -10,6 +10,7 @@ Files in ``out`` (each written atomically, the report last)::
     report.html                  everything above in one self-contained page
     private/cases_<track>.csv    PRIVATE: per-case values and flags (hidden test cases)
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -156,7 +157,7 @@ def build_leaderboard(
                 ("Bootstrap ranks (blob plot)", blob_plot(ranking, stability)),
                 ("Significance map", significance_map(ranking, tests)),
             ]
-            for (title, png), stem in zip(figures, ("ranks", "blobs", "significance")):
+            for (_title, png), stem in zip(figures, ("ranks", "blobs", "significance")):
                 path = out / "plots" / f"{name}_{stem}.png"
                 _write_bytes_atomic(path, png)
                 outcome.files.append(path)
@@ -168,15 +169,21 @@ def build_leaderboard(
         "seed": seed,
         "alpha": ALPHA,
         "source": str(from_csv if from_csv is not None else results),
-        "recipe": None if chosen is None else {
-            "name": chosen.name, "version": chosen.version, "description": chosen.description,
+        "recipe": None
+        if chosen is None
+        else {
+            "name": chosen.name,
+            "version": chosen.version,
+            "description": chosen.description,
             "differences": list(chosen.differences),
             "values": {kind: {track: chosen.applicable_values(kind, track) for track in TRACKS} for kind in TASK_TYPES},
         },
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "harness_version": __version__,
-        "tracks": {t.track: {"entries": len(t.ranking.track.entries), "baseline": t.ranking.track.baseline(),
-                             "notes": t.notes} for t in outcome.tracks},
+        "tracks": {
+            t.track: {"entries": len(t.ranking.track.entries), "baseline": t.ranking.track.baseline(), "notes": t.notes}
+            for t in outcome.tracks
+        },
         "warnings": outcome.warnings,
     }
     meta["files"] = [str(p.relative_to(out)) for p in outcome.files] + ["report.html"]

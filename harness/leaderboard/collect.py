@@ -9,6 +9,7 @@ A thin re-export for callers of the former single module; the code lives by conc
 * ``harness.leaderboard.private``    - the private per-case table (``private_case_table``);
 * ``harness.metrics.registry``       - metric names, directions, ranges, pooled functions.
 """
+
 from harness.leaderboard.model import (
     FLAG_FAILED_JOB,
     FLAG_MISSING_CASE,

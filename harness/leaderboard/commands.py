@@ -1,4 +1,5 @@
 """``harness leaderboard``: rank the entries of each track from per-case results."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,18 +23,36 @@ def register(subparsers) -> None:
             "the file). Per-case values go only to OUT/private/."
         ),
     )
-    p.add_argument("--results", type=Path, default=Path("results"), help="results folder holding runs/ (default results)")
+    p.add_argument(
+        "--results", type=Path, default=Path("results"), help="results folder holding runs/ (default results)"
+    )
     p.add_argument("--out", type=Path, default=None, help="output folder (default RESULTS/leaderboard/RECIPE)")
-    p.add_argument("--recipe", choices=RECIPE_NAMES, default=DEFAULT_RECIPE,
-                   help="rank the runs this recipe makes (default: %(default)s)")
-    p.add_argument("--scheme", choices=SCHEMES, default=DEFAULT_SCHEME, help=f"ranking scheme (default {DEFAULT_SCHEME})")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="N",
-                   help=f"bootstrap resamples of the cases, 0 to skip (default {DEFAULT_BOOTSTRAP})")
+    p.add_argument(
+        "--recipe",
+        choices=RECIPE_NAMES,
+        default=DEFAULT_RECIPE,
+        help="rank the runs this recipe makes (default: %(default)s)",
+    )
+    p.add_argument(
+        "--scheme", choices=SCHEMES, default=DEFAULT_SCHEME, help=f"ranking scheme (default {DEFAULT_SCHEME})"
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_BOOTSTRAP,
+        metavar="N",
+        help=f"bootstrap resamples of the cases, 0 to skip (default {DEFAULT_BOOTSTRAP})",
+    )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
-    p.add_argument("--from-csv", type=Path, default=None, metavar="FILE",
-                   help="rank a long per-case table instead of run folders; a metric of the registry "
-                        f"({', '.join(METRICS)}) takes its direction and range from it, any other needs "
-                        "a higher_is_better column")
+    p.add_argument(
+        "--from-csv",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="rank a long per-case table instead of run folders; a metric of the registry "
+        f"({', '.join(METRICS)}) takes its direction and range from it, any other needs "
+        "a higher_is_better column",
+    )
     p.set_defaults(func=_leaderboard)
 
 

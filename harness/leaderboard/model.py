@@ -21,6 +21,7 @@ notes a reader needs (``notes``). The ranking, bootstrap, tests and tables call 
 A missing, failed or unfinished run, or a missing case, is never dropped: it counts as the worst
 value for that case and is flagged (``FLAG_*``).
 """
+
 from __future__ import annotations
 
 import math

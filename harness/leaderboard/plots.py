@@ -8,6 +8,7 @@
 
 Each function returns the PNG bytes; entries are ordered best first.
 """
+
 from __future__ import annotations
 
 import io
@@ -55,8 +56,14 @@ def blob_plot(ranking: TrackRanking, stability: TrackStability) -> bytes:
         for x, e in enumerate(order):
             if boot.shape[0]:
                 values, counts = np.unique(boot[:, e], return_counts=True)
-                ax.scatter(np.full(values.shape, x), values, s=120 * counts / boot.shape[0],
-                           color="tab:blue", alpha=0.6, linewidths=0)
+                ax.scatter(
+                    np.full(values.shape, x),
+                    values,
+                    s=120 * counts / boot.shape[0],
+                    color="tab:blue",
+                    alpha=0.6,
+                    linewidths=0,
+                )
                 lo, median, hi = np.percentile(boot[:, e], (2.5, 50, 97.5), method="inverted_cdf")
                 ax.plot([x, x], [lo, hi], color="black", linewidth=0.8)
                 ax.plot([x], [median], marker="x", color="black", markersize=5)
@@ -78,7 +85,7 @@ def significance_map(ranking: TrackRanking, tests: list[PairwiseTests]) -> bytes
     fig = Figure(figsize=(side * n_cols, side * n_rows), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
     cmap = ListedColormap(["#f2f2f2", "#1f4e79"])
-    for ax in axes[len(tests):]:
+    for ax in axes[len(tests) :]:
         ax.set_axis_off()
     for ax, test in zip(axes, tests):
         order = _order(task_rank[test.task], entries)
@@ -87,7 +94,9 @@ def significance_map(ranking: TrackRanking, tests: list[PairwiseTests]) -> bytes
         _entry_axis(ax, names, "x")
         _entry_axis(ax, names, "y")
         ax.set_title(f"{test.task} / {test.metric}\n{test.method}", fontsize=8)
-    fig.suptitle(f"{ranking.track.track}: row significantly better than column (Holm, alpha {tests[0].alpha if tests else ''})")
+    fig.suptitle(
+        f"{ranking.track.track}: row significantly better than column (Holm, alpha {tests[0].alpha if tests else ''})"
+    )
     return _png(fig)
 
 

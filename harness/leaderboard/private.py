@@ -5,6 +5,7 @@ each task kind gives its own rows (``TaskData.case_table``): a per-case task its
 metric, a pooled classification task per case the probability of the true class and whether the
 predicted label is right.
 """
+
 from __future__ import annotations
 
 import pandas as pd

@@ -45,6 +45,7 @@ it would reorder the others; the significance map still shows it).
    ``rankThenAggregate``) and bootstraps cheaply: per-case ranks do not depend on which cases
    are drawn, so a resample's mean rank is one matrix product.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

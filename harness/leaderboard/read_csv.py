@@ -5,6 +5,7 @@ Columns ``track,entry,task,metric,case,value``, optionally ``higher_is_better`` 
 takes its direction and range from it (a stated direction must agree), any other metric must
 state its direction. A duplicate (track, entry, task, metric, case) is an error naming the lines.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -124,7 +125,6 @@ def _track_from_long(track: str, rows: pd.DataFrame, metrics: dict[str, Metric],
                 problems.append(JobProblem(entry, task, None, FLAG_MISSING_JOB, "no row for this task"))
         tasks.append(PerCaseTask.from_values(task, entries, cases, task_metrics, values, flags))
     return TrackData(track, entries, baselines, tuple(tasks), tuple(problems), source)
-
 
 
 def _baselines(pairs: Iterable[tuple[str, bool]], where: str) -> frozenset[str]:

@@ -25,6 +25,7 @@ A segmentation task becomes a ``PerCaseTask`` (a case's value: the nan-mean over
 classification task a ``PooledTask``; a classification run may rank only by the registry's
 pooled classification metrics (``harness.metrics.registry``).
 """
+
 from __future__ import annotations
 
 import re
@@ -307,8 +308,9 @@ def collect_runs(results: Path, recipe=None) -> list[TrackData]:
             seen[key] = job
     jobs = _fail_stale(list(seen.values()), layout)
     tracks = sorted({job.track for job in jobs})
-    return [_track_from_jobs(track, [j for j in jobs if j.track == track], str(results), tuple(notes))
-            for track in tracks]
+    return [
+        _track_from_jobs(track, [j for j in jobs if j.track == track], str(results), tuple(notes)) for track in tracks
+    ]
 
 
 def _fail_stale(jobs: list[_Job], layout: ResultsLayout) -> list[_Job]:
@@ -342,7 +344,7 @@ def _attribute_by_path(run: RunFolder, problem: str, jobs: list[_Job], setups: d
         pairs &= allowed
     tracks = {j.track for j in jobs if j.entry == entry}
     if not tracks and entry.startswith(BASELINE_PREFIX):
-        tracks = {entry[len(BASELINE_PREFIX):]}
+        tracks = {entry[len(BASELINE_PREFIX) :]}
     if tracks:
         pairs = {pair for pair in pairs if pair[1] in tracks}
     if len(pairs) != 1:
@@ -367,8 +369,9 @@ def _majority(claims: list[tuple[_Job, Any]], file, what: str, show=repr) -> tup
     example = next(file(job) for job, value in voters if value == winner)
     dissent = {
         job.run.path: f"{file(job)}: {what} is {show(value)} here but {show(winner)} in {counts[winner]} "
-                      f"other run(s), e.g. {example}"
-        for job, value in claims if value != winner
+        f"other run(s), e.g. {example}"
+        for job, value in claims
+        if value != winner
     }
     return winner, dissent
 
@@ -441,8 +444,9 @@ def _agreed_metrics(task: str, jobs: list[_Job]) -> tuple[list[_Job], tuple[Metr
             claims.append((job, _ranking_metrics(job)))
         except LeaderboardInputError as exc:
             jobs[i] = job.failed(str(exc))
-    found, dissent = _majority(claims, lambda j: j.run.metrics_json, f"the ranking metrics/classes of task {task!r}",
-                               _show_metrics)
+    found, dissent = _majority(
+        claims, lambda j: j.run.metrics_json, f"the ranking metrics/classes of task {task!r}", _show_metrics
+    )
     metrics, classes = found if found is not None else ((), ())
     return _fail_dissent(jobs, dissent), metrics, classes
 
@@ -544,6 +548,4 @@ def _classification_task(task, entries, metrics, classes, per_run, status) -> Po
             else:
                 probs[e, u] = table.loc[case, prob_columns].to_numpy(dtype=float)
                 pred[e, u] = table.loc[case, "pred"]
-    return PooledTask(
-        task, tuple(entries), cases, metrics, classes, y_true, probs, pred, flags.astype(str)
-    )
+    return PooledTask(task, tuple(entries), cases, metrics, classes, y_true, probs, pred, flags.astype(str))

@@ -14,6 +14,7 @@ mean over labels); the ranking uses per-case values (each case's nan-mean over i
 is the entry's ranked score on the task's primary (first) metric minus the track baseline's,
 signed so that positive means better than the baseline.
 """
+
 from __future__ import annotations
 
 import base64
@@ -70,13 +71,24 @@ def stability_table(ranking: TrackRanking, stability: TrackStability) -> pd.Data
     rows = []
     for t, s in zip(ranking.tasks, stability.tasks):
         rows.append(
-            {"task": t.task.task, "task_kind": t.task.kind, "n_cases": len(t.task.cases),
-             "bootstrappable": s.bootstrappable, "note": s.note, **tau_summary(s.kendall_tau)}
+            {
+                "task": t.task.task,
+                "task_kind": t.task.kind,
+                "n_cases": len(t.task.cases),
+                "bootstrappable": s.bootstrappable,
+                "note": s.note,
+                **tau_summary(s.kendall_tau),
+            }
         )
     rows.append(
-        {"task": "final", "task_kind": "", "n_cases": sum(len(t.task.cases) for t in ranking.tasks),
-         "bootstrappable": any(s.bootstrappable for s in stability.tasks), "note": "",
-         **tau_summary(stability.final_kendall_tau)}
+        {
+            "task": "final",
+            "task_kind": "",
+            "n_cases": sum(len(t.task.cases) for t in ranking.tasks),
+            "bootstrappable": any(s.bootstrappable for s in stability.tasks),
+            "note": "",
+            **tau_summary(stability.final_kendall_tau),
+        }
     )
     table = pd.DataFrame(rows)
     table.insert(0, "n_bootstrap", stability.n_bootstrap)
@@ -89,9 +101,16 @@ def significance_table(ranking: TrackRanking, tests: list[PairwiseTests]) -> pd.
     first, second = np.nonzero(~np.eye(len(entries), dtype=bool))
     frames = [
         pd.DataFrame(
-            {"task": test.task, "metric": test.metric, "method": test.method, "entry": entries[first],
-             "other": entries[second], "p": test.p[first, second], "p_holm": test.p_holm[first, second],
-             "significant": test.significant[first, second]}
+            {
+                "task": test.task,
+                "metric": test.metric,
+                "method": test.method,
+                "entry": entries[first],
+                "other": entries[second],
+                "p": test.p[first, second],
+                "p_holm": test.p_holm[first, second],
+                "significant": test.significant[first, second],
+            }
         )
         for test in tests
     ]
@@ -123,28 +142,46 @@ def render_html(sections: list[dict], meta: dict) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>SSL3D leaderboard</title><style>{_STYLE}</style></head><body>",
         "<h1>SSL3D leaderboard</h1>",
-        "<p>" + html.escape(
+        "<p>"
+        + html.escape(
             f"scheme: {meta['scheme']} | bootstrap: {meta['n_bootstrap']} resamples, seed {meta['seed']} | "
             f"source: {meta['source']} | created {meta['created']} | harness {meta['harness_version']}"
-        ) + "</p>",
+        )
+        + "</p>",
     ]
     recipe = meta.get("recipe")
     if recipe:
-        parts.append("<p class='recipe'>" + html.escape(
-            f"recipe: {recipe['name']} (version {recipe['version']}): {recipe['description']}") + "</p>")
+        parts.append(
+            "<p class='recipe'>"
+            + html.escape(f"recipe: {recipe['name']} (version {recipe['version']}): {recipe['description']}")
+            + "</p>"
+        )
         if recipe["differences"]:
-            parts.append("<ul class='notes'>" + "".join(
-                f"<li>{html.escape('differs from ssl3d-2025: ' + d)}</li>" for d in recipe["differences"]) + "</ul>")
-        parts.append("<details><summary>every value of the recipe</summary><pre>" + html.escape(
-            json.dumps(recipe["values"], indent=1, sort_keys=True)) + "</pre></details>")
-    parts.append("<p>" + html.escape(
-        "Segmentation: reported_* columns are the organizers' means (per label the nan-mean over cases, "
-        "then the mean over labels); the ranking uses per-case values (each case's nan-mean over its "
-        "labels), whose mean over cases is ranked_mean_*.") + "</p>")
+            parts.append(
+                "<ul class='notes'>"
+                + "".join(f"<li>{html.escape('differs from ssl3d-2025: ' + d)}</li>" for d in recipe["differences"])
+                + "</ul>"
+            )
+        parts.append(
+            "<details><summary>every value of the recipe</summary><pre>"
+            + html.escape(json.dumps(recipe["values"], indent=1, sort_keys=True))
+            + "</pre></details>"
+        )
+    parts.append(
+        "<p>"
+        + html.escape(
+            "Segmentation: reported_* columns are the organizers' means (per label the nan-mean over cases, "
+            "then the mean over labels); the ranking uses per-case values (each case's nan-mean over its "
+            "labels), whose mean over cases is ranked_mean_*."
+        )
+        + "</p>"
+    )
     for section in sections:
         parts.append(f"<h2>Track {html.escape(section['track'])}</h2>")
         if section["notes"]:
-            parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in section["notes"]) + "</ul>")
+            parts.append(
+                "<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in section["notes"]) + "</ul>"
+            )
         parts.append(section["leaderboard"].to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-"))
         parts.append("<h3>Stability (Kendall's tau of bootstrap rankings vs the full one)</h3>")
         parts.append(section["stability"].to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-"))

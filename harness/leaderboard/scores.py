@@ -7,6 +7,7 @@ higher is better); the pooled classification metrics come from the metric regist
 (``harness.metrics.pooled``). The same code scores the full data and the bootstrap, so the two
 can never disagree.
 """
+
 from __future__ import annotations
 
 import numpy as np

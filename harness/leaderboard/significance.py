@@ -5,6 +5,7 @@ the diagonal is NaN. Per-case tasks use the Wilcoxon signed-rank test on paired 
 (zero differences dropped, scipy's default); pooled classification metrics have no per-case
 value, so they use a paired bootstrap test on the same resamples as the stability analysis.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -52,15 +53,15 @@ def pairwise_wilcoxon(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
         return out
     block = max(1, _BLOCK_ELEMENTS // max(1, diffs.size))
     for start in range(0, idx.shape[0], block):
-        rows = idx[start:start + block]
+        rows = idx[start : start + block]
         d = np.moveaxis(diffs[:, rows], 0, 1)  # (r, P, C)
         with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             warnings.simplefilter("ignore", UserWarning)
             greater = _pvalue(d, "greater")
             less = _pvalue(d, "less")
-        out[start:start + block, first, second] = greater
-        out[start:start + block, second, first] = less
+        out[start : start + block, first, second] = greater
+        out[start : start + block, second, first] = less
     return out
 
 

@@ -7,6 +7,7 @@ final rank. All N resamples are scored at once (index arrays, ranks along an axi
 A task with fewer than two cases cannot be bootstrapped: it keeps its full ranking in every
 resample and is reported as such.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -61,12 +62,10 @@ def kendall_tau_rows(rankings: np.ndarray, reference: np.ndarray) -> np.ndarray:
     out = np.empty(rankings.shape[0])
     block = max(1, 4_000_000 // max(1, first.size))
     for start in range(0, rankings.shape[0], block):
-        rows = rankings[start:start + block]
+        rows = rankings[start : start + block]
         sign = np.sign(rows[:, first] - rows[:, second])
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:start + block] = (sign @ ref_sign) / np.sqrt(
-                np.abs(sign).sum(axis=1) * np.abs(ref_sign).sum()
-            )
+            out[start : start + block] = (sign @ ref_sign) / np.sqrt(np.abs(sign).sum(axis=1) * np.abs(ref_sign).sum())
     return out
 
 
@@ -100,9 +99,7 @@ def bootstrap_track(ranking: TrackRanking, n_bootstrap: int, seed: int) -> Track
         quantiles = np.percentile(final, QUANTILES, axis=0, method="inverted_cdf")
     else:
         quantiles = np.full((len(QUANTILES), n_entries), np.nan)
-    return TrackStability(
-        n_bootstrap, seed, tuple(tasks), final, _kendall(final, ranking.final_rank), quantiles
-    )
+    return TrackStability(n_bootstrap, seed, tuple(tasks), final, _kendall(final, ranking.final_rank), quantiles)
 
 
 def tau_summary(tau: np.ndarray) -> dict[str, float]:
@@ -128,9 +125,7 @@ class PairwiseTests:
         return np.nan_to_num(self.p_holm, nan=1.0) < self.alpha
 
 
-def significance_track(
-    ranking: TrackRanking, stability: TrackStability, alpha: float = ALPHA
-) -> list[PairwiseTests]:
+def significance_track(ranking: TrackRanking, stability: TrackStability, alpha: float = ALPHA) -> list[PairwiseTests]:
     """Per task and metric: one-sided pairwise tests with Holm over the E(E-1) ordered pairs."""
     n_entries = len(ranking.track.entries)
     out = []

@@ -4,6 +4,7 @@ file and line. A run's cases.csv has its own reader (``harness.runs.read_cases_c
 Every column is read as text and converted where it is used, so that "", "nan" and a value that
 is not a number can be told apart (pandas' own parsing would turn all three into NaN).
 """
+
 from __future__ import annotations
 
 import csv
@@ -52,4 +53,3 @@ def numeric_column(frame: pd.DataFrame, column: str, where: Path | str) -> np.nd
     if bad.any():
         raise LeaderboardInputError(f"{where}: column {column!r} is not a number on line(s) {line_numbers(bad)}")
     return values
-

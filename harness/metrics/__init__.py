@@ -4,6 +4,7 @@ registry of every metric a task can rank by (``harness.metrics.registry``).
 The segmentation names below load ``harness.metrics.segmentation`` (numpy, scipy) on first use,
 so that importing the registry (every task spec does) stays light.
 """
+
 _SEGMENTATION = (
     "CASE_COLUMNS",
     "ScoringInputError",

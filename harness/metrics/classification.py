@@ -21,6 +21,7 @@ leaderboard ranks by the same metrics pooled across folds, with the vectorised v
 ``harness.metrics.pooled`` (equal to these on the same cases; the registry,
 ``harness.metrics.registry``, says which is which).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -62,8 +63,9 @@ class ClassificationScores:
         }
 
 
-def _check_inputs(y_true: Sequence[int] | np.ndarray, probs: np.ndarray,
-                  classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _check_inputs(
+    y_true: Sequence[int] | np.ndarray, probs: np.ndarray, classes: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     k = len(classes)
     if k < 2:
         raise ClassificationMetricsError(f"need at least two classes, got {list(classes)}")
@@ -92,8 +94,9 @@ def _mean_or_none(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def score_classification(y_true: Sequence[int] | np.ndarray, probs: np.ndarray,
-                         classes: Sequence[str]) -> ClassificationScores:
+def score_classification(
+    y_true: Sequence[int] | np.ndarray, probs: np.ndarray, classes: Sequence[str]
+) -> ClassificationScores:
     """Score one test set. ``y_true`` (N,) class indices, ``probs`` (N, K); see the module docstring."""
     from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
@@ -116,8 +119,13 @@ def score_classification(y_true: Sequence[int] | np.ndarray, probs: np.ndarray,
             aurocs.append(v)
         if positives == 0:
             per_class[name]["average_precision"] = None
-            undefined.append({"metric": "average_precision", "class": name,
-                              "reason": f"class {name!r} is absent from the test cases"})
+            undefined.append(
+                {
+                    "metric": "average_precision",
+                    "class": name,
+                    "reason": f"class {name!r} is absent from the test cases",
+                }
+            )
         else:
             v = float(average_precision_score(y == k, p[:, k]))
             per_class[name]["average_precision"] = v
@@ -133,8 +141,9 @@ def score_classification(y_true: Sequence[int] | np.ndarray, probs: np.ndarray,
     for k, name in enumerate(classes):
         per_class[name]["f1"] = f1_by_index.get(k)
         if k not in f1_by_index:
-            undefined.append({"metric": "f1", "class": name,
-                              "reason": f"class {name!r} is neither in the test cases nor predicted"})
+            undefined.append(
+                {"metric": "f1", "class": name, "reason": f"class {name!r} is neither in the test cases nor predicted"}
+            )
     aggregates = {
         "auroc": _mean_or_none(aurocs),
         "balanced_accuracy": bacc,
@@ -173,4 +182,3 @@ def score_cases_table(cases: pd.DataFrame, classes: Sequence[str]) -> Classifica
     y = cases["true_label"].astype(str).map(index).to_numpy(dtype=np.int64)
     probs = cases[[prob_column(c) for c in classes]].to_numpy(dtype=np.float64)
     return score_classification(y, probs, classes)
-

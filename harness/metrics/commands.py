@@ -1,4 +1,5 @@
 """``harness score``: re-score a folder of predicted label maps without re-training."""
+
 from __future__ import annotations
 
 import argparse
@@ -43,13 +44,20 @@ def register(subparsers) -> None:
     )
     p.add_argument("pred_dir", type=Path, metavar="PRED_DIR", help="predicted label maps (.nii.gz or .nii)")
     p.add_argument("ref_dir", type=Path, metavar="REF_DIR", help="reference label maps (.nii.gz or .nii)")
-    p.add_argument("--labels", type=_labels, default=None,
-                   help="labels to score, e.g. 1,2 (default: every non-zero label in the references); "
-                        "a prediction may hold only these and 0")
-    p.add_argument("--tolerance-mm", type=_positive_mm, default=1.0,
-                   help="NSD tolerance in mm, > 0 (default 1.0)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="where to write the table (default PRED_DIR/cases.csv; written atomically)")
+    p.add_argument(
+        "--labels",
+        type=_labels,
+        default=None,
+        help="labels to score, e.g. 1,2 (default: every non-zero label in the references); "
+        "a prediction may hold only these and 0",
+    )
+    p.add_argument("--tolerance-mm", type=_positive_mm, default=1.0, help="NSD tolerance in mm, > 0 (default 1.0)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the table (default PRED_DIR/cases.csv; written atomically)",
+    )
     p.set_defaults(func=_score)
 
 

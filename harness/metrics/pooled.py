@@ -19,6 +19,7 @@ Shapes, for every function:
 Each returns (R, E) floats ((R,) for a single entry), NaN where no class has the metric defined
 (a resample with one class, for AUROC); no cases at all gives NaN everywhere.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -74,7 +75,7 @@ def macro_auroc(y_true, probs, pred=None, resamples=None) -> np.ndarray:
     scored_classes = [1] if n_classes == 2 else list(range(n_classes))
     block = max(1, _BLOCK_ELEMENTS // max(1, n_entries * n_cases))
     for start in range(0, idx.shape[0], block):
-        rows = idx[start:start + block]
+        rows = idx[start : start + block]
         labels = y[rows]  # (r, C)
         total = np.zeros((rows.shape[0], n_entries))
         counted = np.zeros((rows.shape[0], 1))
@@ -90,7 +91,7 @@ def macro_auroc(y_true, probs, pred=None, resamples=None) -> np.ndarray:
             total += np.where(defined[:, None], auc, 0.0)
             counted += defined[:, None]
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:start + block] = np.where(counted > 0, total / counted, np.nan)
+            out[start : start + block] = np.where(counted > 0, total / counted, np.nan)
     return _result(out, single)
 
 
@@ -158,17 +159,17 @@ def macro_average_precision(y_true, probs, pred=None, resamples=None) -> np.ndar
         positive = (y == k).astype(float)[order]  # (E, C)
         n_pos = weights @ (y == k).astype(float)  # (R,)
         for start in range(0, idx.shape[0], block):
-            w = weights[start:start + block][:, order]  # (r, E, C)
+            w = weights[start : start + block][:, order]  # (r, E, C)
             gained = w * positive
             at_end = np.broadcast_to(group_end, w.shape)
             tp = np.take_along_axis(np.cumsum(gained, axis=2), at_end, axis=2)
             seen = np.take_along_axis(np.cumsum(w, axis=2), at_end, axis=2)
             precision = np.where(seen > 0, tp / np.where(seen > 0, seen, 1.0), 0.0)
-            defined = n_pos[start:start + block] > 0
+            defined = n_pos[start : start + block] > 0
             with np.errstate(invalid="ignore", divide="ignore"):
-                ap = (gained * precision).sum(axis=2) / n_pos[start:start + block, None]
-            total[start:start + block] += np.where(defined[:, None], ap, 0.0)
-            counted[start:start + block] += defined[:, None]
+                ap = (gained * precision).sum(axis=2) / n_pos[start : start + block, None]
+            total[start : start + block] += np.where(defined[:, None], ap, 0.0)
+            counted[start : start + block] += defined[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(counted > 0, total / counted, np.nan)
     return _result(out, single)

@@ -17,6 +17,7 @@ Kinds:
 
 This module imports nothing heavy (no numpy): loading a task spec loads it.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -102,19 +103,51 @@ class Metric:
 
 _UNIT = (0.0, 1.0)
 _ALL = (
-    Metric("dice", True, _UNIT, PER_CASE, SEGMENTATION,
-           "Dice 2|P∩R|/(|P|+|R|) per case and label (docs/metrics.md)"),
-    Metric("nsd", True, _UNIT, PER_CASE, SEGMENTATION,
-           "normalized surface Dice at a tolerance in mm per case and label (docs/metrics.md)"),
-    Metric("auroc", True, _UNIT, POOLED, CLASSIFICATION,
-           "macro one-vs-rest ROC AUC over the classes present (binary: the usual AUROC)", _Pooled("macro_auroc")),
-    Metric("balanced_accuracy", True, _UNIT, POOLED, CLASSIFICATION,
-           "mean recall over the classes present", _Pooled("balanced_accuracy")),
-    Metric("f1", True, _UNIT, POOLED, CLASSIFICATION,
-           "macro F1 over the classes present or predicted (zero_division=0)", _Pooled("macro_f1")),
-    Metric("average_precision", True, _UNIT, POOLED, CLASSIFICATION,
-           "macro one-vs-rest average precision over the classes with a positive case",
-           _Pooled("macro_average_precision")),
+    Metric("dice", True, _UNIT, PER_CASE, SEGMENTATION, "Dice 2|P∩R|/(|P|+|R|) per case and label (docs/metrics.md)"),
+    Metric(
+        "nsd",
+        True,
+        _UNIT,
+        PER_CASE,
+        SEGMENTATION,
+        "normalized surface Dice at a tolerance in mm per case and label (docs/metrics.md)",
+    ),
+    Metric(
+        "auroc",
+        True,
+        _UNIT,
+        POOLED,
+        CLASSIFICATION,
+        "macro one-vs-rest ROC AUC over the classes present (binary: the usual AUROC)",
+        _Pooled("macro_auroc"),
+    ),
+    Metric(
+        "balanced_accuracy",
+        True,
+        _UNIT,
+        POOLED,
+        CLASSIFICATION,
+        "mean recall over the classes present",
+        _Pooled("balanced_accuracy"),
+    ),
+    Metric(
+        "f1",
+        True,
+        _UNIT,
+        POOLED,
+        CLASSIFICATION,
+        "macro F1 over the classes present or predicted (zero_division=0)",
+        _Pooled("macro_f1"),
+    ),
+    Metric(
+        "average_precision",
+        True,
+        _UNIT,
+        POOLED,
+        CLASSIFICATION,
+        "macro one-vs-rest average precision over the classes with a positive case",
+        _Pooled("macro_average_precision"),
+    ),
 )
 #: Every metric by name, in registry order.
 METRICS: Mapping[str, Metric] = MappingProxyType({m.name: m for m in _ALL})
@@ -152,8 +185,7 @@ def get_metric(name: str, task_type: str | None = None) -> Metric:
     scope = f"{task_type} " if task_type is not None else ""
     if metric is not None:
         raise UnknownMetricError(
-            f"metric {name!r} is a {metric.task_type} metric, not a {task_type} one; "
-            f"{scope}metrics: {', '.join(names)}"
+            f"metric {name!r} is a {metric.task_type} metric, not a {task_type} one; {scope}metrics: {', '.join(names)}"
         )
     close = difflib.get_close_matches(str(name), names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""

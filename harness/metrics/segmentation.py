@@ -9,12 +9,14 @@ Conventions (docs/metrics.md has the table):
 * both masks empty: Dice and NSD are NaN ("not applicable", left out of nan-means);
   exactly one empty: both are 0.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -94,8 +96,12 @@ def _dice_counts(n_pred: int, n_ref: int, n_both: int) -> float:
 
 
 def _nsd_cropped(
-    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float], tol: float,
-    pred_empty: bool, ref_empty: bool,
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: tuple[float, float, float],
+    tol: float,
+    pred_empty: bool,
+    ref_empty: bool,
 ) -> float:
     if pred_empty and ref_empty:
         return math.nan
@@ -232,7 +238,9 @@ def _read_label_image(path: Path) -> _Volume:
     if image.GetDimension() != 3:
         raise ScoringInputError(f"{path}: expected a 3D label image, got {image.GetDimension()}D")
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ScoringInputError(f"{path}: expected a scalar label image, got {image.GetNumberOfComponentsPerPixel()} components per voxel")
+        raise ScoringInputError(
+            f"{path}: expected a scalar label image, got {image.GetNumberOfComponentsPerPixel()} components per voxel"
+        )
     array = sitk.GetArrayFromImage(image)
     try:
         array = _check_label_map(str(path), array)
@@ -377,7 +385,8 @@ def score_folders(
     allowed = {0, *(found if wanted is None else wanted)}
     foreign = [
         f"{preds[case].name} ({_few(sorted(values - allowed))})"
-        for case, values in pred_values.items() if not values <= allowed
+        for case, values in pred_values.items()
+        if not values <= allowed
     ]
     if foreign:
         source = "found in the references" if wanted is None else "to score"
@@ -408,14 +417,18 @@ def summarize(cases) -> pd.DataFrame:
 
     rows = []
     for label, group in cases.groupby("label", sort=True):
-        rows.append({
-            "label": int(label),
-            "n_cases": int(len(group)),
-            "n_nan": int(group["dice"].isna().sum()),
-            "dice_mean": float(group["dice"].mean()) if group["dice"].notna().any() else math.nan,
-            "nsd_mean": float(group["nsd"].mean()) if group["nsd"].notna().any() else math.nan,
-        })
-    return pd.DataFrame.from_records(rows, columns=["label", "n_cases", "n_nan", "dice_mean", "nsd_mean"]).set_index("label")
+        rows.append(
+            {
+                "label": int(label),
+                "n_cases": int(len(group)),
+                "n_nan": int(group["dice"].isna().sum()),
+                "dice_mean": float(group["dice"].mean()) if group["dice"].notna().any() else math.nan,
+                "nsd_mean": float(group["nsd"].mean()) if group["nsd"].notna().any() else math.nan,
+            }
+        )
+    return pd.DataFrame.from_records(rows, columns=["label", "n_cases", "n_nan", "dice_mean", "nsd_mean"]).set_index(
+        "label"
+    )
 
 
 def cases_csv_text(cases) -> str:

@@ -22,11 +22,12 @@ The area table is built here from first principles rather than copied:
 This reproduces ``surface-distance``'s table for every code and every spacing (checked in the
 tests), so NSD here equals its ``compute_surface_dice_at_tolerance`` up to float summation order.
 """
+
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -72,10 +73,7 @@ def _polygon(group: set[int]) -> np.ndarray:
     crossing = [e for e in _CUBE_EDGES if (e[0] in group) != (e[1] in group)]
     neighbours: dict[tuple[int, int], list[tuple[int, int]]] = {e: [] for e in crossing}
     for axis, value in itertools.product(range(3), (0, 1)):
-        on_face = [
-            e for e in crossing
-            if corner_offset(e[0])[axis] == value and corner_offset(e[1])[axis] == value
-        ]
+        on_face = [e for e in crossing if corner_offset(e[0])[axis] == value and corner_offset(e[1])[axis] == value]
         if on_face:
             # With at most four voxels per group, a face meets a group in one contiguous run,
             # so the polygon crosses it exactly once.
@@ -90,9 +88,7 @@ def _polygon(group: set[int]) -> np.ndarray:
             break
         cycle.append(nxt)
     assert len(cycle) == len(crossing)
-    return np.array(
-        [(np.add(corner_offset(a), corner_offset(b))) / 2.0 for a, b in cycle], dtype=np.float64
-    )
+    return np.array([(np.add(corner_offset(a), corner_offset(b))) / 2.0 for a, b in cycle], dtype=np.float64)
 
 
 def _triangulations(idx: tuple[int, ...]):

@@ -3,6 +3,7 @@
 Shared by intake (shape checks, canary), segmentation and classification fine-tuning, so that
 every stage agrees on what "the encoder" of a track is.
 """
+
 from harness.models.reference import (
     TRACKS,
     TrackSpec,
@@ -12,8 +13,8 @@ from harness.models.reference import (
 )
 from harness.models.transfer import (
     TOKEN_ORDERS,
-    TransferReport,
     TransferError,
+    TransferReport,
     adapt_pretrained_weights,
     interpolate_pos_embed,
     load_pretrained_encoder,

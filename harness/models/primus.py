@@ -13,9 +13,10 @@ predictions keep the input's orientation. The state dict is PrimusM's, key for k
 LayerScale and the inner attention norm (the organizers' classification Eva has neither; some
 released checkpoints neither): what a classifier and the intake canary of such a checkpoint use.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from dynamic_network_architectures.architectures.primus import PrimusM
@@ -62,7 +63,9 @@ class PrimusNnsslOrder(PrimusM):
         return self.up_projection(from_tokens(x, (w, h, d), "nnssl"))
 
 
-def build_primus_encoder(input_channels: int, patch_size: Sequence[int], layerscale: bool) -> tuple[nn.Module, nn.Module]:
+def build_primus_encoder(
+    input_channels: int, patch_size: Sequence[int], layerscale: bool
+) -> tuple[nn.Module, nn.Module]:
     """``(down_projection, eva)`` of Primus-M for ``patch_size``: an 8^3 patch embedding and
     dynamic-network-architectures' Eva with PrimusM's sizes. ``layerscale``: PrimusM's Eva
     (LayerScale 0.1, inner attention norm); without it, Eva's defaults (neither), as the
@@ -73,7 +76,14 @@ def build_primus_encoder(input_channels: int, patch_size: Sequence[int], layersc
     from harness.models.reference import token_grid
 
     down_projection = PatchEmbed(PRIMUS_PATCH_EMBED, input_channels, PRIMUS_M_EVA["embed_dim"])
-    eva = Eva(**PRIMUS_M_EVA, ref_feat_shape=token_grid(patch_size), num_reg_tokens=0,
-              use_rot_pos_emb=True, use_abs_pos_emb=True, drop_path_rate=0.0,
-              init_values=0.1 if layerscale else None, scale_attn_inner=layerscale)
+    eva = Eva(
+        **PRIMUS_M_EVA,
+        ref_feat_shape=token_grid(patch_size),
+        num_reg_tokens=0,
+        use_rot_pos_emb=True,
+        use_abs_pos_emb=True,
+        drop_path_rate=0.0,
+        init_values=0.1 if layerscale else None,
+        scale_attn_inner=layerscale,
+    )
     return down_projection, eva

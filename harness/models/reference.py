@@ -4,11 +4,12 @@ The hyper-parameters are the challenge's (shared/reference/SSL3D.md section 1); 
 planned by nnU-Net. Shapes are derived on the ``meta`` device, so checking a submission's
 tensor shapes never allocates a model.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -104,8 +105,9 @@ def build_network(
     return network
 
 
-def _construct(spec: TrackSpec, input_channels: int, num_classes: int, patch_size: tuple[int, ...],
-               token_order: str) -> nn.Module:
+def _construct(
+    spec: TrackSpec, input_channels: int, num_classes: int, patch_size: tuple[int, ...], token_order: str
+) -> nn.Module:
     if spec.name == "ResEncL":
         from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 
@@ -128,8 +130,9 @@ def _construct(spec: TrackSpec, input_channels: int, num_classes: int, patch_siz
         )
     check_primus_patch(patch_size)
     # imported here: Primus pulls in timm and torchvision, which a ResEnc-L job never needs
-    from harness.models.primus import PrimusNnsslOrder
     from dynamic_network_architectures.architectures.primus import PrimusM
+
+    from harness.models.primus import PrimusNnsslOrder
 
     cls = PrimusNnsslOrder if token_order == "nnssl" else PrimusM
     return cls(
@@ -154,6 +157,7 @@ def reference_state_shapes(
     track: str, patch_size: tuple[int, int, int] = (160, 160, 160), input_channels: int = 1
 ) -> dict[str, tuple[int, ...]]:
     """Every state-dict key of the reference network and its shape (built on ``meta``)."""
-    net = build_network(track, input_channels=input_channels, num_classes=1, patch_size=patch_size, device="meta",
-                        initialize=False)
+    net = build_network(
+        track, input_channels=input_channels, num_classes=1, patch_size=patch_size, device="meta", initialize=False
+    )
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}

@@ -17,19 +17,19 @@ The rules are the challenge's (shared/reference/SSL3D.md section 2):
   drops the checkpoint's ``gamma_1``/``gamma_2``/``attn.norm`` tensors; a network with them
   rejects a checkpoint that lacks them, naming what is missing.
 """
+
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Mapping, Sequence
-
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.tracks import TOKEN_ORDERS
 from harness.models.reference import get_track, token_grid
+from harness.tracks import TOKEN_ORDERS
 
 #: Eva's LayerScale and inner attention-norm tensors: PrimusM has them, the organizers'
 #: classification Eva and some released checkpoints do not.
@@ -71,7 +71,7 @@ def strip_wrapper_prefixes(weights: Mapping[str, torch.Tensor]) -> tuple[dict[st
         changed = False
         for prefix in WRAPPER_PREFIXES:
             if all(k.startswith(prefix) for k in out):
-                out = {k[len(prefix):]: v for k, v in out.items()}
+                out = {k[len(prefix) :]: v for k, v in out.items()}
                 stripped.append(prefix)
                 changed = True
     return out, stripped
@@ -95,8 +95,7 @@ def _check_tokens(pos_embed: torch.Tensor, grid: tuple[int, ...]) -> None:
     n = grid[0] * grid[1] * grid[2]
     if pos_embed.ndim != 3 or pos_embed.shape[0] != 1 or pos_embed.shape[1] != n:
         raise TransferError(
-            f"positional embedding of shape {tuple(pos_embed.shape)} does not fit a token grid "
-            f"{grid} ({n} tokens)"
+            f"positional embedding of shape {tuple(pos_embed.shape)} does not fit a token grid {grid} ({n} tokens)"
         )
 
 
@@ -156,8 +155,9 @@ def adapt_pretrained_weights(
         dst = token_grid(target_patch_size, spec.name)
         from harness.models.primus import sequence_grid
 
-        selected[lpe_key] = interpolate_pos_embed(selected[lpe_key], sequence_grid(src, token_order),
-                                                  sequence_grid(dst, token_order))
+        selected[lpe_key] = interpolate_pos_embed(
+            selected[lpe_key], sequence_grid(src, token_order), sequence_grid(dst, token_order)
+        )
         report.pos_embed_from_grid, report.pos_embed_to_grid = src, dst
     return selected, report
 
@@ -199,7 +199,9 @@ def load_pretrained_encoder(
         adapted = {k: v for k, v in adapted.items() if k not in set(dropped)}
         unexpected = [k for k in unexpected if k not in set(dropped)]
         report.loaded_keys -= len(dropped)
-        report.notes.append(f"dropped {len(dropped)} LayerScale / inner attention-norm tensors the network does not have")
+        report.notes.append(
+            f"dropped {len(dropped)} LayerScale / inner attention-norm tensors the network does not have"
+        )
     if missing and all(LAYERSCALE_KEY.match(k) for k in missing) and not unexpected:
         raise TransferError(
             f"the checkpoint's Primus has no LayerScale (gamma_1, gamma_2) or inner attention norm "
@@ -212,9 +214,11 @@ def load_pretrained_encoder(
         parts = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
             if keys:
-                shown = keys[:5] if label != "shape mismatch" else [
-                    f"{k} {tuple(adapted[k].shape)} vs {tuple(target[k].shape)}" for k in keys[:5]
-                ]
+                shown = (
+                    keys[:5]
+                    if label != "shape mismatch"
+                    else [f"{k} {tuple(adapted[k].shape)} vs {tuple(target[k].shape)}" for k in keys[:5]]
+                )
                 parts.append(f"{len(keys)} {label} ({', '.join(shown)}{', ...' if len(keys) > 5 else ''})")
         raise TransferError(f"{track} stem/encoder weights do not fit the reference network: {'; '.join(parts)}")
     network.load_state_dict(adapted, strict=False, assign=assign)

@@ -9,6 +9,7 @@ Public API (imported lazily, so that ``harness --help`` does not pay for importi
 * ``write_example_submission(out, track, seed=0, pretrain_patch=(160, 160, 160),
   dtype=torch.float32) -> Path``: a correctly formatted checkpoint with random weights.
 """
+
 from __future__ import annotations
 
 import importlib

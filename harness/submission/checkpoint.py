@@ -13,6 +13,7 @@ Three layers, cheapest first:
 
 Everything that goes wrong becomes a ``SubmissionError`` with a one-line message naming the file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,9 @@ import re
 import stat
 import warnings
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import IO, Any
 
 from harness.submission import DEFAULT_MAX_SIZE
 
@@ -126,7 +128,13 @@ class _BoundedReader:
 
 
 _STRING_OPS = {
-    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
+    "STRING",
+    "BINSTRING",
+    "SHORT_BINSTRING",
+    "UNICODE",
+    "BINUNICODE",
+    "SHORT_BINUNICODE",
+    "BINUNICODE8",
 }
 _MEMO_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
 _MEMO_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
@@ -151,9 +159,10 @@ def scan_pickle_globals(f: IO[bytes]) -> tuple[list[str], Any, int]:
 
     Returns the globals it references (``module.name``, in order of first use), the value of
     its single LONG/INT opcode when the pickle is just one number (how a legacy torch file
-    starts) else None, and the number of opcodes. ``STACK_GLOBAL`` operands are resolved through the memo; an operand that
-    is not a literal string is reported as ``<unresolved global>``. Raises ``ValueError`` when the
-    bytes are not a pickle and ``_ScanLimitExceeded`` on absurd lengths.
+    starts) else None, and the number of opcodes. ``STACK_GLOBAL`` operands are resolved through
+    the memo; an operand that is not a literal string is reported as ``<unresolved global>``.
+    Raises ``ValueError`` when the bytes are not a pickle and ``_ScanLimitExceeded`` on absurd
+    lengths.
     """
     found: list[str] = []
     memo: dict[int, Any] = {}
@@ -267,9 +276,7 @@ def _scan_zip(path: Path) -> None:
             names = archive.namelist()
             data_pkl = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
             if not data_pkl:
-                raise SubmissionError(
-                    f"{path}: a zip archive without data.pkl: not a checkpoint written by torch.save"
-                )
+                raise SubmissionError(f"{path}: a zip archive without data.pkl: not a checkpoint written by torch.save")
             with archive.open(data_pkl[0]) as f:
                 try:
                     referenced, _, _ = scan_pickle_globals(f)
@@ -335,17 +342,13 @@ def _torch_load(path: Path, *, mmap: bool) -> Any:
                 f"{_describe_global(match.group(1))}, which a weights-only load does not allow; "
                 "nothing from the file was executed"
             ) from None
-        raise SubmissionError(
-            f"{path}: the checkpoint pickle cannot be loaded safely: {_torch_reason(text)}"
-        ) from None
+        raise SubmissionError(f"{path}: the checkpoint pickle cannot be loaded safely: {_torch_reason(text)}") from None
     except (EOFError, zipfile.BadZipFile) as exc:
         raise SubmissionError(f"{path}: truncated checkpoint: the data ends early ({exc or 'end of file'})") from None
     except RuntimeError as exc:
         text = str(exc)
         if "PytorchStreamReader" in text or "zip archive" in text or "central directory" in text:
-            raise SubmissionError(
-                f"{path}: truncated or corrupted checkpoint: {_torch_reason(text)}"
-            ) from None
+            raise SubmissionError(f"{path}: truncated or corrupted checkpoint: {_torch_reason(text)}") from None
         raise SubmissionError(f"{path}: cannot be loaded as a torch checkpoint: {_torch_reason(text)}") from None
     except (OSError, ValueError, TypeError, AttributeError, KeyError, IndexError, UnicodeDecodeError) as exc:
         raise SubmissionError(
@@ -357,8 +360,15 @@ def _torch_reason(text: str) -> str:
     """The informative line of a torch error (its messages are paragraphs of advice)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in lines:
-        if line.startswith(("Weights only load failed", "In PyTorch 2.6", "Re-running", "Check the documentation",
-                            "Please file an issue")):
+        if line.startswith(
+            (
+                "Weights only load failed",
+                "In PyTorch 2.6",
+                "Re-running",
+                "Check the documentation",
+                "Please file an issue",
+            )
+        ):
             continue
         line = line.removeprefix("WeightsUnpickler error:").strip() or line
         first_sentence, dot, rest = line.partition(". ")

@@ -1,4 +1,5 @@
 """``harness validate`` and ``harness example-submission``."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,11 +20,17 @@ def register(subparsers) -> None:
         "Exit status: 0 valid, 1 invalid (the report says why), 2 usage error or unreadable path.",
     )
     validate.add_argument("path", help="the .pth checkpoint")
-    validate.add_argument("--track", choices=TRACKS,
-                          help="validate for this track (default: the plan's arch_class_name)")
+    validate.add_argument(
+        "--track", choices=TRACKS, help="validate for this track (default: the plan's arch_class_name)"
+    )
     validate.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
-    validate.add_argument("--max-size", type=_positive_int, default=DEFAULT_MAX_SIZE, metavar="BYTES",
-                          help=f"largest accepted file size in bytes (default {DEFAULT_MAX_SIZE}, 4 GiB)")
+    validate.add_argument(
+        "--max-size",
+        type=_positive_int,
+        default=DEFAULT_MAX_SIZE,
+        metavar="BYTES",
+        help=f"largest accepted file size in bytes (default {DEFAULT_MAX_SIZE}, 4 GiB)",
+    )
     validate.set_defaults(func=_validate)
 
     example = subparsers.add_parser(
@@ -35,10 +42,14 @@ def register(subparsers) -> None:
     example.add_argument("--track", choices=TRACKS, required=True)
     example.add_argument("--out", required=True, help="where to write the .pth file (written atomically)")
     example.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
-    example.add_argument("--pretrain-patch", type=_positive_int, nargs=3, default=(160, 160, 160),
-                         metavar=("X", "Y", "Z"),
-                         help="pre-training patch size in voxels, array order as nnssl plans store it "
-                              "(default 160 160 160)")
+    example.add_argument(
+        "--pretrain-patch",
+        type=_positive_int,
+        nargs=3,
+        default=(160, 160, 160),
+        metavar=("X", "Y", "Z"),
+        help="pre-training patch size in voxels, array order as nnssl plans store it (default 160 160 160)",
+    )
     example.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32")
     example.set_defaults(func=_example_submission)
 
@@ -71,12 +82,15 @@ def _example_submission(args: argparse.Namespace) -> int:
     from harness.submission.example import DTYPES, write_example_submission
 
     try:
-        path = write_example_submission(args.out, args.track, seed=args.seed,
-                                        pretrain_patch=tuple(args.pretrain_patch), dtype=DTYPES[args.dtype])
+        path = write_example_submission(
+            args.out, args.track, seed=args.seed, pretrain_patch=tuple(args.pretrain_patch), dtype=DTYPES[args.dtype]
+        )
     except ValueError as exc:
         print(f"harness example-submission: error: {exc}", file=sys.stderr)
         return 2
     size = path.stat().st_size
-    print(f"wrote {path}: {args.track} example submission, random weights (seed {args.seed}), "
-          f"pre-training patch {' '.join(map(str, args.pretrain_patch))}, {args.dtype}, {format_bytes(size)}")
+    print(
+        f"wrote {path}: {args.track} example submission, random weights (seed {args.seed}), "
+        f"pre-training patch {' '.join(map(str, args.pretrain_patch))}, {args.dtype}, {format_bytes(size)}"
+    )
     return 0

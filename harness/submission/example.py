@@ -4,11 +4,13 @@ They are what the README's evaluate command and the smoke tests use: a checkpoin
 nnssl's trainers write it (shared/reference/SSL3D.md section 1), made on demand and never
 committed (ResEnc-L about 410 MB, Primus-M at 160^3 about 608 MB in float32).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

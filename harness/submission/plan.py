@@ -5,10 +5,12 @@ accepted everywhere. Fields the harness needs are errors when missing or mistype
 fields it does not use (dataset and plans names, spacing ...) are type-checked when present and
 only warned about when absent.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 PLAN_KEY = "nnssl_adaptation_plan"
 #: The pre-training configuration of the challenge (1 mm isotropic); chosen when several exist.
@@ -45,29 +47,39 @@ def check_adaptation_plan(plan: Mapping[str, Any], track: str | None) -> PlanFin
     else:
         name = arch.get("arch_class_name")
         if not isinstance(name, str):
-            err(f"{PLAN_KEY}.architecture_plans.arch_class_name is {_missing_or_kind(arch, 'arch_class_name')}, "
-                f"expected one of the challenge tracks: {', '.join(TRACKS)}")
+            err(
+                f"{PLAN_KEY}.architecture_plans.arch_class_name is {_missing_or_kind(arch, 'arch_class_name')}, "
+                f"expected one of the challenge tracks: {', '.join(TRACKS)}"
+            )
         elif name not in TRACKS:
-            err(f"{PLAN_KEY}.architecture_plans.arch_class_name is {name!r}, not a challenge track; "
-                f"accepted tracks: {', '.join(TRACKS)}")
+            err(
+                f"{PLAN_KEY}.architecture_plans.arch_class_name is {name!r}, not a challenge track; "
+                f"accepted tracks: {', '.join(TRACKS)}"
+            )
         else:
             out.track = name
         kwargs = arch.get("arch_kwargs")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             err(f"{PLAN_KEY}.architecture_plans.arch_kwargs is a {_kind(kwargs)}, expected null or a dict")
         elif kwargs:
-            warn(f"{PLAN_KEY}.architecture_plans.arch_kwargs is set; it is ignored: the track's "
-                 "reference architecture is always used")
+            warn(
+                f"{PLAN_KEY}.architecture_plans.arch_kwargs is set; it is ignored: the track's "
+                "reference architecture is always used"
+            )
 
     if track is not None and out.track is not None and out.track != track:
-        err(f"{PLAN_KEY}.architecture_plans.arch_class_name is {out.track!r} but the submission was "
-            f"validated for track {track!r}")
+        err(
+            f"{PLAN_KEY}.architecture_plans.arch_class_name is {out.track!r} but the submission was "
+            f"validated for track {track!r}"
+        )
     track = track or out.track
 
     channels = plan.get("pretrain_num_input_channels")
     if not _is_int(channels):
-        err(f"{PLAN_KEY}.pretrain_num_input_channels is {_missing_or_kind(plan, 'pretrain_num_input_channels')}, "
-            "expected the integer 1")
+        err(
+            f"{PLAN_KEY}.pretrain_num_input_channels is {_missing_or_kind(plan, 'pretrain_num_input_channels')}, "
+            "expected the integer 1"
+        )
     elif channels != 1:
         err(f"{PLAN_KEY}.pretrain_num_input_channels is {channels}; the challenge pre-trains on 1 channel")
 
@@ -87,9 +99,11 @@ def check_adaptation_plan(plan: Mapping[str, Any], track: str | None) -> PlanFin
         if spec.patch_embed_size is not None and any(
             p % e for p, e in zip(out.pretrain_patch_size, spec.patch_embed_size)
         ):
-            err(f"pre-training patch size {out.pretrain_patch_size} (pretrain_plan.configurations"
+            err(
+                f"pre-training patch size {out.pretrain_patch_size} (pretrain_plan.configurations"
                 f"[{out.configuration!r}].patch_size) is not divisible by the {track} patch embedding "
-                f"{spec.patch_embed_size}")
+                f"{spec.patch_embed_size}"
+            )
             out.pretrain_patch_size = None
     return out
 
@@ -111,8 +125,10 @@ def _check_pretrain_plan(pretrain: Any, plan: Mapping[str, Any], out: PlanFindin
 
     configurations = pretrain.get("configurations")
     if not isinstance(configurations, Mapping) or not configurations:
-        err(f"{where}.configurations is {_missing_or_kind(pretrain, 'configurations')}, expected a "
-            "non-empty dict of configuration name -> {patch_size, spacing, ...}")
+        err(
+            f"{where}.configurations is {_missing_or_kind(pretrain, 'configurations')}, expected a "
+            "non-empty dict of configuration name -> {patch_size, spacing, ...}"
+        )
         return
     if "patch_size" in configurations:  # nnssl sometimes stores the one configuration used, unnamed
         name, config = None, configurations
@@ -152,8 +168,9 @@ def _check_pretrain_plan(pretrain: Any, plan: Mapping[str, Any], out: PlanFindin
         err(f"{config_where}.spacing_style is a {_kind(style)}, expected a string")
 
 
-def _choose_configuration(pretrain: Mapping[str, Any], configurations: Mapping[str, Any],
-                          out: PlanFindings) -> str | None:
+def _choose_configuration(
+    pretrain: Mapping[str, Any], configurations: Mapping[str, Any], out: PlanFindings
+) -> str | None:
     """The only configuration, else the one the plan names, else the challenge's ``onemmiso``."""
     names = [str(n) for n in configurations]
     if len(names) == 1:
@@ -165,11 +182,13 @@ def _choose_configuration(pretrain: Mapping[str, Any], configurations: Mapping[s
     if CHALLENGE_CONFIGURATION in configurations:
         out.warnings.append(
             f"{PLAN_KEY}.pretrain_plan.configurations has {len(names)} entries ({', '.join(names)}); "
-            f"reading the pre-training patch size from {CHALLENGE_CONFIGURATION!r}, the challenge's")
+            f"reading the pre-training patch size from {CHALLENGE_CONFIGURATION!r}, the challenge's"
+        )
         return CHALLENGE_CONFIGURATION
     out.errors.append(
         f"{PLAN_KEY}.pretrain_plan.configurations has {len(names)} entries ({', '.join(names)}) and "
-        "none is marked as the pre-training one; cannot read the pre-training patch size")
+        "none is marked as the pre-training one; cannot read the pre-training patch size"
+    )
     return None
 
 
@@ -178,8 +197,10 @@ def _check_keys(plan: Mapping[str, Any], spec, out: PlanFindings) -> None:
     for field_name, expected in (("key_to_encoder", spec.key_to_encoder), ("key_to_stem", spec.key_to_stem)):
         value = plan.get(field_name)
         if not isinstance(value, str):
-            err(f"{PLAN_KEY}.{field_name} is {_missing_or_kind(plan, field_name)}, expected {expected!r} "
-                f"for {spec.name}")
+            err(
+                f"{PLAN_KEY}.{field_name} is {_missing_or_kind(plan, field_name)}, expected {expected!r} "
+                f"for {spec.name}"
+            )
         elif value != expected:
             err(f"{PLAN_KEY}.{field_name} is {value!r}; the {spec.name} reference expects {expected!r}")
 
@@ -190,17 +211,22 @@ def _check_keys(plan: Mapping[str, Any], spec, out: PlanFindings) -> None:
     in_proj = plan.get(in_proj_field)
     expected_in_proj = tuple(spec.keys_to_in_proj)
     if not (_is_sequence(in_proj) and in_proj and all(isinstance(k, str) for k in in_proj)):
-        err(f"{PLAN_KEY}.keys_to_in_proj is {_missing_or_kind(plan, in_proj_field)}, expected the list "
-            f"{list(expected_in_proj)} for {spec.name}")
+        err(
+            f"{PLAN_KEY}.keys_to_in_proj is {_missing_or_kind(plan, in_proj_field)}, expected the list "
+            f"{list(expected_in_proj)} for {spec.name}"
+        )
     elif set(in_proj) != set(expected_in_proj):
-        err(f"{PLAN_KEY}.keys_to_in_proj is {list(in_proj)}; the {spec.name} reference expects "
-            f"{list(expected_in_proj)}")
+        err(
+            f"{PLAN_KEY}.keys_to_in_proj is {list(in_proj)}; the {spec.name} reference expects {list(expected_in_proj)}"
+        )
 
     lpe = plan.get("key_to_lpe")
     if lpe is None:
         if spec.key_to_lpe is not None:
-            warn(f"{PLAN_KEY}.key_to_lpe is {'null' if 'key_to_lpe' in plan else 'missing'}; "
-                 f"using {spec.key_to_lpe!r}, the {spec.name} positional embedding")
+            warn(
+                f"{PLAN_KEY}.key_to_lpe is {'null' if 'key_to_lpe' in plan else 'missing'}; "
+                f"using {spec.key_to_lpe!r}, the {spec.name} positional embedding"
+            )
     elif not isinstance(lpe, str):
         err(f"{PLAN_KEY}.key_to_lpe is a {_kind(lpe)}, expected a string or null")
     elif lpe != spec.key_to_lpe:

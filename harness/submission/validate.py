@@ -8,11 +8,13 @@ bfloat16 ones are necessarily cast, i.e. copied, to float32), and only then ever
 once for the finite / dtype check. Peak memory is therefore about the interpreter plus one file
 size (file-backed pages) plus the canary network's decoder.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -30,7 +32,13 @@ from harness.submission.plan import PLAN_KEY, check_adaptation_plan
 WEIGHTS_KEY = "network_weights"
 #: The checks in report order (the canary runs before the value scan, see the module docstring).
 CHECK_NAMES: tuple[str, ...] = (
-    "file", "safe_load", "structure", "adaptation_plan", "weights_vs_reference", "tensor_values", "canary",
+    "file",
+    "safe_load",
+    "structure",
+    "adaptation_plan",
+    "weights_vs_reference",
+    "tensor_values",
+    "canary",
 )
 ACCEPTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
 #: How many keys each missing / unexpected / mismatched list shows.
@@ -209,8 +217,9 @@ class _Intake:
         errors = [e.removeprefix(f"{self.path}: ") for e in errors]
         self.errors_by_check[name] = errors
         self.warnings_by_check[name] = list(warnings)
-        self.checks[name] = Check(name, ok, detail if ok else errors[0] if len(errors) == 1 else
-                                  f"{len(errors)} problems (see errors)")
+        self.checks[name] = Check(
+            name, ok, detail if ok else errors[0] if len(errors) == 1 else f"{len(errors)} problems (see errors)"
+        )
         return ok
 
     def _skip(self, name: str, reason: str) -> None:
@@ -276,8 +285,12 @@ class _Intake:
         ckpt, errors, warnings = self.checkpoint, [], []
         self.checkpoint = None  # the weights and plan are kept; the rest (optimizer state ...) is dropped
         if not isinstance(ckpt, Mapping):
-            self._record("structure", [f"the checkpoint is a {type(ckpt).__name__}, expected a dict with "
-                                       f"'{WEIGHTS_KEY}' and '{PLAN_KEY}'"], [], "")
+            self._record(
+                "structure",
+                [f"the checkpoint is a {type(ckpt).__name__}, expected a dict with '{WEIGHTS_KEY}' and '{PLAN_KEY}'"],
+                [],
+                "",
+            )
             return
         top_keys = ", ".join(map(repr, list(ckpt)[:12])) or "none"
         weights = ckpt.get(WEIGHTS_KEY)
@@ -291,13 +304,17 @@ class _Intake:
             bad = [k for k, v in weights.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
             if bad:
                 shown = ", ".join(f"{k!r} ({type(weights[k]).__name__})" for k in bad[:5])
-                errors.append(f"'{WEIGHTS_KEY}' must map names to tensors; {_count(bad, 'entry')} "
-                              f"{'does' if len(bad) == 1 else 'do'} not: {shown}")
+                errors.append(
+                    f"'{WEIGHTS_KEY}' must map names to tensors; {_count(bad, 'entry')} "
+                    f"{'does' if len(bad) == 1 else 'do'} not: {shown}"
+                )
             else:
                 stripped, prefixes = strip_wrapper_prefixes(weights)
                 for prefix in prefixes:
-                    warnings.append(f"every key in '{WEIGHTS_KEY}' carried the wrapper prefix {prefix!r} "
-                                    "(DDP / torch.compile); it was stripped")
+                    warnings.append(
+                        f"every key in '{WEIGHTS_KEY}' carried the wrapper prefix {prefix!r} "
+                        "(DDP / torch.compile); it was stripped"
+                    )
                 self.weights = stripped
         plan = ckpt.get(PLAN_KEY)
         if plan is None:
@@ -311,8 +328,10 @@ class _Intake:
             distinct = _distinct_tensors(self.weights)
             data = sum(t.untyped_storage().nbytes() for t in _distinct_storages(self.weights))
             others = [k for k in ckpt if k not in (WEIGHTS_KEY, PLAN_KEY)]
-            detail = (f"{len(self.weights)} weight keys ({len(distinct)} distinct tensors, {format_bytes(data)}); "
-                      f"plan present; other entries ignored: {', '.join(map(str, others)) or 'none'}")
+            detail = (
+                f"{len(self.weights)} weight keys ({len(distinct)} distinct tensors, {format_bytes(data)}); "
+                f"plan present; other entries ignored: {', '.join(map(str, others)) or 'none'}"
+            )
         self._record("structure", errors, warnings, detail)
 
     # -- 4. adaptation plan ------------------------------------------------------------------
@@ -325,8 +344,10 @@ class _Intake:
         self.track = self.requested_track or found.track
         self.pretrain_patch_size = found.pretrain_patch_size
         config = f" (configuration {found.configuration!r})" if found.configuration else ""
-        detail = (f"track {self.track}, pre-training patch size {self.pretrain_patch_size}{config}, "
-                  "1 input channel, keys agree with the reference")
+        detail = (
+            f"track {self.track}, pre-training patch size {self.pretrain_patch_size}{config}, "
+            "1 input channel, keys agree with the reference"
+        )
         self._record("adaptation_plan", found.errors, found.warnings, detail)
 
     # -- 5. keys and shapes ------------------------------------------------------------------
@@ -366,21 +387,28 @@ class _Intake:
                 f"the Primus has no LayerScale (gamma_1, gamma_2) or inner attention norm (attn.norm): "
                 f"{len(layerscale_keys)} PrimusM tensors absent. It fits the organizers' classification Eva "
                 "(recipe ssl3d-2025); jobs that need PrimusM's Eva (segmentation, ssl3d-2025-lossless "
-                "classification) fail, naming what is missing")
+                "classification) fail, naming what is missing"
+            )
         if missing:
-            errors.append(f"{_count(missing, 'stem/encoder key')} of the {spec.name} reference {_be(missing)} missing from "
-                          f"'{WEIGHTS_KEY}'{_first(missing)}: {', '.join(missing[:MAX_LISTED_KEYS])}")
+            errors.append(
+                f"{_count(missing, 'stem/encoder key')} of the {spec.name} reference {_be(missing)} missing from "
+                f"'{WEIGHTS_KEY}'{_first(missing)}: {', '.join(missing[:MAX_LISTED_KEYS])}"
+            )
         if unexpected:
-            errors.append(f"{_count(unexpected, 'key')} under {prefixes} {_be(unexpected)} not in the {spec.name} reference"
-                          f"{_first(unexpected)}: {', '.join(unexpected[:MAX_LISTED_KEYS])}")
+            errors.append(
+                f"{_count(unexpected, 'key')} under {prefixes} {_be(unexpected)} not in the {spec.name} reference"
+                f"{_first(unexpected)}: {', '.join(unexpected[:MAX_LISTED_KEYS])}"
+            )
         if mismatched:
-            shown = ", ".join(f"{k} {list(submitted[k])} (reference {list(reference[k])})"
-                              for k in mismatched[:MAX_LISTED_KEYS])
+            shown = ", ".join(
+                f"{k} {list(submitted[k])} (reference {list(reference[k])})" for k in mismatched[:MAX_LISTED_KEYS]
+            )
             hint = ""
             if spec.key_to_lpe in mismatched:
                 hint = f" ({spec.key_to_lpe} is checked against the plan's pre-training patch size {patch})"
-            errors.append(f"wrong shape for {_count(mismatched, 'stem/encoder tensor')}{_first(mismatched)}: "
-                          f"{shown}{hint}")
+            errors.append(
+                f"wrong shape for {_count(mismatched, 'stem/encoder tensor')}{_first(mismatched)}: {shown}{hint}"
+            )
 
         ref_out = [k for k in reference if not spec.is_transferred(k)]
         out_missing = [k for k in ref_out if k not in submitted]
@@ -388,19 +416,29 @@ class _Intake:
         out_mismatched = [k for k in ref_out if k in submitted and submitted[k] != reference[k]]
         if out_mismatched:
             shown = ", ".join(f"{k} {list(submitted[k])} (reference {list(reference[k])})" for k in out_mismatched[:5])
-            warnings.append(f"shape differs from the reference for {_count(out_mismatched, 'key')} outside the stem "
-                            f"and encoder (not transferred, ignored): {shown}{', ...' if len(out_mismatched) > 5 else ''}")
+            warnings.append(
+                f"shape differs from the reference for {_count(out_mismatched, 'key')} outside the stem "
+                f"and encoder (not transferred, ignored): {shown}{', ...' if len(out_mismatched) > 5 else ''}"
+            )
         if out_extra:
-            warnings.append(f"{_count(out_extra, 'key')} outside the stem and encoder {_be(out_extra)} not in the "
-                            f"reference (not transferred, ignored): {_few(out_extra)}")
+            warnings.append(
+                f"{_count(out_extra, 'key')} outside the stem and encoder {_be(out_extra)} not in the "
+                f"reference (not transferred, ignored): {_few(out_extra)}"
+            )
         if out_missing:
-            warnings.append(f"{_count(out_missing, 'reference key')} outside the stem and encoder {_be(out_missing)} "
-                            f"absent (decoder "
-                            f"and head are trained from scratch anyway): {_few(out_missing)}")
+            warnings.append(
+                f"{_count(out_missing, 'reference key')} outside the stem and encoder {_be(out_missing)} "
+                f"absent (decoder "
+                f"and head are trained from scratch anyway): {_few(out_missing)}"
+            )
         self.shapes_ok = not errors
-        self._record(name, errors, warnings,
-                     f"all {len(ref_in)} stem/encoder tensors present with the {spec.name} reference shapes "
-                     f"(pre-training patch {patch})")
+        self._record(
+            name,
+            errors,
+            warnings,
+            f"all {len(ref_in)} stem/encoder tensors present with the {spec.name} reference shapes "
+            f"(pre-training patch {patch})",
+        )
 
     # -- 6. values ---------------------------------------------------------------------------
     def _check_tensor_values(self) -> None:
@@ -426,17 +464,24 @@ class _Intake:
                 non_finite.append(f"{key} ({n_nan} NaN, {n_inf} Inf of {tensor.numel()} values)")
         errors = []
         if unusable:
-            errors.append(f"{_count(unusable, 'tensor')} without dense CPU data{_first(unusable)}: "
-                          f"{', '.join(unusable[:MAX_LISTED_KEYS])}")
+            errors.append(
+                f"{_count(unusable, 'tensor')} without dense CPU data{_first(unusable)}: "
+                f"{', '.join(unusable[:MAX_LISTED_KEYS])}"
+            )
         if bad_dtype:
-            errors.append(f"{_count(bad_dtype, 'floating tensor')} {_be(bad_dtype)} not float32, float16 or bfloat16"
-                          f"{_first(bad_dtype)}: {', '.join(bad_dtype[:MAX_LISTED_KEYS])}")
+            errors.append(
+                f"{_count(bad_dtype, 'floating tensor')} {_be(bad_dtype)} not float32, float16 or bfloat16"
+                f"{_first(bad_dtype)}: {', '.join(bad_dtype[:MAX_LISTED_KEYS])}"
+            )
         if non_finite:
-            errors.append(f"non-finite values in {_count(non_finite, 'tensor')}{_first(non_finite)}: "
-                          f"{', '.join(non_finite[:MAX_LISTED_KEYS])}")
+            errors.append(
+                f"non-finite values in {_count(non_finite, 'tensor')}{_first(non_finite)}: "
+                f"{', '.join(non_finite[:MAX_LISTED_KEYS])}"
+            )
         dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in distinct.values() if t.is_floating_point()})
-        self._record(name, errors, [],
-                     f"{n_float} distinct floating tensors, all finite, dtype {', '.join(dtypes) or '-'}")
+        self._record(
+            name, errors, [], f"{n_float} distinct floating tensors, all finite, dtype {', '.join(dtypes) or '-'}"
+        )
 
     # -- 7. canary ---------------------------------------------------------------------------
     def _check_canary(self) -> None:
@@ -457,7 +502,9 @@ class _Intake:
             # assign=True: the network takes the mapped tensors instead of copying them, and the
             # freshly initialised encoder it was built with is freed.
             load_pretrained_encoder(
-                network, self.weights, spec.name,
+                network,
+                self.weights,
+                spec.name,
                 pretrain_patch_size=self.pretrain_patch_size or patch,
                 target_patch_size=patch,
                 assign=True,
@@ -479,12 +526,18 @@ class _Intake:
             y = y[0]
         errors = []
         if not bool(torch.isfinite(y).all()):
-            errors.append(f"canary: the {what} with the submitted stem and encoder gives "
-                          f"non-finite output on a {patch} input ({int(torch.isnan(y).sum())} NaN, "
-                          f"{int(torch.isinf(y).sum())} Inf of {y.numel()} values)")
-        self._record("canary", errors, [],
-                     f"the {what} with the submitted stem and encoder, one forward pass on a random "
-                     f"{'x'.join(map(str, patch))} input: output {list(y.shape)}, finite")
+            errors.append(
+                f"canary: the {what} with the submitted stem and encoder gives "
+                f"non-finite output on a {patch} input ({int(torch.isnan(y).sum())} NaN, "
+                f"{int(torch.isinf(y).sum())} Inf of {y.numel()} values)"
+            )
+        self._record(
+            "canary",
+            errors,
+            [],
+            f"the {what} with the submitted stem and encoder, one forward pass on a random "
+            f"{'x'.join(map(str, patch))} input: output {list(y.shape)}, finite",
+        )
 
 
 class _EvaWithoutLayerScale(torch.nn.Module):
@@ -518,8 +571,11 @@ def _distinct_tensors(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     seen: dict[tuple, str] = {}
     out: dict[str, torch.Tensor] = {}
     for key, t in weights.items():
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype) \
-            if t.device.type == "cpu" and t.layout == torch.strided else (id(t),)
+        ident = (
+            (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+            if t.device.type == "cpu" and t.layout == torch.strided
+            else (id(t),)
+        )
         if ident not in seen:
             seen[ident] = key
             out[key] = t

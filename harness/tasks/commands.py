@@ -1,4 +1,5 @@
 """``harness tasks`` and ``harness make-toy-data``."""
+
 from __future__ import annotations
 
 import sys
@@ -11,22 +12,39 @@ DEFAULT_TOY_DATA = Path("data/toy")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("tasks", help="list the tasks of a registry, one line each; --check reads all their data",
-                       description="List the tasks of a registry. With --check, also read every image, label map "
-                       "and mask of every task completely and report every problem found, each naming the file "
-                       "(the check `harness evaluate` makes before it plans any job). Exit status: 0 the data is "
-                       "usable (warnings may be printed), 2 a problem was found or the registry is invalid.")
+    p = sub.add_parser(
+        "tasks",
+        help="list the tasks of a registry, one line each; --check reads all their data",
+        description="List the tasks of a registry. With --check, also read every image, label map "
+        "and mask of every task completely and report every problem found, each naming the file "
+        "(the check `harness evaluate` makes before it plans any job). Exit status: 0 the data is "
+        "usable (warnings may be printed), 2 a problem was found or the registry is invalid.",
+    )
     p.add_argument("--tasks", type=Path, default=DEFAULT_TASKS, help="registry folder (default: %(default)s)")
-    p.add_argument("--check", action="store_true", help="check every file of every task (see harness/tasks/preflight.py)")
-    p.add_argument("--results", type=Path, default=Path("results"),
-                   help="results folder whose cache remembers files already checked (default: %(default)s)")
-    p.add_argument("--recipe", choices=RECIPE_NAMES, default=DEFAULT_RECIPE,
-                   help="the recipe whose classification folds are checked (default: %(default)s)")
+    p.add_argument(
+        "--check", action="store_true", help="check every file of every task (see harness/tasks/preflight.py)"
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="results folder whose cache remembers files already checked (default: %(default)s)",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=RECIPE_NAMES,
+        default=DEFAULT_RECIPE,
+        help="the recipe whose classification folds are checked (default: %(default)s)",
+    )
     p.set_defaults(func=_tasks)
 
     p = sub.add_parser("make-toy-data", help="write the synthetic toy datasets (nnU-Net raw format)")
-    p.add_argument("--out", type=Path, default=DEFAULT_TOY_DATA,
-                   help="output folder; the toy registry expects %(default)s (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_TOY_DATA,
+        help="output folder; the toy registry expects %(default)s (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_make_toy_data)
 

@@ -12,6 +12,7 @@ mtime and inode, the sha256 of its bytes and the facts. A file whose size, mtime
 unchanged is not read again; any other file is read and hashed. The content hashes are the data
 identity of a job (``harness.tasks.preflight.TaskData``).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -20,10 +21,11 @@ import io
 import json
 import os
 import zlib
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -57,7 +59,7 @@ class FileFacts:
     non_integer_values: bool = False
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FileFacts":
+    def from_dict(cls, data: dict) -> FileFacts:
         tuples = ("shape", "spacing", "origin", "direction", "values")
         fields: dict[str, Any] = {k: (tuple(v) if k in tuples and v is not None else v) for k, v in data.items()}
         return cls(**fields)
@@ -88,8 +90,15 @@ def read_facts(path: Path, role: Role) -> FileFacts:
     values, non_integer = None, False
     if role == "label":
         values, non_integer = _distinct_values(array)
-    return FileFacts(sha256=digest, size=size, nonfinite=nonfinite, values=values,
-                     non_integer_values=non_integer, dtype=str(array.dtype), **header)
+    return FileFacts(
+        sha256=digest,
+        size=size,
+        nonfinite=nonfinite,
+        values=values,
+        non_integer_values=non_integer,
+        dtype=str(array.dtype),
+        **header,
+    )
 
 
 class _Unreadable(Exception):
@@ -165,11 +174,11 @@ def _distinct_values(array: np.ndarray) -> tuple[tuple[float, ...] | None, bool]
             values = np.flatnonzero(counts) + lo
         else:
             values = np.unique(flat)
-        return tuple(float(v) for v in values[:MAX_LABEL_VALUES + 1]), False
+        return tuple(float(v) for v in values[: MAX_LABEL_VALUES + 1]), False
     finite = flat[np.isfinite(flat)] if flat.dtype.kind in "fc" else flat
     values = np.unique(finite)
     non_integer = bool(np.any(values != np.round(values)))
-    return tuple(float(v) for v in values[:MAX_LABEL_VALUES + 1]), non_integer
+    return tuple(float(v) for v in values[: MAX_LABEL_VALUES + 1]), non_integer
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -230,8 +239,9 @@ class ReadStats:
     cached: int
 
 
-def read_all(files: Iterable[tuple[Path, Role]], cache: FactsCache,
-             workers: int | None = None) -> tuple[dict[Path, FileFacts], ReadStats]:
+def read_all(
+    files: Iterable[tuple[Path, Role]], cache: FactsCache, workers: int | None = None
+) -> tuple[dict[Path, FileFacts], ReadStats]:
     """Facts of every ``(path, role)``: from the cache where the file is unchanged, otherwise
     read in parallel (decompression, hashing and the voxel checks release the GIL)."""
     facts: dict[Path, FileFacts] = {}

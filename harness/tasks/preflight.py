@@ -13,15 +13,16 @@ The same read gives each task's data identity: the content hash of every file it
 (``TaskData``), which is part of every job's identity, so a changed file reruns exactly the jobs
 that read it and names itself.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import re
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -90,10 +91,12 @@ class PreflightReport:
 
     def format_text(self) -> str:
         files = self.stats.read + self.stats.cached
-        lines = [f"data check: {len(self.data)} task(s), {files} files ({self.stats.read} read, "
-                 f"{self.stats.cached} unchanged since the last check) in {self.seconds:.1f} s: "
-                 + (f"{len(self.problems)} problem(s)" if self.problems else "no problems")
-                 + (f", {len(self.warnings)} warning(s)" if self.warnings else "")]
+        lines = [
+            f"data check: {len(self.data)} task(s), {files} files ({self.stats.read} read, "
+            f"{self.stats.cached} unchanged since the last check) in {self.seconds:.1f} s: "
+            + (f"{len(self.problems)} problem(s)" if self.problems else "no problems")
+            + (f", {len(self.warnings)} warning(s)" if self.warnings else "")
+        ]
         for title, items in (("problem", self.problems), ("warning", self.warnings)):
             for task in dict.fromkeys(p.task for p in items):
                 lines.append(f"{task}:")
@@ -164,19 +167,34 @@ def _label_files(plan: _Plan, folder: Path, ending: str) -> dict[str, Path]:
     return out
 
 
-def _pair(plan: _Plan, kind: str, images_dir: Path, labels_dir: Path, images: dict[str, dict[int, Path]],
-          labels: dict[str, Path], ending: str, n_channels: int, allowed: set[int], prefix: tuple[str, str]) -> list[str]:
+def _pair(
+    plan: _Plan,
+    kind: str,
+    images_dir: Path,
+    labels_dir: Path,
+    images: dict[str, dict[int, Path]],
+    labels: dict[str, Path],
+    ending: str,
+    n_channels: int,
+    allowed: set[int],
+    prefix: tuple[str, str],
+) -> list[str]:
     """Check images against labels (every case complete, with its label, and no label alone)
     and register the files; returns the complete cases."""
     complete = []
     for case in sorted(set(images) | set(labels)):
         channels = images.get(case, {})
         if case not in labels:
-            plan.problem(images_dir / f"{case}_0000{ending}", f"{kind} case {case!r} has images but no "
-                         f"{'reference segmentation' if kind == 'test' else 'label'} {case}{ending} in {labels_dir}")
+            plan.problem(
+                images_dir / f"{case}_0000{ending}",
+                f"{kind} case {case!r} has images but no "
+                f"{'reference segmentation' if kind == 'test' else 'label'} {case}{ending} in {labels_dir}",
+            )
             continue
         if not channels:
-            plan.problem(labels[case], f"{kind} case {case!r} has a label but no image {case}_0000{ending} in {images_dir}")
+            plan.problem(
+                labels[case], f"{kind} case {case!r} has a label but no image {case}_0000{ending} in {images_dir}"
+            )
             continue
         missing = [f"{case}_{c:04d}{ending}" for c in range(n_channels) if c not in channels]
         if missing:
@@ -211,19 +229,33 @@ def _plan_segmentation(task: SegmentationTask) -> _Plan:
         return plan
     values = sorted(labels.values())
     if values != list(range(len(values))):
-        plan.problem(dataset_json, f"label values {values} must be consecutive from 0 (background), as nnU-Net requires")
+        plan.problem(
+            dataset_json, f"label values {values} must be consecutive from 0 (background), as nnU-Net requires"
+        )
     plan.files["dataset.json"] = (dataset_json, "json")  # type: ignore[assignment]
     ending, n_channels = str(meta["file_ending"]), len(meta["channel_names"])
     allowed = set(labels.values())
 
     train_images = _names_and_cases(plan, root / "imagesTr", ending, n_channels)
     train_labels = _label_files(plan, root / "labelsTr", ending)
-    train = _pair(plan, "training", root / "imagesTr", root / "labelsTr", train_images, train_labels, ending,
-                  n_channels, allowed, ("imagesTr", "labelsTr"))
+    train = _pair(
+        plan,
+        "training",
+        root / "imagesTr",
+        root / "labelsTr",
+        train_images,
+        train_labels,
+        ending,
+        n_channels,
+        allowed,
+        ("imagesTr", "labelsTr"),
+    )
     expected = meta.get("numTraining")
     if isinstance(expected, int) and expected != len(train_images):
-        plan.problem(dataset_json, f"numTraining is {expected}, but imagesTr holds {len(train_images)} case(s) "
-                     "(nnU-Net refuses the dataset)")
+        plan.problem(
+            dataset_json,
+            f"numTraining is {expected}, but imagesTr holds {len(train_images)} case(s) (nnU-Net refuses the dataset)",
+        )
 
     if task.test.cases is not None:
         held_out = list(task.test.cases)
@@ -241,8 +273,18 @@ def _plan_segmentation(task: SegmentationTask) -> _Plan:
         images_dir, labels_dir = root / task.test.images, root / task.test.labels
         test_images = _names_and_cases(plan, images_dir, ending, n_channels)
         test_labels = _label_files(plan, labels_dir, ending)
-        test = _pair(plan, "test", images_dir, labels_dir, test_images, test_labels, ending, n_channels, allowed,
-                     (task.test.images, task.test.labels))
+        test = _pair(
+            plan,
+            "test",
+            images_dir,
+            labels_dir,
+            test_images,
+            test_labels,
+            ending,
+            n_channels,
+            allowed,
+            (task.test.images, task.test.labels),
+        )
         both = sorted(set(test_images) & set(train_images))
         if both:
             plan.problem(images_dir, f"case id(s) {both[:5]} are both training and test cases")
@@ -279,8 +321,11 @@ def _read_labels_csv(plan: _Plan, task: ClassificationTask) -> dict[str, str]:
                 if not case:
                     plan.problem(path, f"line {line}: empty case_id")
                 elif label not in task.classes:
-                    plan.problem(path, f"line {line}: case {case!r} has label {label!r}, not one of the task's "
-                                 f"classes {list(task.classes)}")
+                    plan.problem(
+                        path,
+                        f"line {line}: case {case!r} has label {label!r}, not one of the task's "
+                        f"classes {list(task.classes)}",
+                    )
                     plan.mislabelled.add(case)
                 elif case in out:
                     plan.problem(path, f"case {case!r} is listed twice (lines {first[case]} and {line})")
@@ -311,7 +356,9 @@ def _plan_classification(task: ClassificationTask) -> _Plan:
     images = _names_and_cases(plan, task.images_dir, IMAGE_SUFFIX, task.num_channels)
     masks = _label_files(plan, task.masks_dir, IMAGE_SUFFIX) if task.masks_dir is not None else {}
     for case in sorted(set(images) - set(labels) - plan.mislabelled):
-        plan.problem(images[case][min(images[case])], f"image of case {case!r}, which has no label in {task.labels_csv}")
+        plan.problem(
+            images[case][min(images[case])], f"image of case {case!r}, which has no label in {task.labels_csv}"
+        )
     for case in sorted(set(masks) - set(labels) - plan.mislabelled):
         plan.warn(masks[case], f"mask of case {case!r}, which has no label in {task.labels_csv}")
     ids, indices = [], []
@@ -319,8 +366,10 @@ def _plan_classification(task: ClassificationTask) -> _Plan:
         channels = images.get(case, {})
         missing = [f"{case}_{c:04d}{IMAGE_SUFFIX}" for c in range(task.num_channels) if c not in channels]
         if missing:
-            plan.problem(task.images_dir, f"case {case!r} (labelled in {task.labels_csv.name}) has no image file "
-                         f"{', '.join(missing)}")
+            plan.problem(
+                task.images_dir,
+                f"case {case!r} (labelled in {task.labels_csv.name}) has no image file {', '.join(missing)}",
+            )
             continue
         files = [channels[c] for c in range(task.num_channels)]
         for f in files:
@@ -426,13 +475,18 @@ def _check_folds(plan: _Plan, recipe) -> None:
         for part, members in (("training", train), ("test", test)):
             missing = [task.classes[k] for k in range(len(task.classes)) if k not in {label[c] for c in members}]
             if missing:
-                plan.warn(task.source, f"fold {fold}: no {', '.join(map(repr, missing))} case among its "
-                          f"{len(members)} {part} case(s)")
+                plan.warn(
+                    task.source,
+                    f"fold {fold}: no {', '.join(map(repr, missing))} case among its {len(members)} {part} case(s)",
+                )
 
 
-def check_tasks(tasks: Mapping[str, SegmentationTask | ClassificationTask]
-                | Iterable[SegmentationTask | ClassificationTask],
-                cache: Path | None = None, recipe=None, workers: int | None = None) -> PreflightReport:
+def check_tasks(
+    tasks: Mapping[str, SegmentationTask | ClassificationTask] | Iterable[SegmentationTask | ClassificationTask],
+    cache: Path | None = None,
+    recipe=None,
+    workers: int | None = None,
+) -> PreflightReport:
     """Check every task; ``cache`` is the facts cache file (None: read everything). ``recipe``
     decides the classification folds (None: the default recipe's)."""
     t0 = time.time()
@@ -441,8 +495,11 @@ def check_tasks(tasks: Mapping[str, SegmentationTask | ClassificationTask]
     facts, stats = _read(plans, cache, workers)
     report = PreflightReport(stats=stats)
     for plan in plans:
-        good = {path for path, role in plan.files.values() if role in ("image", "label")
-                and _check_file(plan, path, facts[path])}
+        good = {
+            path
+            for path, role in plan.files.values()
+            if role in ("image", "label") and _check_file(plan, path, facts[path])
+        }
         for case, files in plan.groups.items():
             if all(f in good for f in files):
                 _check_grid(plan, case, files, facts)

@@ -4,6 +4,7 @@ Three small stages, each with one job: read the YAML (pure data), index by task 
 duplicate name reports both files), validate into frozen specs. Files are read in sorted
 order so nothing depends on the file system; broken YAML is an error, never skipped.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

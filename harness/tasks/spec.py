@@ -9,12 +9,14 @@ Axis order: spacings and patch sizes are given in array order, the order of the 
 arrays nnU-Net and the networks see (SimpleITK's ``GetArrayFromImage`` order, i.e. (z, y, x) for
 a NIfTI file), the same order in which nnssl plans store their patch sizes.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Sequence, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -147,7 +149,7 @@ class HeldOutSplit(_Frozen):
     cases: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "HeldOutSplit":
+    def _one_kind(self) -> HeldOutSplit:
         if self.cases is not None and len(self.cases) == 0:
             raise ValueError("cases: the explicit held-out list is empty")
         if self.cases is None and (self.images is None or self.labels is None):
@@ -189,7 +191,7 @@ class SegmentationTask(_TaskBase):
         return tuple(out)
 
     @model_validator(mode="after")
-    def _folds_in_range(self) -> "SegmentationTask":
+    def _folds_in_range(self) -> SegmentationTask:
         bad = [f for f in self.folds if not 0 <= f < self.num_folds]
         if bad or not self.folds:
             raise ValueError(f"folds {list(self.folds)} must be non-empty and within 0..{self.num_folds - 1}")
@@ -260,8 +262,14 @@ class ClassificationTask(_TaskBase):
     def augmentation_for(self, recipe: Recipe | None = None) -> ClassificationAugmentation:
         recipe = recipe or get_recipe(DEFAULT_RECIPE)
         part = recipe.classification
-        return apply_overrides(part.augmentation, self.augmentation, fixed=part.fixed_fields,
-                               recipe=recipe.name, where=str(self.source or self.name), field="augmentation")
+        return apply_overrides(
+            part.augmentation,
+            self.augmentation,
+            fixed=part.fixed_fields,
+            recipe=recipe.name,
+            where=str(self.source or self.name),
+            field="augmentation",
+        )
 
     def split_seed(self, recipe: ClassificationRecipe | None = None) -> int:
         """The task's own fold seed, else the recipe's (``recipe``: its classification part;
@@ -269,8 +277,13 @@ class ClassificationTask(_TaskBase):
         recipe = recipe or get_recipe(DEFAULT_RECIPE).classification
         return recipe.split_seed if self.folds is None or self.folds.seed is None else self.folds.seed
 
-    def fold_split(self, case_ids: Sequence[str], label_indices: Sequence[int], fold: int,
-                   recipe: ClassificationRecipe | None = None) -> tuple[list[str], list[str]]:
+    def fold_split(
+        self,
+        case_ids: Sequence[str],
+        label_indices: Sequence[int],
+        fold: int,
+        recipe: ClassificationRecipe | None = None,
+    ) -> tuple[list[str], list[str]]:
         """``(train ids, test ids)`` of ``fold``, each in the given (labels-file) order; the
         details are in ``harness.finetune.classification.data.split_cases``. Lives here, free of
         torch, so that the data check can look at every fold before any job runs. A bad fold or
@@ -328,7 +341,7 @@ class ClassificationTask(_TaskBase):
         return v
 
     @model_validator(mode="after")
-    def _one_split(self) -> "ClassificationTask":
+    def _one_split(self) -> ClassificationTask:
         if self.test_cases is not None:
             object.__setattr__(self, "folds", None)
         elif self.folds is None:
@@ -359,11 +372,17 @@ def _resolved_schedule(task, track: str, recipe: Recipe | None):
         raise ValueError(f"unknown track {track!r}; accepted tracks: {', '.join(TRACKS)}")
     recipe = recipe or get_recipe(DEFAULT_RECIPE)
     part = recipe.part(task.type)
-    return apply_overrides(part.schedules[track], task.schedule.get(track, {}), fixed=part.fixed_fields,
-                           recipe=recipe.name, where=str(task.source or task.name), field=f"schedule.{track}")
+    return apply_overrides(
+        part.schedules[track],
+        task.schedule.get(track, {}),
+        fixed=part.fixed_fields,
+        recipe=recipe.name,
+        where=str(task.source or task.name),
+        field=f"schedule.{track}",
+    )
 
 
-TaskSpec = Annotated[Union[SegmentationTask, ClassificationTask], Field(discriminator="type")]
+TaskSpec = Annotated[SegmentationTask | ClassificationTask, Field(discriminator="type")]
 
 
 def _check_metric_name(name: str, task_type: str) -> None:

@@ -5,6 +5,7 @@ a slow bias field and Rician-like noise, containing the structures to segment. V
 anisotropic (in-plane 1.2 mm, slices 2.5 mm) so that resampling to the 1 mm target matters.
 Everything is seeded: the same call writes the same files.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,15 +27,15 @@ SEG_TWO_CHANNEL = "ToySegTwoChannel"
 def _grid(shape: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
     """Physical coordinates (mm) of every voxel centre, z/y/x arrays."""
     sz, sy, sx = TOY_SPACING[2], TOY_SPACING[1], TOY_SPACING[0]
-    z, y, x = np.meshgrid(
-        np.arange(shape[0]) * sz, np.arange(shape[1]) * sy, np.arange(shape[2]) * sx, indexing="ij"
-    )
+    z, y, x = np.meshgrid(np.arange(shape[0]) * sz, np.arange(shape[1]) * sy, np.arange(shape[2]) * sx, indexing="ij")
     return z, y, x
 
 
 def _ellipsoid(coords, centre, radii) -> np.ndarray:
     z, y, x = coords
-    return ((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((x - centre[2]) / radii[2]) ** 2 <= 1.0
+    return ((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + (
+        (x - centre[2]) / radii[2]
+    ) ** 2 <= 1.0
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:

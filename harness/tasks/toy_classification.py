@@ -15,6 +15,7 @@ Layout written under ``out/ToyClsShape/``::
 
 Everything is seeded: the same call writes the same files.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -6,6 +6,7 @@
 * ``train``: the schedule, the loop, prediction and ``run_classification(job)``, which writes
   the run folder through ``harness.finetune.job`` exactly as segmentation does.
 """
+
 from harness.finetune.classification.data import ClassificationDataError, load_cases, preprocess_task, split_cases
 from harness.finetune.classification.model import build_classifier
 from harness.finetune.classification.train import run_classification

@@ -6,10 +6,11 @@ and in its order, with the parameters of a ``ClassificationAugmentation`` (the r
 task's overrides). It runs on one (C, *patch) image tensor, no segmentation, as theirs is called:
 ``transform(image=x)["image"]``. Validation is not augmented.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from harness.recipes import ClassificationAugmentation
 
@@ -66,42 +67,87 @@ def build_augmentation(aug: ClassificationAugmentation, patch: Sequence[int]):
     p_rotation = aug.rotation_p if aug.rotation_degrees > 0 else 0.0
     p_scaling = aug.scale_p if (lo, hi) != (1.0, 1.0) else 0.0
     if p_rotation > 0 or p_scaling > 0:
-        transforms.append(SpatialTransform(
-            tuple(int(p) for p in patch),
-            patch_center_dist_from_border=0,
-            random_crop=False,
-            p_elastic_deform=0,
-            p_rotation=p_rotation,
-            rotation=math.radians(aug.rotation_degrees),  # a scalar: exactly this angle, see above
-            p_scaling=p_scaling,
-            scaling=(lo, hi),
-            p_synchronize_scaling_across_axes=1,
-            bg_style_seg_sampling=False,
-        ))
+        transforms.append(
+            SpatialTransform(
+                tuple(int(p) for p in patch),
+                patch_center_dist_from_border=0,
+                random_crop=False,
+                p_elastic_deform=0,
+                p_rotation=p_rotation,
+                rotation=math.radians(aug.rotation_degrees),  # a scalar: exactly this angle, see above
+                p_scaling=p_scaling,
+                scaling=(lo, hi),
+                p_synchronize_scaling_across_axes=1,
+                bg_style_seg_sampling=False,
+            )
+        )
 
     def random(p: float, transform) -> None:
         if p > 0:
             transforms.append(RandomTransform(transform, apply_probability=p))
 
-    random(aug.gaussian_noise_p, GaussianNoiseTransform(
-        noise_variance=tuple(aug.gaussian_noise_variance), p_per_channel=1, synchronize_channels=True))
-    random(aug.gaussian_blur_p, GaussianBlurTransform(
-        blur_sigma=tuple(aug.gaussian_blur_sigma), synchronize_channels=False, synchronize_axes=False,
-        p_per_channel=0.5, benchmark=True))
-    random(aug.brightness_p, MultiplicativeBrightnessTransform(
-        multiplier_range=BGContrast(tuple(aug.brightness)), synchronize_channels=False, p_per_channel=1))
-    random(aug.contrast_p, ContrastTransform(
-        contrast_range=BGContrast(tuple(aug.contrast)), preserve_range=True, synchronize_channels=False,
-        p_per_channel=1))
-    random(aug.low_resolution_p, SimulateLowResolutionTransform(
-        scale=tuple(aug.low_resolution_scale), synchronize_channels=False, synchronize_axes=True,
-        ignore_axes=None, allowed_channels=None, p_per_channel=0.5))
-    random(aug.gamma_inverted_p, GammaTransform(
-        gamma=BGContrast(tuple(aug.gamma)), p_invert_image=1, synchronize_channels=False, p_per_channel=1,
-        p_retain_stats=1))
-    random(aug.gamma_p, GammaTransform(
-        gamma=BGContrast(tuple(aug.gamma)), p_invert_image=0, synchronize_channels=False, p_per_channel=1,
-        p_retain_stats=1))
+    random(
+        aug.gaussian_noise_p,
+        GaussianNoiseTransform(
+            noise_variance=tuple(aug.gaussian_noise_variance), p_per_channel=1, synchronize_channels=True
+        ),
+    )
+    random(
+        aug.gaussian_blur_p,
+        GaussianBlurTransform(
+            blur_sigma=tuple(aug.gaussian_blur_sigma),
+            synchronize_channels=False,
+            synchronize_axes=False,
+            p_per_channel=0.5,
+            benchmark=True,
+        ),
+    )
+    random(
+        aug.brightness_p,
+        MultiplicativeBrightnessTransform(
+            multiplier_range=BGContrast(tuple(aug.brightness)), synchronize_channels=False, p_per_channel=1
+        ),
+    )
+    random(
+        aug.contrast_p,
+        ContrastTransform(
+            contrast_range=BGContrast(tuple(aug.contrast)),
+            preserve_range=True,
+            synchronize_channels=False,
+            p_per_channel=1,
+        ),
+    )
+    random(
+        aug.low_resolution_p,
+        SimulateLowResolutionTransform(
+            scale=tuple(aug.low_resolution_scale),
+            synchronize_channels=False,
+            synchronize_axes=True,
+            ignore_axes=None,
+            allowed_channels=None,
+            p_per_channel=0.5,
+        ),
+    )
+    random(
+        aug.gamma_inverted_p,
+        GammaTransform(
+            gamma=BGContrast(tuple(aug.gamma)),
+            p_invert_image=1,
+            synchronize_channels=False,
+            p_per_channel=1,
+            p_retain_stats=1,
+        ),
+    )
+    random(
+        aug.gamma_p,
+        GammaTransform(
+            gamma=BGContrast(tuple(aug.gamma)),
+            p_invert_image=0,
+            synchronize_channels=False,
+            p_per_channel=1,
+            p_retain_stats=1,
+        ),
+    )
     if aug.mirror_axes:
         transforms.append(MirrorTransform(allowed_axes=tuple(aug.mirror_axes)))
     return ComposeTransforms(transforms) if transforms else None

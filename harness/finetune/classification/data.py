@@ -30,15 +30,16 @@ the recipe's preprocessing fields, the preprocessing version and the data files'
 and mtimes); a ``COMPLETE`` marker is written last, and an exclusive file lock keeps two jobs
 from preprocessing at once.
 """
+
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -176,9 +177,7 @@ def load_cases(task) -> list[ClassificationCase]:
     if task.test_cases is not None:
         unknown = [c for c in task.test_cases if c not in labels]
         if unknown:
-            raise ClassificationDataError(
-                f"{task.source}: test_cases {unknown} are not labelled in {task.labels_csv}"
-            )
+            raise ClassificationDataError(f"{task.source}: test_cases {unknown} are not labelled in {task.labels_csv}")
         if len(set(task.test_cases)) != len(task.test_cases):
             dup = sorted({c for c in task.test_cases if task.test_cases.count(c) > 1})
             raise ClassificationDataError(f"{task.source}: test_cases lists {dup} more than once")
@@ -191,8 +190,9 @@ def _classification_recipe(recipe: ClassificationRecipe | None) -> Classificatio
     return recipe if recipe is not None else SSL3D_2025.classification
 
 
-def split_cases(task, cases: Sequence[ClassificationCase], fold: int,
-                recipe: ClassificationRecipe | None = None) -> tuple[list[str], list[str]]:
+def split_cases(
+    task, cases: Sequence[ClassificationCase], fold: int, recipe: ClassificationRecipe | None = None
+) -> tuple[list[str], list[str]]:
     """``(train case ids, test case ids)`` of ``fold``, each in labels-file order.
 
     With an explicit ``test_cases`` list there is one fold (0): those cases are the test set and
@@ -211,8 +211,9 @@ def split_cases(task, cases: Sequence[ClassificationCase], fold: int,
       labels in labels-file order (a class with fewer than k cases is missing from some folds).
     """
     try:
-        return task.fold_split([c.case_id for c in cases], [c.label_index for c in cases], fold,
-                               _classification_recipe(recipe))
+        return task.fold_split(
+            [c.case_id for c in cases], [c.label_index for c in cases], fold, _classification_recipe(recipe)
+        )
     except ValueError as e:
         raise ClassificationDataError(str(e)) from None
 
@@ -279,8 +280,12 @@ def _zscore(crop: np.ndarray) -> tuple[np.ndarray, list[float], list[float]]:
     return out, means, stds
 
 
-def preprocess_case(case: ClassificationCase, target_spacing: Sequence[float], patch: Sequence[int],
-                    recipe: ClassificationRecipe | None = None) -> tuple[np.ndarray, dict]:
+def preprocess_case(
+    case: ClassificationCase,
+    target_spacing: Sequence[float],
+    patch: Sequence[int],
+    recipe: ClassificationRecipe | None = None,
+) -> tuple[np.ndarray, dict]:
     """``(array float32 (C, *patch), info)`` for one case, as ``recipe`` (the job's
     ``ClassificationRecipe``; ``None`` is ``ssl3d-2025``'s) preprocesses it.
 
@@ -330,8 +335,11 @@ def preprocess_case(case: ClassificationCase, target_spacing: Sequence[float], p
     )
 
     part = _classification_recipe(recipe)
-    for name, supported in (("crop_centre", "mask-centre-of-mass"), ("normalization", "zscore-after-crop"),
-                            ("without_mask", "resize-to-patch")):
+    for name, supported in (
+        ("crop_centre", "mask-centre-of-mass"),
+        ("normalization", "zscore-after-crop"),
+        ("without_mask", "resize-to-patch"),
+    ):
         if getattr(part, name) != supported:
             raise ValueError(f"recipe classification.{name} {getattr(part, name)!r} is not implemented")
     order = int(part.resampling_order)
@@ -340,8 +348,9 @@ def preprocess_case(case: ClassificationCase, target_spacing: Sequence[float], p
     cid = case.case_id
 
     def to_spacing(arr: np.ndarray, spacing, is_seg: bool) -> np.ndarray:
-        return resample_data_or_seg_to_spacing(arr[None], spacing, target, is_seg=is_seg, order=order,
-                                               force_separate_z=False)[0]
+        return resample_data_or_seg_to_spacing(
+            arr[None], spacing, target, is_seg=is_seg, order=order, force_separate_z=False
+        )[0]
 
     volumes = []
     for path in case.images:
@@ -373,9 +382,17 @@ def preprocess_case(case: ClassificationCase, target_spacing: Sequence[float], p
             data = to_spacing(arr, spacing, is_seg=False)
             resampled_shape = list(data.shape)
             resize_spacing = [t / p * s for t, p, s in zip(target, patch, data.shape)]
-            channels.append(resample_data_or_seg_to_shape(
-                data[None], patch, target, resize_spacing, is_seg=False, order=order, force_separate_z=False,
-            )[0].astype(np.float32))
+            channels.append(
+                resample_data_or_seg_to_shape(
+                    data[None],
+                    patch,
+                    target,
+                    resize_spacing,
+                    is_seg=False,
+                    order=order,
+                    force_separate_z=False,
+                )[0].astype(np.float32)
+            )
         centre = None
         centred_on = "none: the whole image resized to the patch"
 
@@ -398,8 +415,9 @@ def _file_fingerprint(path: Path) -> list:
     return [str(path), st.st_size, st.st_mtime_ns]
 
 
-def cache_key(task, cases: Sequence[ClassificationCase], patch: Sequence[int],
-              recipe: ClassificationRecipe | None = None) -> str:
+def cache_key(
+    task, cases: Sequence[ClassificationCase], patch: Sequence[int], recipe: ClassificationRecipe | None = None
+) -> str:
     """Hash of what preprocessing depends on: spacing, patch, channels, the recipe's preprocessing
     fields (``PREPROCESSING_FIELDS``; ``None`` is ``ssl3d-2025``'s), version and the data files."""
     files = [task.labels_csv]

@@ -18,9 +18,11 @@ Initialisation (recipe ``network_init: ssl3d-2025``): torch's defaults and Eva's
 from-scratch model then gets the organizers' ``on_train_start``: every ``nn.Linear`` (Eva's and
 the head's) drawn from N(0, 1e-3) with zero bias (their Conv2d rule touches no 3D conv).
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -57,8 +59,15 @@ class PrimusClassifier(nn.Module):
     ``skip_first_token``: pool tokens 1..N (the organizers' config assumes a class token at 0 that
     their Eva does not have, so the first patch token is left out)."""
 
-    def __init__(self, down_projection: nn.Module, eva: nn.Module, num_classes: int, dropout: float,
-                 embed_dim: int, skip_first_token: bool):
+    def __init__(
+        self,
+        down_projection: nn.Module,
+        eva: nn.Module,
+        num_classes: int,
+        dropout: float,
+        embed_dim: int,
+        skip_first_token: bool,
+    ):
         super().__init__()
         self.down_projection = down_projection
         self.eva = eva
@@ -104,15 +113,28 @@ def build_classifier(
         model: nn.Module = ResEncClassifier(net.encoder, num_classes, dropout)
         del net
     else:
-        down_projection, eva = build_primus_encoder(input_channels, patch_size,
-                                                    ENCODER_LAYERSCALE[recipe.primus_encoder])
-        model = PrimusClassifier(down_projection, eva, num_classes, dropout, PRIMUS_M_EVA["embed_dim"],
-                                 skip_first_token=recipe.primus_pooling == "tokens-1..N")
+        down_projection, eva = build_primus_encoder(
+            input_channels, patch_size, ENCODER_LAYERSCALE[recipe.primus_encoder]
+        )
+        model = PrimusClassifier(
+            down_projection,
+            eva,
+            num_classes,
+            dropout,
+            PRIMUS_M_EVA["embed_dim"],
+            skip_first_token=recipe.primus_pooling == "tokens-1..N",
+        )
     if weights is None:
         init_from_scratch(model)
         return model, None
     if pretrain_patch_size is None:
         raise ValueError("pretrain_patch_size is needed to load pre-trained weights")
-    report = load_pretrained_encoder(model, weights, spec.name, pretrain_patch_size=pretrain_patch_size,
-                                     target_patch_size=patch_size, token_order=recipe.primus_token_order)
+    report = load_pretrained_encoder(
+        model,
+        weights,
+        spec.name,
+        pretrain_patch_size=pretrain_patch_size,
+        target_patch_size=patch_size,
+        token_order=recipe.primus_token_order,
+    )
     return model, report

@@ -18,6 +18,7 @@ steps done) is written atomically to ``<run>/work/classification/checkpoint_late
 or requeued job of the same job id continues from the next epoch and ends with the weights an
 uninterrupted run has (bitwise on CPU). The scratch folder goes when the run is done.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,9 +27,9 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,7 @@ from harness.finetune.job import (
 from harness.metrics.classification import prob_column, score_classification
 from harness.recipes import ClassificationSchedule
 from harness.tasks.spec import ClassificationTask
+
 
 # ----------------------------------------------------------------------------- schedule
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ def epoch_batches(train_ids: Sequence[str], schedule: ClassificationSchedule, rn
     bs = schedule.batch_size
     if schedule.iterations_per_epoch is None:
         order = rng.permutation(list(train_ids)).tolist()
-        return [order[i:i + bs] for i in range(0, len(order), bs)]
+        return [order[i : i + bs] for i in range(0, len(order), bs)]
     batches = []
     for _ in range(schedule.iterations_per_epoch):
         batch: list[str] = []
@@ -148,8 +150,13 @@ def _global_rng_states() -> dict:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         cuda = torch.cuda.get_rng_state_all()
     return {
-        "numpy": {"name": str(name), "keys": [int(k) for k in keys], "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "name": str(name),
+            "keys": [int(k) for k in keys],
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": {"version": int(version), "internal": [int(i) for i in internal], "gauss": gauss},
         "torch": torch.get_rng_state(),
         "torch_cuda": cuda,
@@ -162,8 +169,13 @@ def _checked_rng_states(saved: dict) -> dict:
     import torch
 
     n = saved["numpy"]
-    numpy_state = (n["name"], np.array(n["keys"], dtype=np.uint32), int(n["pos"]), int(n["has_gauss"]),
-                   float(n["cached_gaussian"]))
+    numpy_state = (
+        n["name"],
+        np.array(n["keys"], dtype=np.uint32),
+        int(n["pos"]),
+        int(n["has_gauss"]),
+        float(n["cached_gaussian"]),
+    )
     np.random.RandomState().set_state(numpy_state)
     p = saved["python"]
     python_state = (int(p["version"]), tuple(int(i) for i in p["internal"]), p["gauss"])
@@ -205,8 +217,14 @@ def save_checkpoint(path: Path, state: dict) -> None:
         raise
 
 
-def _read_checkpoint(path: Path, job_id: str | None, schedule: ClassificationSchedule,
-                     train_ids: Sequence[str], model, log: Callable[[str], None]) -> dict | None:
+def _read_checkpoint(
+    path: Path,
+    job_id: str | None,
+    schedule: ClassificationSchedule,
+    train_ids: Sequence[str],
+    model,
+    log: Callable[[str], None],
+) -> dict | None:
     """The checkpoint at ``path`` if it is readable and this job's (same job id, epochs, training
     cases and model tensors), else None with a log line saying why. Never unpickles objects."""
     import torch
@@ -252,9 +270,14 @@ def _resume(ckpt: dict, path: Path, model, optimizer, scaler, rng, log: Callable
         states = _checked_rng_states(ckpt["rng"])
         np.random.PCG64().state = ckpt["rng"]["batches"]  # try it before setting the real one
         pool = [str(c) for c in ckpt["rng"]["pool"]]
-        progress = {"epoch": int(ckpt["epoch"]), "steps": int(ckpt["optimizer_steps"]),
-                    "lrs": [float(x) for x in ckpt["lr_per_epoch"]], "epoch_loss": float(ckpt["epoch_loss"]),
-                    "train_seconds": float(ckpt["train_seconds"]), "pool": pool}
+        progress = {
+            "epoch": int(ckpt["epoch"]),
+            "steps": int(ckpt["optimizer_steps"]),
+            "lrs": [float(x) for x in ckpt["lr_per_epoch"]],
+            "epoch_loss": float(ckpt["epoch_loss"]),
+            "train_seconds": float(ckpt["train_seconds"]),
+            "pool": pool,
+        }
         optimizer.load_state_dict(ckpt["optimizer"])
         if scaler is not None and ckpt.get("grad_scaler"):
             scaler.load_state_dict(ckpt["grad_scaler"])
@@ -300,17 +323,20 @@ def train_classifier(
         raise ValueError("no training cases in this fold")
     plan = plan_steps(schedule, len(train_ids))
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at_epoch(0, lr, schedule),
-                                  weight_decay=schedule.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=lr_at_epoch(0, lr, schedule), weight_decay=schedule.weight_decay
+    )
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=schedule.label_smoothing)
     labels = dict(zip(train_ids, train_labels))
     rng = np.random.default_rng(seed)
     pool: list[str] = []
     acc = schedule.gradient_accumulation
 
-    log(f"training {len(train_ids)} cases: {schedule.epochs} epochs x {plan.batches_per_epoch} batches "
+    log(
+        f"training {len(train_ids)} cases: {schedule.epochs} epochs x {plan.batches_per_epoch} batches "
         f"(batch {schedule.batch_size}, accumulation {acc}: {plan.steps_per_epoch} steps/epoch, "
-        f"{plan.total_steps} steps, warm-up {schedule.warmup_epochs} epochs), lr {lr:g}, device {device}")
+        f"{plan.total_steps} steps, warm-up {schedule.warmup_epochs} epochs), lr {lr:g}, device {device}"
+    )
     t_start = time.time()
     amp_dtype = _amp_dtype(device, precision)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -327,8 +353,10 @@ def train_classifier(
         if progress is not None:
             first_epoch, steps, lrs = progress["epoch"], progress["steps"], progress["lrs"]
             epoch_loss, seconds_before, pool = progress["epoch_loss"], progress["train_seconds"], progress["pool"]
-            log(f"resuming from {checkpoint} at epoch {first_epoch}/{schedule.epochs}"
-                + (": training is finished" if first_epoch == schedule.epochs else ""))
+            log(
+                f"resuming from {checkpoint} at epoch {first_epoch}/{schedule.epochs}"
+                + (": training is finished" if first_epoch == schedule.epochs else "")
+            )
 
     def step() -> None:
         if scaler:
@@ -367,32 +395,39 @@ def train_classifier(
         epoch_loss = float(np.mean(losses))
         epoch_seconds = time.time() - t0
         if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                "format": _CHECKPOINT_FORMAT,
-                "version": _CHECKPOINT_VERSION,
-                "job_id": job_id,
-                "epochs": schedule.epochs,
-                "epoch": epoch + 1,  # epochs done
-                "train_ids": list(train_ids),
-                "optimizer_steps": steps,
-                "lr_per_epoch": list(lrs),
-                "epoch_loss": epoch_loss,
-                "train_seconds": seconds_before + time.time() - t_start,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "grad_scaler": scaler.state_dict() if scaler else None,
-                "rng": {"batches": rng.bit_generator.state, "pool": list(pool), **_global_rng_states()},
-            })
-        log(f"epoch {epoch + 1}/{schedule.epochs} loss {epoch_loss:.4f} lr {epoch_lr:.3e} "
-            f"({epoch_seconds:.1f}s)")
-    return {"optimizer_steps": steps, "final_epoch_loss": epoch_loss,
-            "train_seconds": round(seconds_before + time.time() - t_start, 1),
-            "batches_per_epoch": plan.batches_per_epoch, "lr_per_epoch": lrs,
-            "resumed_from_epoch": first_epoch or None}
+            save_checkpoint(
+                checkpoint,
+                {
+                    "format": _CHECKPOINT_FORMAT,
+                    "version": _CHECKPOINT_VERSION,
+                    "job_id": job_id,
+                    "epochs": schedule.epochs,
+                    "epoch": epoch + 1,  # epochs done
+                    "train_ids": list(train_ids),
+                    "optimizer_steps": steps,
+                    "lr_per_epoch": list(lrs),
+                    "epoch_loss": epoch_loss,
+                    "train_seconds": seconds_before + time.time() - t_start,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "grad_scaler": scaler.state_dict() if scaler else None,
+                    "rng": {"batches": rng.bit_generator.state, "pool": list(pool), **_global_rng_states()},
+                },
+            )
+        log(f"epoch {epoch + 1}/{schedule.epochs} loss {epoch_loss:.4f} lr {epoch_lr:.3e} ({epoch_seconds:.1f}s)")
+    return {
+        "optimizer_steps": steps,
+        "final_epoch_loss": epoch_loss,
+        "train_seconds": round(seconds_before + time.time() - t_start, 1),
+        "batches_per_epoch": plan.batches_per_epoch,
+        "lr_per_epoch": lrs,
+        "resumed_from_epoch": first_epoch or None,
+    }
 
 
-def predict(model, cache: PreprocessedCache, ids: Sequence[str], batch_size: int, device,
-            precision: str = "fp16") -> np.ndarray:
+def predict(
+    model, cache: PreprocessedCache, ids: Sequence[str], batch_size: int, device, precision: str = "fp16"
+) -> np.ndarray:
     """Softmax probabilities (N, K) float64 of the cases ``ids``, without augmentation."""
     import torch
 
@@ -401,7 +436,7 @@ def predict(model, cache: PreprocessedCache, ids: Sequence[str], batch_size: int
     out = []
     with torch.no_grad():
         for start in range(0, len(ids), batch_size):
-            x = _batch(cache, ids[start:start + batch_size]).to(device)
+            x = _batch(cache, ids[start : start + batch_size]).to(device)
             with _autocast(device, amp_dtype):
                 logits = model(x)
             out.append(torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64))
@@ -425,8 +460,7 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
     task: ClassificationTask = job.task
     schedule = job.schedule
     recipe = job.recipe.classification
-    log(f"job {job.job_id()}: entry {job.entry} track {job.track} task {task.name} fold {job.fold} "
-        f"device {job.device}")
+    log(f"job {job.job_id()}: entry {job.entry} track {job.track} task {task.name} fold {job.fold} device {job.device}")
 
     weights = pretrain_patch = submission_info = None
     sub = load_job_submission(job, log)
@@ -462,21 +496,33 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
     augmentation = task.augmentation_for(job.recipe)
     transform = build_augmentation(augmentation, patch)
     summary = train_classifier(
-        model, cache, train_ids, [by_id[i].label_index for i in train_ids], schedule, lr, transform, device,
-        job.seed, log, precision=recipe.cuda_precision,
-        checkpoint=checkpoint_path(job.run.work_dir), job_id=job.job_id(),
+        model,
+        cache,
+        train_ids,
+        [by_id[i].label_index for i in train_ids],
+        schedule,
+        lr,
+        transform,
+        device,
+        job.seed,
+        log,
+        precision=recipe.cuda_precision,
+        checkpoint=checkpoint_path(job.run.work_dir),
+        job_id=job.job_id(),
     )
 
     probs = predict(model, cache, test_ids, schedule.batch_size, device, precision=recipe.cuda_precision)
     y_true = np.array([by_id[i].label_index for i in test_ids], dtype=np.int64)
     scores = score_classification(y_true, probs, task.classes)
     classes = list(task.classes)
-    cases_df = pd.DataFrame({
-        "case": test_ids,
-        "true_label": [by_id[i].label for i in test_ids],
-        "pred_label": [classes[k] for k in probs.argmax(axis=1)],
-        **{prob_column(c): probs[:, k] for k, c in enumerate(classes)},
-    })
+    cases_df = pd.DataFrame(
+        {
+            "case": test_ids,
+            "true_label": [by_id[i].label for i in test_ids],
+            "pred_label": [classes[k] for k in probs.argmax(axis=1)],
+            **{prob_column(c): probs[:, k] for k, c in enumerate(classes)},
+        }
+    )
     for u in scores.undefined:
         log(f"undefined: {u['metric']} for class {u['class']}: {u['reason']}")
     log(f"done: {scores.aggregates}")
