@@ -1,4 +1,5 @@
-"""Executors: one interface, every job ends up in ``harness.jobs.worker`` on its job folder.
+"""Executors: one run loop (``Executor.run``) with three hooks per executor (``start``, ``poll``,
+``stop``); every job ends up in ``harness.jobs.worker`` on its job folder.
 
 * ``LocalExecutor``: each job is its own subprocess (``python -m harness.jobs.worker FOLDER``)
   in its own process group, ``max_parallel`` at a time, killed with its group at the task's time
@@ -38,11 +39,43 @@ EventCallback = Callable[[str, PlannedJob, "JobState | None"], None]
 
 
 class Executor(ABC):
-    name: str = ""
+    """One run loop for every executor (``run``): an executor only says how jobs start
+    (``start``), how one is seen to have ended (``poll``) and what happens to the jobs still
+    running when the loop is left early (``stop``)."""
 
-    @abstractmethod
+    name: str = ""
+    poll_s: float = 1.0
+
     def run(self, jobs: Sequence[PlannedJob], on_event: EventCallback) -> None:
         """Run ``jobs`` (their job.json already written) until each is done or failed."""
+        waiting = deque(jobs)
+        active: dict[str, tuple[PlannedJob, Any]] = {}  # job folder -> (job, the executor's handle)
+        try:
+            while waiting or active:
+                for job, handle in self.start(waiting, len(active)):
+                    active[str(job.folder)] = (job, handle)
+                    on_event("started", job, None)
+                for key, (job, handle) in list(active.items()):
+                    state = self.poll(job, handle)
+                    if state is not None:
+                        del active[key]
+                        on_event("finished", job, state)
+                if active:
+                    time.sleep(self.poll_s)
+        finally:  # interrupted (Ctrl-C, an error), or done (then nothing is left to stop)
+            self.stop([handle for _, handle in active.values()])
+
+    @abstractmethod
+    def start(self, waiting: deque[PlannedJob], running: int) -> list[tuple[PlannedJob, Any]]:
+        """Start (or queue) the jobs that may start now, taken from the left of ``waiting``
+        while ``running`` jobs run; each with the handle ``poll`` and ``stop`` get."""
+
+    @abstractmethod
+    def poll(self, job: PlannedJob, handle: Any) -> JobState | None:
+        """The final state of ``job`` once it has ended (``settle``), None while it runs."""
+
+    def stop(self, handles: list[Any]) -> None:  # noqa: B027 - a hook: most executors leave jobs be
+        """What becomes of jobs still running when ``run`` is left early (default: nothing)."""
 
     def reattach(self, job: PlannedJob) -> bool:
         """Whether a job an earlier evaluate left running is still alive in this executor
@@ -96,31 +129,26 @@ class LocalExecutor(Executor):
         self.python = python or sys.executable
         self.poll_s = poll_s
 
-    def run(self, jobs: Sequence[PlannedJob], on_event: EventCallback) -> None:
-        queue = deque(jobs)
-        active: dict[subprocess.Popen, tuple[PlannedJob, float]] = {}
-        try:
-            while queue or active:
-                while queue and len(active) < self.max_parallel:
-                    job = queue.popleft()
-                    active[self._start(job)] = (job, time.monotonic() + job.time_limit_s)
-                    on_event("started", job, None)
-                for proc, (job, deadline) in list(active.items()):
-                    rc = proc.poll()
-                    timed_out = False
-                    if rc is None and time.monotonic() > deadline:
-                        _kill_group(proc)
-                        rc, timed_out = proc.wait(), True
-                    if rc is None:
-                        continue
-                    del active[proc]
-                    on_event("finished", job, self._settle(job, rc, timed_out))
-                if active:
-                    time.sleep(self.poll_s)
-        finally:  # interrupted (Ctrl-C, an error): leave no job running behind us
-            for proc in active:
-                _kill_group(proc)
-                proc.wait()
+    def start(self, waiting: deque[PlannedJob], running: int) -> list[tuple[PlannedJob, Any]]:
+        started: list[tuple[PlannedJob, Any]] = []
+        while waiting and running + len(started) < self.max_parallel:
+            job = waiting.popleft()
+            started.append((job, (self._start(job), time.monotonic() + job.time_limit_s)))
+        return started
+
+    def poll(self, job: PlannedJob, handle: Any) -> JobState | None:
+        proc, deadline = handle
+        rc, timed_out = proc.poll(), False
+        if rc is None and time.monotonic() > deadline:
+            _kill_group(proc)
+            rc, timed_out = proc.wait(), True
+        return None if rc is None else self._settle(job, rc, timed_out)
+
+    def stop(self, handles: list[Any]) -> None:
+        """Leave no job running behind us."""
+        for proc, _ in handles:
+            _kill_group(proc)
+            proc.wait()
 
     def _start(self, job: PlannedJob) -> subprocess.Popen:
         job.files.worker_log.parent.mkdir(parents=True, exist_ok=True)
@@ -349,6 +377,7 @@ class SlurmExecutor(Executor):
     def __init__(self, folder: Path, config: SlurmConfig | None = None):
         self.folder = Path(folder)
         self.config = config or SlurmConfig()
+        self.poll_s = self.config.poll_s
         self._attached: dict[str, Any] = {}  # job folder -> submitit job left by an earlier evaluate
 
     def _executor(self):
@@ -372,16 +401,17 @@ class SlurmExecutor(Executor):
         self._attached[str(job.folder)] = sjob
         return True
 
-    def run(self, jobs: Sequence[PlannedJob], on_event: EventCallback) -> None:
-        live: list[tuple[PlannedJob, Any]] = []
-        new = [j for j in jobs if str(j.folder) not in self._attached]
-        for job in jobs:
-            if str(job.folder) in self._attached:
-                live.append((job, self._attached.pop(str(job.folder))))
-                on_event("started", job, None)
+    def start(self, waiting: deque[PlannedJob], running: int) -> list[tuple[PlannedJob, Any]]:
+        """Everything at once: the jobs an earlier evaluate left queued are waited for, the others
+        go out as one submitit array per time limit (sbatch --time is per array)."""
+        started: list[tuple[PlannedJob, Any]] = []
         batches: dict[int, list[PlannedJob]] = {}
-        for job in new:  # one array per time limit: sbatch --time is per array
-            batches.setdefault(max(1, math.ceil(job.time_limit_s / 60)), []).append(job)
+        while waiting:
+            job = waiting.popleft()
+            if str(job.folder) in self._attached:
+                started.append((job, self._attached.pop(str(job.folder))))
+            else:
+                batches.setdefault(max(1, math.ceil(job.time_limit_s / 60)), []).append(job)
         for minutes, batch in sorted(batches.items()):
             executor = self._executor()
             executor.update_parameters(**self.config.parameters(minutes))
@@ -396,19 +426,14 @@ class SlurmExecutor(Executor):
                         "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     },
                 )
-                live.append((job, sjob))
-                on_event("started", job, None)
-        while live:
-            still = []
-            for job, sjob in live:
-                state = self._check(job, sjob)
-                if state is None:
-                    still.append((job, sjob))
-                else:
-                    on_event("finished", job, state)
-            live = still
-            if live:
-                time.sleep(self.config.poll_s)
+                started.append((job, sjob))
+        return started
+
+    def poll(self, job: PlannedJob, handle: Any) -> JobState | None:
+        return self._check(job, handle)
+
+    # stop: nothing. Queued and running Slurm jobs outlive an interrupted evaluate; the next one
+    # reattaches to them (``reattach``).
 
     @staticmethod
     def _check(job: PlannedJob, sjob) -> JobState | None:

@@ -14,8 +14,6 @@ Files in ``out`` (each written atomically, the report last)::
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from harness.leaderboard.read_runs import collect_runs
 from harness.leaderboard.report import leaderboard_table, render_html, significance_table, stability_table
 from harness.leaderboard.stability import TrackStability, bootstrap_track, significance_track
 from harness.recipes import DEFAULT_RECIPE, TASK_TYPES, RecipeError, get_recipe
-from harness.runs import write_json_atomic, write_text_atomic
+from harness.runs import write_atomic, write_json_atomic, write_text_atomic
 from harness.tracks import TRACKS
 
 PRIVATE_DIR = "private"
@@ -90,15 +88,7 @@ def read_warnings(tracks: list[TrackData]) -> list[str]:
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: f.write(data))
 
 
 def build_leaderboard(

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +51,7 @@ from harness.finetune.job import (
 )
 from harness.metrics.classification import prob_column, score_classification
 from harness.recipes import ClassificationSchedule
+from harness.runs import write_atomic
 from harness.tasks.spec import ClassificationTask
 
 
@@ -199,22 +198,11 @@ def _set_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace``: a kill while
-    writing leaves the previous checkpoint whole."""
+    """``torch.save`` through ``write_atomic``: a kill while writing leaves the previous checkpoint
+    whole."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: torch.save(state, f))
 
 
 def _read_checkpoint(
