@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard.collect import collect_long
 from harness.leaderboard.ranking import rank_track
+from harness.leaderboard.read_csv import collect_long
 from harness.leaderboard.stability import bootstrap_indices, bootstrap_track
 
 N_ENTRIES, N_TASKS, N_CASES, N_BOOTSTRAP = 50, 6, 200, 1000

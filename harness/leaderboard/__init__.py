@@ -4,8 +4,7 @@ Data flows one way: ``read_runs`` / ``read_csv`` (run folders or a long CSV -> t
 arrays of ``model``, each task kind scoring itself on any resample of the cases, with metric
 directions, ranges and pooled functions from ``harness.metrics.registry``) -> ``ranking`` (the
 three schemes) -> ``stability`` (bootstrap, Kendall's tau, Wilcoxon + Holm) -> ``plots`` /
-``report`` (public files) and ``private`` (the per-case table). ``collect`` re-exports the
-readers and the data model under one name.
+``report`` (public files) and ``private`` (the per-case table).
 
 This module stays import-light (no numpy) so that ``harness --help`` is fast; the default
 scheme and the reason for it are in :mod:`harness.leaderboard.ranking`.
