@@ -32,7 +32,6 @@ from harness.finetune.classification.train import lr_at_epoch, plan_steps
 from harness.finetune.job import FinetuneJob
 from harness.metrics.classification import (
     ClassificationMetricsError,
-    score_cases_table,
     score_classification,
 )
 from harness.models import interpolate_pos_embed
@@ -588,15 +587,3 @@ def test_metrics_bad_inputs_and_table():
         score_classification([0, 1], np.array([[0.5, 0.5]]), ["a", "b"])
     with pytest.raises(ClassificationMetricsError, match="outside 0..1"):
         score_classification([0, 2], _probs([0.5, 0.5]), ["a", "b"])
-    table = pd.DataFrame(
-        {
-            "case": ["c1", "c2"],
-            "true_label": ["a", "b"],
-            "pred_label": ["a", "b"],
-            "prob_a": [0.9, 0.2],
-            "prob_b": [0.1, 0.8],
-        }
-    )
-    assert score_cases_table(table, ["a", "b"]).aggregates["auroc"] == 1.0
-    with pytest.raises(ClassificationMetricsError, match=r"\['q'\]"):
-        score_cases_table(table.assign(true_label=["a", "q"]), ["a", "b"])

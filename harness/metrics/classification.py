@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from harness.metrics.registry import CLASSIFICATION, metrics_for
 
@@ -163,22 +162,3 @@ def score_classification(
 def prob_column(name: str) -> str:
     """The ``cases.csv`` column holding the probability of class ``name``."""
     return f"prob_{name}"
-
-
-def case_columns(classes: Sequence[str]) -> list[str]:
-    """Columns of a classification ``cases.csv``: case, true_label, pred_label, prob_<class>..."""
-    return ["case", "true_label", "pred_label", *(prob_column(c) for c in classes)]
-
-
-def score_cases_table(cases: pd.DataFrame, classes: Sequence[str]) -> ClassificationScores:
-    """Score a ``cases.csv`` table (e.g. a bootstrap resample of one). Labels are class names."""
-    missing = [c for c in case_columns(classes) if c not in cases.columns]
-    if missing:
-        raise ClassificationMetricsError(f"cases table lacks column(s) {missing}; has {list(cases.columns)}")
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted(set(cases["true_label"].astype(str)) - index.keys())
-    if unknown:
-        raise ClassificationMetricsError(f"true_label value(s) {unknown} are not among the classes {list(classes)}")
-    y = cases["true_label"].astype(str).map(index).to_numpy(dtype=np.int64)
-    probs = cases[[prob_column(c) for c in classes]].to_numpy(dtype=np.float64)
-    return score_classification(y, probs, classes)

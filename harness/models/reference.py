@@ -28,8 +28,6 @@ class TrackSpec:
     key_to_lpe: str | None
     #: Primus patch embedding (tokens are patch_embed voxels wide); None for CNNs.
     patch_embed_size: tuple[int, int, int] | None
-    #: Smallest patch edge the network trains at (5 stride-2 stages need 64 for ResEnc-L).
-    min_train_patch: int
     #: Edge of the cube the intake canary runs on.
     canary_patch: int
 
@@ -50,7 +48,6 @@ _TRACK_SPECS = {
         keys_to_in_proj=("encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"),
         key_to_lpe=None,
         patch_embed_size=None,
-        min_train_patch=64,
         canary_patch=64,
     ),
     "PrimusM": TrackSpec(
@@ -60,7 +57,6 @@ _TRACK_SPECS = {
         keys_to_in_proj=("down_projection.proj",),
         key_to_lpe="eva.pos_embed",
         patch_embed_size=PRIMUS_PATCH_EMBED,
-        min_train_patch=32,
         canary_patch=32,
     ),
 }
