@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.tracks import TRACKS
+from harness.tracks import TRACKS, get_track
 
 DEFAULT_RECIPE = "ssl3d-2025"
 TASK_TYPES = ("segmentation", "classification")
@@ -164,8 +164,8 @@ class ClassificationRecipe(_Frozen):
     fixed_fields: tuple[str, ...] = ()
 
 
-#: Recipe fields that only a Primus job uses: not part of a ResEnc-L job's identity.
-PRIMUS_ONLY_FIELDS = {
+#: Recipe fields that only a transformer (token) track's job uses: not part of a CNN job's identity.
+TOKEN_ONLY_FIELDS = {
     "segmentation": ("primus_token_order",),
     "classification": ("primus_encoder", "primus_token_order", "primus_pooling"),
 }
@@ -190,8 +190,8 @@ class Recipe(_Frozen):
         """Every recipe choice a ``task_type`` job of ``track`` makes (its track's schedule only)."""
         part = self.part(task_type)
         values = part.model_dump(mode="json", exclude={"schedules"})
-        if track != "PrimusM":
-            for name in PRIMUS_ONLY_FIELDS[task_type]:
+        if not get_track(track).tokens:
+            for name in TOKEN_ONLY_FIELDS[task_type]:
                 values.pop(name, None)
         values["schedule"] = part.schedules[track].model_dump(mode="json")
         return values
@@ -211,17 +211,9 @@ def fingerprint(values: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- the shipped recipes
-_SEGMENTATION_SCHEDULES = {
-    # SSL3D.md section 2: the "150 epoch" trainers; from-scratch lr 1e-2 (ResEnc-L), 3e-4 (Primus-M)
-    "ResEncL": SegmentationSchedule(
-        optimizer="sgd", lr=1e-3, from_scratch_lr=1e-2, weight_decay=3e-5, momentum=0.99, grad_clip=12.0
-    ),
-    "PrimusM": SegmentationSchedule(
-        optimizer="adamw", lr=1e-4, from_scratch_lr=3e-4, weight_decay=5e-2, betas=(0.9, 0.98), grad_clip=1.0
-    ),
-}
+_SEGMENTATION_SCHEDULES = {name: SegmentationSchedule(**t.segmentation_schedule) for name, t in TRACKS.items()}
 _SEGMENTATION_FIXED = ("optimizer", "momentum", "betas", "poly_exponent")
-_CLASSIFICATION_SCHEDULES = {track: ClassificationSchedule() for track in TRACKS}
+_CLASSIFICATION_SCHEDULES = {name: ClassificationSchedule(**t.classification_schedule) for name, t in TRACKS.items()}
 
 SSL3D_2025 = Recipe(
     name="ssl3d-2025",

@@ -1,12 +1,11 @@
-"""The two challenge reference networks and the rules for moving pre-trained weights into them.
+"""The challenge reference networks and the rules for moving pre-trained weights into them.
 
 Shared by intake (shape checks, canary), segmentation and classification fine-tuning, so that
 every stage agrees on what "the encoder" of a track is.
 """
 
 from harness.models.reference import (
-    TRACKS,
-    TrackSpec,
+    Track,
     build_network,
     get_track,
     reference_state_shapes,
@@ -22,9 +21,8 @@ from harness.models.transfer import (
 )
 
 __all__ = [
-    "TRACKS",
     "TOKEN_ORDERS",
-    "TrackSpec",
+    "Track",
     "TransferError",
     "TransferReport",
     "adapt_pretrained_weights",

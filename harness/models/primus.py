@@ -1,5 +1,7 @@
-"""Primus-M in the token geometry of nnssl's pre-training.
+"""Primus-M, the transformer track: the reference network, in either token order, and its
+classifier.
 
+Token geometry.
 nnssl's Primus pre-training module flattens the patch-embedding output ``(b, c, w, h, d)`` as
 ``rearrange(x, 'b c w h d -> b (h w d) c')``; dynamic-network-architectures' ``Primus`` as
 ``(w h d)``. Eva adds two position signals: the learned ``pos_embed`` (in the checkpoint) and
@@ -17,14 +19,19 @@ released checkpoints neither): what a classifier and the intake canary of such a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from dynamic_network_architectures.architectures.primus import PrimusM
 from einops import rearrange
 from torch import nn
 
-from harness.tracks import PRIMUS_PATCH_EMBED
+from harness.tracks import get_track
 
+if TYPE_CHECKING:
+    from harness.recipes import ClassificationRecipe
+
+TRACK = get_track("PrimusM")
 #: Primus-M's transformer (SSL3D.md section 1).
 PRIMUS_M_EVA = dict(embed_dim=864, depth=16, num_heads=12)
 
@@ -73,12 +80,11 @@ def build_primus_encoder(
     from dynamic_network_architectures.building_blocks.eva import Eva
     from dynamic_network_architectures.building_blocks.patch_encode_decode import PatchEmbed
 
-    from harness.models.reference import token_grid
-
-    down_projection = PatchEmbed(PRIMUS_PATCH_EMBED, input_channels, PRIMUS_M_EVA["embed_dim"])
+    assert TRACK.patch_embed_size is not None  # a transformer track
+    down_projection = PatchEmbed(TRACK.patch_embed_size, input_channels, PRIMUS_M_EVA["embed_dim"])
     eva = Eva(
         **PRIMUS_M_EVA,
-        ref_feat_shape=token_grid(patch_size),
+        ref_feat_shape=TRACK.token_grid(patch_size),
         num_reg_tokens=0,
         use_rot_pos_emb=True,
         use_abs_pos_emb=True,
@@ -87,3 +93,67 @@ def build_primus_encoder(
         scale_attn_inner=layerscale,
     )
     return down_projection, eva
+
+
+def build_network(input_channels: int, num_classes: int, patch_size: Sequence[int], token_order: str) -> nn.Module:
+    """dynamic-network-architectures' PrimusM for ``patch_size`` (it fixes the token grid and so
+    the ``eva.pos_embed`` length); ``token_order`` ``nnssl`` gives ``PrimusNnsslOrder``."""
+    TRACK.check_patch(patch_size)
+    cls = PrimusNnsslOrder if token_order == "nnssl" else PrimusM
+    return cls(
+        input_channels=input_channels,
+        output_channels=num_classes,
+        patch_embed_size=TRACK.patch_embed_size,
+        input_shape=tuple(int(p) for p in patch_size),
+    )
+
+
+#: Whether each of the recipe's Primus encoders has LayerScale and the inner attention norm.
+ENCODER_LAYERSCALE = {"eva-no-layerscale": False, "primus-m": True}
+
+
+class PrimusClassifier(nn.Module):
+    """Input (B, C, *patch) with the patch the network was built for; output logits (B, num_classes).
+
+    ``skip_first_token``: pool tokens 1..N (the organizers' config assumes a class token at 0 that
+    their Eva does not have, so the first patch token is left out)."""
+
+    def __init__(
+        self,
+        down_projection: nn.Module,
+        eva: nn.Module,
+        num_classes: int,
+        dropout: float,
+        embed_dim: int,
+        skip_first_token: bool,
+    ):
+        super().__init__()
+        self.down_projection = down_projection
+        self.eva = eva
+        self.skip_first_token = skip_first_token
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_tokens(self.down_projection(x), "nnssl")  # (B, tokens, embed), nnssl's order
+        x, _ = self.eva(x)  # keep_indices is None without patch dropping
+        pooled = x[:, 1:].mean(dim=1) if self.skip_first_token else x.mean(dim=1)
+        return self.head(self.dropout(pooled))
+
+
+def build_classifier(
+    input_channels: int, num_classes: int, patch_size: Sequence[int], dropout: float, recipe: ClassificationRecipe
+) -> nn.Module:
+    """Patch embedding (8^3 conv) -> tokens in nnssl's ``(h w d)`` order -> Eva (ends in its
+    LayerNorm) -> mean over tokens -> dropout -> linear. The recipe picks the Eva
+    (``primus_encoder``: the organizers' without LayerScale and inner attention norm, or PrimusM's)
+    and the pooling (``primus_pooling``: tokens 1..N as the organizers', or all tokens)."""
+    down_projection, eva = build_primus_encoder(input_channels, patch_size, ENCODER_LAYERSCALE[recipe.primus_encoder])
+    return PrimusClassifier(
+        down_projection,
+        eva,
+        num_classes,
+        dropout,
+        PRIMUS_M_EVA["embed_dim"],
+        skip_first_token=recipe.primus_pooling == "tokens-1..N",
+    )

@@ -34,7 +34,7 @@ class PlanFindings:
 def check_adaptation_plan(plan: Mapping[str, Any], track: str | None) -> PlanFindings:
     """Check every field of the plan. ``track`` is the track to check the keys against (the one
     requested by the caller, else the plan's own ``arch_class_name`` when it names a track)."""
-    from harness.models import TRACKS, get_track
+    from harness.tracks import TRACKS, get_track
 
     out = PlanFindings()
     err, warn = out.errors.append, out.warnings.append

@@ -360,9 +360,9 @@ class _Intake:
         if self.track is None:
             return self._skip(name, "no track: the plan names none (pass --track)")
         if self.pretrain_patch_size is None:
-            if self.track != "ResEncL":
-                return self._skip(name, "the pre-training patch size is unknown (needed for eva.pos_embed)")
-            patch = (160, 160, 160)  # the CNN's shapes do not depend on the patch size
+            if get_track(self.track).key_to_lpe is not None:
+                return self._skip(name, "the pre-training patch size is unknown (its positional embedding needs it)")
+            patch = (160, 160, 160)  # without a positional embedding, shapes do not depend on it
         else:
             patch = self.pretrain_patch_size
         spec = get_track(self.track)

@@ -32,7 +32,7 @@ from harness.recipes import (
     apply_overrides,
     get_recipe,
 )
-from harness.tracks import TRACKS, check_primus_patch
+from harness.tracks import TRACKS, get_track
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
@@ -109,12 +109,7 @@ class _TaskBase(_Frozen):
     @classmethod
     def _patch_per_track(cls, v: dict[str, IntTriple]) -> dict[str, IntTriple]:
         for track, patch in v.items():
-            if track not in TRACKS:
-                raise ValueError(f"unknown track {track!r}; accepted tracks: {', '.join(TRACKS)}")
-            if track == "PrimusM":
-                check_primus_patch(patch)
-            elif any(p < 64 or p % 32 for p in patch):
-                raise ValueError(f"ResEncL patch {patch} must be multiples of 32, at least 64 (5 stride-2 stages)")
+            get_track(track).check_patch(patch)
         return v
 
     # paths --------------------------------------------------------------------------

@@ -22,66 +22,13 @@ the head's) drawn from N(0, 1e-3) with zero bias (their Conv2d rule touches no 3
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from harness.models import TransferReport, build_network, get_track, load_pretrained_encoder
-from harness.models.primus import PRIMUS_M_EVA, build_primus_encoder
+from harness.models import TransferReport, load_pretrained_encoder
 from harness.recipes import ClassificationRecipe
-
-if TYPE_CHECKING:  # dynamic-network-architectures is imported when a network is built
-    from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
-
-#: Whether each of the recipe's Primus encoders has LayerScale and the inner attention norm.
-ENCODER_LAYERSCALE = {"eva-no-layerscale": False, "primus-m": True}
-
-
-class ResEncClassifier(nn.Module):
-    """Input (B, C, Z, Y, X) with every edge a multiple of 32; output logits (B, num_classes)."""
-
-    def __init__(self, encoder: ResidualEncoder, num_classes: int, dropout: float, features: int = 320):
-        super().__init__()
-        self.encoder = encoder
-        self.encoder.return_skips = False  # only the deepest feature map
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(features, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder(x)  # (B, 320, z, y, x)
-        return self.head(self.dropout(feats.mean(dim=(2, 3, 4))))
-
-
-class PrimusClassifier(nn.Module):
-    """Input (B, C, *patch) with the patch the network was built for; output logits (B, num_classes).
-
-    ``skip_first_token``: pool tokens 1..N (the organizers' config assumes a class token at 0 that
-    their Eva does not have, so the first patch token is left out)."""
-
-    def __init__(
-        self,
-        down_projection: nn.Module,
-        eva: nn.Module,
-        num_classes: int,
-        dropout: float,
-        embed_dim: int,
-        skip_first_token: bool,
-    ):
-        super().__init__()
-        self.down_projection = down_projection
-        self.eva = eva
-        self.skip_first_token = skip_first_token
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(embed_dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from harness.models.primus import to_tokens
-
-        x = to_tokens(self.down_projection(x), "nnssl")  # (B, tokens, embed), nnssl's order
-        x, _ = self.eva(x)  # keep_indices is None without patch dropping
-        pooled = x[:, 1:].mean(dim=1) if self.skip_first_token else x.mean(dim=1)
-        return self.head(self.dropout(pooled))
+from harness.tracks import get_track
 
 
 def init_from_scratch(model: nn.Module) -> None:
@@ -108,22 +55,7 @@ def build_classifier(
     stripped) the stem and encoder are loaded from them, without it the model is initialised
     from scratch (baseline). Returns ``(model, transfer report or None)``."""
     spec = get_track(track)
-    if spec.name == "ResEncL":
-        net = build_network("ResEncL", input_channels=input_channels, num_classes=1, initialize=False)
-        model: nn.Module = ResEncClassifier(net.encoder, num_classes, dropout)
-        del net
-    else:
-        down_projection, eva = build_primus_encoder(
-            input_channels, patch_size, ENCODER_LAYERSCALE[recipe.primus_encoder]
-        )
-        model = PrimusClassifier(
-            down_projection,
-            eva,
-            num_classes,
-            dropout,
-            PRIMUS_M_EVA["embed_dim"],
-            skip_first_token=recipe.primus_pooling == "tokens-1..N",
-        )
+    model = spec.models().build_classifier(input_channels, num_classes, patch_size, dropout, recipe)
     if weights is None:
         init_from_scratch(model)
         return model, None
