@@ -351,9 +351,13 @@ class TrackData:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def failed_jobs(self) -> dict[str, int]:
+        """Per entry, the jobs that ran and failed (``FLAG_FAILED_JOB``: a FAILED marker, or files
+        the leaderboard cannot trust). A job not finished or never started is pending, not failed
+        (``harness.leaderboard.report.pending_jobs``)."""
         counts = {entry: 0 for entry in self.entries}
         for problem in self.job_problems:
-            counts[problem.entry] += 1
+            if problem.status == FLAG_FAILED_JOB:
+                counts[problem.entry] += 1
         return counts
 
     def baseline(self) -> str | None:

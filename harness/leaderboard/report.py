@@ -6,13 +6,21 @@ Nothing here emits a per-case value: the per-case table is written by ``build`` 
     rank, entry, is_baseline, mean_task_rank, rank_<task>...,
     reported_<task>_<metric>... and ranked_mean_<task>_<metric>...   (segmentation)
     score_<task>_<metric>...                                        (classification, pooled)
-    rank_lo, rank_hi, rank_median, failed_jobs, missing_cases, gain_<task>...
+    rank_lo, rank_hi, rank_median, failed_jobs, pending_jobs, missing_cases, gain_<task>...
 
 ``reported_`` is the mean as the organizers report it (per label the nan-mean over cases, then the
 mean over labels); the ranking uses per-case values (each case's nan-mean over its labels), and
 ``ranked_mean_`` is their mean over cases, which is what aggregate-then-rank ranks. ``gain_<task>``
 is the entry's ranked score on the task's primary (first) metric minus the track baseline's,
-signed so that positive means better than the baseline.
+signed so that positive means better than the baseline. ``failed_jobs`` counts the entry's jobs
+that ran and failed (a FAILED marker, or files the leaderboard cannot trust); ``pending_jobs`` those
+without a result yet (planned but not finished, running, or never started); the cases of both count
+as worst and are in ``missing_cases``.
+
+The HTML report puts each table in its own horizontally scrolling box, so the page itself never
+gets wider than the window (checked at 1400 px in headless Chromium): a table wider than the window
+scrolls inside its box with the entry column kept in view; column names break after their
+underscores, long entry names wrap.
 """
 
 from __future__ import annotations
@@ -20,10 +28,14 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
+import numbers
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
+from harness.leaderboard.model import FLAG_FAILED_JOB, TrackData
 from harness.leaderboard.ranking import TrackRanking
 from harness.leaderboard.stability import PairwiseTests, TrackStability, tau_summary
 
@@ -34,6 +46,17 @@ def missing_cases(ranking: TrackRanking) -> np.ndarray:
     for task_ranking in ranking.tasks:
         total += task_ranking.task.missing.any(axis=0).sum(axis=1)
     return total
+
+
+def pending_jobs(track: TrackData) -> dict[str, int]:
+    """Per entry, the expected jobs without a result that did not fail: planned but unfinished
+    (running, queued, interrupted) or never started (no run folder); ``TrackData.failed_jobs``
+    counts the failed ones."""
+    counts = {entry: 0 for entry in track.entries}
+    for problem in track.job_problems:
+        if problem.status != FLAG_FAILED_JOB:
+            counts[problem.entry] += 1
+    return counts
 
 
 def leaderboard_table(ranking: TrackRanking, stability: TrackStability) -> pd.DataFrame:
@@ -55,6 +78,8 @@ def leaderboard_table(ranking: TrackRanking, stability: TrackStability) -> pd.Da
     table["rank_lo"], table["rank_hi"], table["rank_median"] = lo, hi, median
     failed = track.failed_jobs()
     table["failed_jobs"] = [failed[e] for e in track.entries]
+    pending = pending_jobs(track)
+    table["pending_jobs"] = [pending[e] for e in track.entries]
     table["missing_cases"] = missing_cases(ranking)
     baseline = track.baseline()
     for t in ranking.tasks:
@@ -125,11 +150,71 @@ def _img(png: bytes, alt: str) -> str:
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; font-size: 12px; margin: 1em 0; }
+p, li { overflow-wrap: anywhere; }
+.table-box { max-width: 100%; overflow-x: auto; margin: 1em 0; }
+table { border-collapse: collapse; font-size: 12px; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
-th { background: #eef; } img { max-width: 100%; display: block; margin: 1em 0; }
+th { background: #eef; vertical-align: bottom; }
+th.text, td.text { text-align: left; }
+td.text { overflow-wrap: anywhere; min-width: 6em; max-width: 18em; }
+th.sticky, td.sticky { position: sticky; left: 0; z-index: 1; background: #fff; }
+th.sticky { background: #eef; }
+tr.baseline td { background: #f6f6f6; font-style: italic; }
+pre { max-width: 100%; overflow-x: auto; }
+img { max-width: 100%; height: auto; display: block; margin: 1em 0; }
 .notes li { font-size: 13px; }
 """
+
+#: What the job and case counts of the main table mean (shown under it).
+_COUNTS_NOTE = (
+    "failed_jobs: jobs that ran and failed (a FAILED marker, or files the leaderboard cannot trust); "
+    "pending_jobs: jobs without a result yet (planned but not finished, running, or never started); "
+    "the cases of both count as the worst value, and missing_cases counts every such case."
+)
+
+
+def _cell(value, float_format: Callable[[float], str], classes: list[str]) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        text = str(value)
+    elif isinstance(value, numbers.Integral):
+        text = str(int(value))
+    elif isinstance(value, numbers.Real):
+        text = "-" if math.isnan(value) else float_format(float(value))
+    elif value is None:
+        text = "-"
+    else:
+        text, classes = html.escape(str(value)), ["text", *classes]
+    return f"<td class='{' '.join(classes)}'>{text}</td>" if classes else f"<td>{text}</td>"
+
+
+def table_html(
+    frame: pd.DataFrame, float_format: Callable[[float], str], css_class: str = "", sticky: str | None = None
+) -> str:
+    """``frame`` as an HTML table in its own scrolling box (``div.table-box``): text cells left
+    aligned and wrapped, numbers right aligned, NaN as ``-``, column names breakable after ``_``;
+    the column ``sticky`` stays in view when the box scrolls; a row whose ``is_baseline`` is true
+    has class ``baseline``."""
+    columns = [str(c) for c in frame.columns]
+    text_columns = {str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])}
+    pinned = [["sticky"] if c == sticky else [] for c in columns]
+    head = ""
+    for c, x in zip(columns, pinned):
+        classes = " ".join((["text"] if c in text_columns else []) + x)
+        head += (
+            (f"<th scope='col' class='{classes}'>" if classes else "<th scope='col'>")
+            + html.escape(c).replace("_", "_<wbr>")
+            + "</th>"
+        )
+    baseline = frame["is_baseline"].to_numpy(dtype=bool) if "is_baseline" in frame.columns else None
+    rows = []
+    for i, row in enumerate(frame.itertuples(index=False, name=None)):
+        marker = " class='baseline'" if baseline is not None and baseline[i] else ""
+        rows.append(f"<tr{marker}>" + "".join(_cell(v, float_format, x) for v, x in zip(row, pinned)) + "</tr>")
+    table_class = f" class='{css_class}'" if css_class else ""
+    return (
+        f"<div class='table-box'><table{table_class}><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def render_html(sections: list[dict], meta: dict) -> str:
@@ -182,9 +267,10 @@ def render_html(sections: list[dict], meta: dict) -> str:
             parts.append(
                 "<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in section["notes"]) + "</ul>"
             )
-        parts.append(section["leaderboard"].to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-"))
+        parts.append(table_html(section["leaderboard"], lambda x: f"{x:.4g}", "leaderboard", sticky="entry"))
+        parts.append(f"<p class='legend'>{html.escape(_COUNTS_NOTE)}</p>")
         parts.append("<h3>Stability (Kendall's tau of bootstrap rankings vs the full one)</h3>")
-        parts.append(section["stability"].to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-"))
+        parts.append(table_html(section["stability"], lambda x: f"{x:.3f}", "stability"))
         for title, png in section["figures"]:
             parts.append(f"<h3>{html.escape(title)}</h3>{_img(png, title)}")
     parts.append("</body></html>")
