@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "harness.metrics.commands",
     "harness.leaderboard.commands",
     "harness.jobs.commands",
+    "harness.challenge.commands",
 )
 
 

@@ -11,6 +11,12 @@ A results folder (``ResultsLayout``) holds::
     cache/classification/<task>/<key>/      the preprocessed cases of a classification task
     cache/data-check.json                   the data check's facts of unchanged files
     leaderboard/<recipe>/                   `harness leaderboard`'s default output
+    challenges/<challenge>/teams.json       a challenge's teams: display names, anonymous ids
+    challenges/<challenge>/<phase>/         a phase: itself a results folder of this shape (runs/,
+                                            submissions/, leaderboard/, ...), so phases never mix,
+                                            plus inbox.json (the phase's intake record), ranked/
+                                            (the runs that count, linked), feedback/<team>/
+                                            and public/ (harness/challenge)
 
 Every (entry, task, recipe setup, fold) job owns ``<results>/runs/<entry>/<task>/<setup>/fold_<k>/``
 (``<setup>``: the recipe the job's choices are named after, harness/recipes.py)::
@@ -324,6 +330,60 @@ class ResultsLayout:
     def leaderboard_dir(self, recipe: str) -> Path:
         """`harness leaderboard`'s default output folder for ``recipe``."""
         return self.root / "leaderboard" / recipe
+
+    # -- challenges (harness/challenge) -------------------------------------------------------
+    def challenge_dir(self, challenge: str) -> Path:
+        """Everything of one challenge: its teams file and one folder per phase."""
+        return self.root / "challenges" / challenge
+
+    def challenge_teams(self, challenge: str) -> Path:
+        """The challenge's teams (JSON): team id -> display name, anonymous id, first seen."""
+        return self.challenge_dir(challenge) / "teams.json"
+
+    def phase(self, challenge: str, phase: str) -> ResultsLayout:
+        """The results folder of one phase (runs, per-entry intake records, caches, leaderboard):
+        a phase's runs never meet another phase's."""
+        return ResultsLayout(self.challenge_dir(challenge) / phase)
+
+    def phase_intake(self, challenge: str, phase: str) -> Path:
+        """The phase's intake record (JSON): every upload taken in, its entry id and verdict."""
+        return self.phase(challenge, phase).root / "inbox.json"
+
+    def phase_ranked(self, challenge: str, phase: str) -> ResultsLayout:
+        """A results folder whose ``runs/<entry>`` are links to the phase's runs of the entries
+        that count for its ranking (and the baselines): what the phase's leaderboard reads."""
+        return ResultsLayout(self.phase(challenge, phase).root / "ranked")
+
+    def phase_feedback(self, challenge: str, phase: str, team: str) -> Path:
+        """The folder of one team's feedback in a phase (feedback.json, feedback.html)."""
+        return self.phase(challenge, phase).root / "feedback" / team
+
+    def feedback_json(self, challenge: str, phase: str, team: str) -> Path:
+        return self.phase_feedback(challenge, phase, team) / "feedback.json"
+
+    def feedback_html(self, challenge: str, phase: str, team: str) -> Path:
+        return self.phase_feedback(challenge, phase, team) / "feedback.html"
+
+    def phase_public(self, challenge: str, phase: str) -> Path:
+        """The phase's public export (leaderboard_<track>.csv/.json, index.html)."""
+        return self.phase(challenge, phase).root / "public"
+
+    def public_leaderboard(self, challenge: str, phase: str, track: str, suffix: str) -> Path:
+        """``public/leaderboard_<track>.<suffix>`` (suffix ``csv`` or ``json``)."""
+        return self.phase_public(challenge, phase) / f"leaderboard_{track}.{suffix}"
+
+    def public_page(self, challenge: str, phase: str) -> Path:
+        return self.phase_public(challenge, phase) / "index.html"
+
+    @staticmethod
+    def leaderboard_csv(out: Path, track: str) -> Path:
+        """``leaderboard_<track>.csv`` in a leaderboard output folder (harness.leaderboard.build)."""
+        return Path(out) / f"leaderboard_{track}.csv"
+
+    @staticmethod
+    def leaderboard_meta(out: Path) -> Path:
+        """``leaderboard.json`` in a leaderboard output folder: scheme, bootstrap, recipe, notes."""
+        return Path(out) / "leaderboard.json"
 
 
 def iter_run_folders(results: Path) -> Iterator[RunFolder]:

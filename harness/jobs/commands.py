@@ -9,6 +9,8 @@ from pathlib import Path
 from harness.jobs import EXECUTORS
 from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
 
+DEFAULT_TASKS = Path("task_registry/toy")
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -19,10 +21,24 @@ def register(sub) -> None:
         "command after any crash finishes what is left. Exit status: 0 every job done, 1 some job "
         "failed, was rejected or is left, 2 usage error or another evaluate holds RESULTS.",
     )
-    p.add_argument("submissions", nargs="+", type=Path, metavar="SUB", help="nnssl checkpoint(s) (.pth)")
     p.add_argument(
-        "--tasks", type=Path, default=Path("task_registry/toy"), help="registry folder (default: %(default)s)"
+        "submissions", nargs="*", type=Path, metavar="SUB", help="nnssl checkpoint(s) (.pth); none with --challenge"
     )
+    p.add_argument(
+        "--tasks",
+        type=Path,
+        default=None,
+        help=f"registry folder (default: {DEFAULT_TASKS}; with --challenge: the phase's)",
+    )
+    p.add_argument(
+        "--challenge",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="run a challenge phase (docs/challenge.md): the entries its intake counts, on the phase's tasks, "
+        "with the challenge's recipe, in RESULTS/challenges/<challenge>/<phase>; needs --phase",
+    )
+    p.add_argument("--phase", default=None, metavar="NAME", help="the phase of --challenge to run")
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
     p.add_argument("--executor", choices=EXECUTORS, default="local", help="default: %(default)s")
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K", help="only these folds")
@@ -35,8 +51,9 @@ def register(sub) -> None:
     p.add_argument(
         "--recipe",
         choices=RECIPE_NAMES,
-        default=DEFAULT_RECIPE,
-        help="every fine-tuning choice, named (docs/recipes.md; default: %(default)s)",
+        default=None,
+        help=f"every fine-tuning choice, named (docs/recipes.md; default: {DEFAULT_RECIPE}; "
+        "with --challenge: the challenge's)",
     )
     g = p.add_argument_group("slurm executor (flags override the --slurm-config file)")
     g.add_argument(
@@ -106,6 +123,7 @@ def _slurm_config(args):
 
 
 def _evaluate(args) -> int:
+    from harness.challenge.config import ChallengeError
     from harness.jobs.evaluate import EvaluateError, EvaluateOptions, evaluate
     from harness.jobs.executors import SlurmConfigError
     from harness.jobs.lock import EvaluateLockedError
@@ -115,25 +133,61 @@ def _evaluate(args) -> int:
         slurm = _slurm_config(args) if args.executor == "slurm" else None
         if args.executor != "slurm" and (args.slurm_config or args.partition or args.sbatch):
             raise EvaluateError("Slurm options given without --executor slurm")
+        if args.challenge is not None or args.phase is not None:
+            results, tasks, recipe, records = _challenge_phase(args)
+        else:
+            if not args.submissions:
+                raise EvaluateError("no submission given (or give --challenge FILE --phase NAME)")
+            results, tasks, recipe, records = (
+                args.results,
+                args.tasks or DEFAULT_TASKS,
+                args.recipe or DEFAULT_RECIPE,
+                None,
+            )
         outcome = evaluate(
             EvaluateOptions(
                 submissions=args.submissions,
-                tasks=args.tasks,
-                results=args.results,
+                records=records,
+                tasks=tasks,
+                results=results,
                 executor=args.executor,
                 folds=args.folds,
                 jobs=args.jobs,
                 retry_failed=args.retry_failed,
                 dry_run=args.dry_run,
                 device=args.device,
-                recipe=args.recipe,
+                recipe=recipe,
                 slurm=slurm,
             )
         )
-    except (EvaluateError, EvaluateLockedError, SlurmConfigError, MatrixError) as e:
+    except (EvaluateError, EvaluateLockedError, SlurmConfigError, MatrixError, ChallengeError) as e:
         print(f"harness evaluate: error: {e}", file=sys.stderr)
         return 2
     return 0 if args.dry_run else outcome.exit_code
+
+
+def _challenge_phase(args):
+    """(results folder, task registry, recipe, intake records) of `evaluate --challenge --phase`."""
+    from harness.challenge.config import load_challenge
+    from harness.challenge.phases import plan_phase
+    from harness.jobs.evaluate import EvaluateError
+
+    if args.challenge is None or args.phase is None:
+        raise EvaluateError("--challenge FILE and --phase NAME go together")
+    if args.submissions:
+        raise EvaluateError("--challenge takes its submissions from the phase's intake: give no SUB")
+    challenge = load_challenge(args.challenge)
+    phase = challenge.get_phase(args.phase)
+    if args.tasks is not None and Path(args.tasks).resolve() != phase.tasks:
+        raise EvaluateError(f"--tasks {args.tasks}: phase {phase.name!r} evaluates on {phase.tasks}")
+    if args.recipe is not None and args.recipe != challenge.recipe:
+        raise EvaluateError(f"--recipe {args.recipe}: challenge {challenge.name!r} runs {challenge.recipe}")
+    plan = plan_phase(challenge, phase.name, args.results)
+    print(
+        f"challenge {challenge.name}, phase {phase.name} (counts: {phase.counts}): "
+        f"{len(plan.records)} entr{'y' if len(plan.records) == 1 else 'ies'} counted; results in {plan.results}"
+    )
+    return plan.results, phase.tasks, challenge.recipe, plan.records
 
 
 def _status(args) -> int:

@@ -66,6 +66,9 @@ class EvaluateOptions:
     device: str | None = None
     recipe: str = DEFAULT_RECIPE
     slurm: SlurmConfig | None = None
+    #: Intake records decided beforehand (a challenge phase's counted entries, harness/challenge):
+    #: when given, ``submissions`` is not read and nothing is validated again.
+    records: Sequence[dict] | None = None
 
 
 @dataclass
@@ -467,10 +470,16 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
     if not opts.dry_run:
         check_results_folder(opts.results, tasks)
     data = check_data(opts, tasks, progress_log)
-    submissions = resolve_submissions(opts.submissions)
+    submissions = resolve_submissions(opts.submissions) if opts.records is None else []
     executor = make_executor(opts)
+
+    def take_in(write: bool) -> list[dict]:
+        if opts.records is not None:
+            return [dict(r) for r in opts.records]
+        return [intake(sub, opts.results, write=write, log=progress_log) for sub in submissions]
+
     if opts.dry_run:
-        records = [intake(sub, opts.results, write=False, log=progress_log) for sub in submissions]
+        records = take_in(False)
         rows = plan(opts, tasks, records, None, progress_log, data)
         print(format_matrix(rows), file=stream)
         n = sum(r.to_run for r in rows)
@@ -479,7 +488,7 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
         )
         return EvaluateOutcome(rows)
     with ResultsLock(opts.results):
-        records = [intake(sub, opts.results, write=True, log=progress_log) for sub in submissions]
+        records = take_in(True)
         rows = plan(opts, tasks, records, executor, progress_log, data)
         for record in records:  # what a rejected entry would have run: `harness status` counts it
             if not record["valid"]:

@@ -30,9 +30,18 @@ def register(subparsers) -> None:
     p.add_argument(
         "--recipe",
         choices=RECIPE_NAMES,
-        default=DEFAULT_RECIPE,
-        help="rank the runs this recipe makes (default: %(default)s)",
+        default=None,
+        help=f"rank the runs this recipe makes (default: {DEFAULT_RECIPE}; with --challenge: the challenge's)",
     )
+    p.add_argument(
+        "--challenge",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="rank a challenge phase (docs/challenge.md): the runs of the entries that count for it, "
+        "written to RESULTS/challenges/<challenge>/<phase>/leaderboard/<recipe>; needs --phase",
+    )
+    p.add_argument("--phase", default=None, metavar="NAME", help="the phase of --challenge to rank")
     p.add_argument(
         "--scheme", choices=SCHEMES, default=DEFAULT_SCHEME, help=f"ranking scheme (default {DEFAULT_SCHEME})"
     )
@@ -57,22 +66,28 @@ def register(subparsers) -> None:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
+    from harness.challenge.config import ChallengeError
     from harness.leaderboard.build import build_leaderboard
     from harness.leaderboard.model import LeaderboardInputError
     from harness.runs import ResultsLayout
 
-    out = args.out if args.out is not None else ResultsLayout(args.results).leaderboard_dir(args.recipe)
     try:
+        if args.challenge is not None or args.phase is not None:
+            results, out, recipe = _challenge_phase(args)
+        else:
+            recipe = args.recipe or DEFAULT_RECIPE
+            results = args.results
+            out = args.out if args.out is not None else ResultsLayout(args.results).leaderboard_dir(recipe)
         outcome = build_leaderboard(
             out,
-            results=None if args.from_csv is not None else args.results,
+            results=None if args.from_csv is not None else results,
             from_csv=args.from_csv,
             scheme=args.scheme,
             n_bootstrap=args.bootstrap,
             seed=args.seed,
-            recipe=None if args.from_csv is not None else args.recipe,
+            recipe=None if args.from_csv is not None else recipe,
         )
-    except LeaderboardInputError as exc:
+    except (LeaderboardInputError, ChallengeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for warning in outcome.warnings:
@@ -85,3 +100,22 @@ def _leaderboard(args: argparse.Namespace) -> int:
             print(f"  note: {note}")
     print(f"wrote {len(outcome.files)} files to {outcome.out}; report: {outcome.report}")
     return 0
+
+
+def _challenge_phase(args: argparse.Namespace) -> tuple[Path, Path, str]:
+    """(runs to rank, output folder, recipe) of `leaderboard --challenge --phase`: the phase's
+    counted entries and baselines (harness.challenge.phases.link_ranked_runs)."""
+    from harness.challenge.config import ChallengeError, load_challenge
+    from harness.challenge.phases import link_ranked_runs, phase_leaderboard_dir
+
+    if args.challenge is None or args.phase is None:
+        raise ChallengeError("--challenge FILE and --phase NAME go together")
+    if args.from_csv is not None:
+        raise ChallengeError("--from-csv and --challenge exclude each other")
+    challenge = load_challenge(args.challenge)
+    phase = challenge.get_phase(args.phase)
+    if args.recipe is not None and args.recipe != challenge.recipe:
+        raise ChallengeError(f"--recipe {args.recipe}: challenge {challenge.name!r} runs {challenge.recipe}")
+    ranked = link_ranked_runs(challenge, phase, args.results)
+    out = args.out if args.out is not None else phase_leaderboard_dir(challenge, phase, args.results)
+    return ranked.root, out, challenge.recipe

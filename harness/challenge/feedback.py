@@ -1,0 +1,245 @@
+"""``harness feedback``: per team of a phase, one JSON file and one self-contained HTML page that an
+organizer can mail or upload as they are (``ResultsLayout.feedback_json`` / ``feedback_html``).
+
+What a team gets: the phase's rules (window, quota, which upload counts); each of its uploads
+with the intake verdict and its reasons, and whether it counts (or which later upload replaced
+it); the state of each of its jobs (task, fold, state, error class: a job's error message and
+log stay with the organizers, as they may name hidden cases); its own aggregate scores per task,
+its rank and the rank's bootstrap interval (``rank_lo``-``rank_hi``, 2.5-97.5 %) from the phase's
+leaderboard tables (`harness leaderboard --challenge --phase`), and the from-scratch baseline's
+scores beside them. Nothing per case, and nothing of another team: a duplicate of another team's
+upload is reported without naming that team; the only other numbers are how many entries the
+track ranks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from harness.challenge.config import Challenge, ChallengeError, PhaseSpec
+from harness.challenge.intake import ACCEPTED, require_phase_record
+from harness.challenge.pages import esc, page, read_phase_leaderboard, score_columns, table
+from harness.challenge.phases import counted_uploads, phase_leaderboard_dir, superseded_by
+from harness.challenge.teams import load_teams
+from harness.runs import ResultsLayout, write_json_atomic, write_text_atomic
+
+#: What a team is told of a rejection whose recorded reason names another team.
+DUPLICATE_FOR_TEAM = (
+    "the same bytes as an earlier upload by another team: the same weights count once, "
+    "for the team that uploaded them first"
+)
+NOT_STARTED = "not started"
+
+
+def team_reasons(upload: dict) -> list[str]:
+    """The reasons a team may read (a duplicate's names the other team: replaced)."""
+    if upload.get("rejection") == "duplicate":
+        return [DUPLICATE_FOR_TEAM]
+    return list(upload.get("reasons") or [])
+
+
+def _expected_jobs(phase: PhaseSpec) -> list[tuple[str, int]]:
+    """(task, fold) of every job an entry of the phase runs, from the phase's task registry."""
+    from harness.tasks import TaskSpecError, load_registry
+
+    try:
+        tasks = load_registry(phase.tasks)
+    except TaskSpecError as e:
+        raise ChallengeError(f"phase {phase.name!r}: {e}") from None
+    return [(name, fold) for name in sorted(tasks) for fold in tasks[name].fold_ids]
+
+
+def team_feedback(
+    challenge: Challenge, phase: PhaseSpec, team: str, record: dict, status, boards: dict, meta: dict, names
+) -> dict:
+    """The feedback of one team (the JSON file's content)."""
+    mine = [u for u in record["uploads"] if u["team"] == team]
+    counted = {u["entry"] for u in counted_uploads(phase, record)}
+    replaced = superseded_by(phase, record)
+    uploads = [
+        {
+            "entry": u["entry"],
+            "file": u["name"].split("/", 1)[-1],
+            "submitted_at": u["submitted_at"],
+            "track": u["track"],
+            "method_name": u.get("method_name"),
+            "status": u["status"],
+            "reasons": team_reasons(u),
+            "warnings": list(u.get("warnings") or []),
+            "counts": u["entry"] in counted,
+            "superseded_by": replaced.get(u["entry"]),
+        }
+        for u in mine
+    ]
+    expected = _expected_jobs(phase)
+    jobs = []
+    for u in mine:
+        if u["status"] != ACCEPTED:
+            continue
+        ran = {(j.task, j.fold): j for j in status if j.entry == u["entry"] and j.setup in (None, challenge.recipe)}
+        if u["entry"] not in counted and not ran:
+            continue  # superseded before it ran: nothing to report
+        for task, fold in expected if u["entry"] in counted else sorted(ran, key=str):
+            j = ran.get((task, fold))
+            jobs.append(
+                {
+                    "entry": u["entry"],
+                    "task": task,
+                    "fold": fold,
+                    "state": j.state if j is not None else NOT_STARTED,
+                    "error_class": j.error_class if j is not None else None,
+                }
+            )
+    results = []
+    for u in mine:
+        if u["entry"] not in counted or u["track"] not in boards:
+            continue
+        rows = boards[u["track"]]
+        row = next((r for r in rows if r.get("entry") == u["entry"]), None)
+        baseline = next((r for r in rows if r.get("is_baseline")), None)
+        if row is None:
+            continue
+        results.append(
+            {
+                "entry": u["entry"],
+                "track": u["track"],
+                "rank": row.get("rank"),
+                "rank_lo": row.get("rank_lo"),
+                "rank_hi": row.get("rank_hi"),
+                "entries_ranked": len(rows),
+                "mean_task_rank": row.get("mean_task_rank"),
+                "failed_jobs": row.get("failed_jobs"),
+                "pending_jobs": row.get("pending_jobs"),
+                "missing_cases": row.get("missing_cases"),
+                "scores": {c: row[c] for c in score_columns(row)},
+                "baseline_scores": None if baseline is None else {c: baseline.get(c) for c in score_columns(row)},
+            }
+        )
+    return {
+        "challenge": challenge.name,
+        "phase": phase.name,
+        "team": team,
+        "display_name": names.display_name(team),
+        "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "rules": {
+            "submission_limit_per_track": phase.submission_limit,
+            "counts": phase.counts,
+            "opens": phase.opens.isoformat() if phase.opens else None,
+            "closes": phase.closes.isoformat() if phase.closes else None,
+            "tracks": list(challenge.tracks),
+        },
+        "uploads": uploads,
+        "jobs": jobs,
+        "results": results,
+        "leaderboard": None
+        if not meta
+        else {k: meta.get(k) for k in ("created", "scheme", "n_bootstrap", "seed") if k in meta},
+    }
+
+
+def _rank(value) -> str:
+    """A rank or rank bound: whole ranks without a decimal point."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def render_feedback(data: dict) -> str:
+    """The feedback page of one team (``team_feedback``'s content) as self-contained HTML."""
+    rules = data["rules"]
+    window = ", ".join(f"{k} {rules[k]}" for k in ("opens", "closes") if rules[k]) or "no opening or closing time"
+    counts = {
+        "last-valid": "your last accepted upload per track counts; an earlier one is replaced",
+        "each": "every accepted upload is ranked on its own",
+    }[rules["counts"]]
+    body = [
+        f"<p>Team <b>{esc(data['display_name'])}</b> ({esc(data['team'])}), phase <b>{esc(data['phase'])}</b> "
+        f"of {esc(data['challenge'])}; generated {esc(data['generated'])}.</p>",
+        f"<p class='note'>Rules: at most {rules['submission_limit_per_track']} accepted upload(s) per track; "
+        f"{esc(counts)}; {esc(window)}. Tracks: {esc(', '.join(rules['tracks']))}.</p>",
+        "<h2>Your uploads</h2>",
+    ]
+    if not data["uploads"]:
+        body.append("<p>No upload of yours has been taken in for this phase.</p>")
+    else:
+        rows = []
+        for u in data["uploads"]:
+            counts_text = (
+                "counts" if u["counts"] else (f"replaced by {u['superseded_by']}" if u["superseded_by"] else "")
+            )
+            why = "; ".join(u["reasons"] + [f"warning: {w}" for w in u["warnings"]])
+            rows.append((u["file"], u["submitted_at"], u["track"] or "", u["entry"], u["status"], counts_text, why))
+        body.append(
+            table(
+                ("file", "uploaded", "track", "entry", "verdict", "ranking", "reasons"),
+                rows,
+                cls={"accepted": "accepted", "rejected": "rejected"},
+            )
+        )
+    body.append("<h2>Your jobs</h2>")
+    if data["jobs"]:
+        body.append(
+            table(
+                ("entry", "task", "fold", "state", "error"),
+                [(j["entry"], j["task"], j["fold"], j["state"], j["error_class"] or "") for j in data["jobs"]],
+            )
+        )
+        body.append("<p class='note'>A failed job's details stay with the organizers; ask them.</p>")
+    else:
+        body.append("<p>No job: no accepted upload counts yet.</p>")
+    body.append("<h2>Your results</h2>")
+    if not data["results"]:
+        body.append("<p>No leaderboard of this phase ranks an entry of yours yet.</p>")
+    for r in data["results"]:
+        interval = (
+            f"{_rank(r['rank_lo'])}\u2013{_rank(r['rank_hi'])}" if r["rank_lo"] is not None else "not bootstrapped"
+        )
+        body.append(
+            f"<p><b>{esc(r['entry'])}</b> ({esc(r['track'])}): rank <b>{esc(r['rank'])}</b> of "
+            f"{esc(r['entries_ranked'])} (baseline included); 95% bootstrap interval of the rank: "
+            f"{esc(interval)}; mean task rank {esc(r['mean_task_rank'])}; failed jobs {esc(r['failed_jobs'])}.</p>"
+        )
+        base = r["baseline_scores"] or {}
+        body.append(
+            table(
+                ("column", "yours", "from-scratch baseline"),
+                [(c, v, base.get(c)) for c, v in r["scores"].items()],
+            )
+        )
+    if data["leaderboard"]:
+        lb = data["leaderboard"]
+        body.append(
+            f"<p class='note'>Leaderboard of {esc(lb.get('created'))}: scheme {esc(lb.get('scheme'))}, "
+            f"{esc(lb.get('n_bootstrap'))} bootstrap resamples.</p>"
+        )
+    return page(
+        f"{data['challenge']} \u00b7 {data['phase']} \u00b7 feedback for {data['display_name']}", "\n".join(body)
+    )
+
+
+def write_feedback(
+    challenge: Challenge, phase_name: str, results: Path, teams: list[str] | None = None
+) -> dict[str, tuple[Path, Path]]:
+    """Write the feedback of every team of the phase (or of ``teams``); team -> (json, html)."""
+    from harness.jobs.status import collect_status
+
+    phase = challenge.get_phase(phase_name)
+    layout = ResultsLayout(results)
+    record = require_phase_record(layout, challenge, phase)
+    known = sorted({u["team"] for u in record["uploads"]})
+    chosen = known if not teams else list(dict.fromkeys(teams))
+    unknown = [t for t in chosen if t not in known]
+    if unknown:
+        raise ChallengeError(f"phase {phase.name!r} has no upload of team(s) {unknown}; teams: {', '.join(known)}")
+    phase_root = layout.phase(challenge.name, phase.name).root
+    status = collect_status(phase_root).jobs if phase_root.is_dir() else []
+    boards, meta = read_phase_leaderboard(phase_leaderboard_dir(challenge, phase, results), challenge.tracks)
+    names = load_teams(layout, challenge.name)
+    written = {}
+    for team in chosen:
+        data = team_feedback(challenge, phase, team, record, status, boards, meta, names)
+        json_path = layout.feedback_json(challenge.name, phase.name, team)
+        html_path = layout.feedback_html(challenge.name, phase.name, team)
+        write_json_atomic(json_path, data)
+        write_text_atomic(html_path, render_feedback(data))
+        written[team] = (json_path, html_path)
+    return written

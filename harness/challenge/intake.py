@@ -1,0 +1,300 @@
+"""``harness intake``: take in what is new in a phase's inbox, decide each upload once, record it.
+
+Per phase one record, ``results/challenges/<challenge>/<phase>/inbox.json``
+(``ResultsLayout.phase_intake``), written atomically, holds every upload ever taken in, in intake
+order, with its entry id and verdict. An upload is decided once and never revised: a second
+intake finds nothing new and writes nothing (the file is byte for byte the same). An upload is
+known by (team, file name, sha256); an unchanged file (same size and mtime) is not hashed again.
+
+Each new upload, in upload-time order (harness/challenge/inbox.py), is checked in this order and
+rejected at the first problem, with the reason recorded (``rejection``: the kind, ``reasons``:
+the words):
+
+1. ``unusable``   a team id that is no name, a track the manifest names that the challenge lacks;
+2. ``window``     uploaded before the phase ``opens`` or after it ``closes``;
+3. ``duplicate``  the same bytes as an earlier upload of another team, in any phase of the
+                  challenge (both are recorded; this one names the other's entry);
+4. ``resubmission`` the same bytes as the team's own earlier upload to this phase;
+5. ``invalid``    the submission validation (harness.submission.validate_submission, for the
+                  manifest's track when it names one) finds an error;
+6. ``track``      a valid checkpoint of a track the challenge does not run;
+7. ``quota``      the team already has ``submission_limit`` accepted uploads of this track in this
+                  phase (rejected uploads do not use the quota).
+
+The entry id is ``<phase>-<team>-<first 12 hex digits of the sha256>`` (a second upload of the
+same bytes by the same team gets ``-2``, ...), stable across runs; it names the entry's run
+folders and its per-entry intake record (``submissions/<entry>/intake.json`` in the phase's
+results folder, the format `harness evaluate` writes, so `harness status` lists the rejections).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.challenge.config import Challenge, ChallengeError, PhaseSpec
+from harness.challenge.inbox import Upload, discover
+from harness.challenge.teams import load_teams
+from harness.runs import ResultsLayout, read_json, write_json_atomic, write_text_atomic
+
+ACCEPTED, REJECTED = "accepted", "rejected"
+REJECTIONS = ("unusable", "window", "duplicate", "resubmission", "invalid", "track", "quota")
+
+
+@dataclass
+class PhaseIntake:
+    """The outcome of one phase's intake: its record and what this run added."""
+
+    phase: str
+    record: dict
+    new: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def uploads(self) -> list[dict]:
+        return self.record["uploads"]
+
+    def summary(self) -> str:
+        accepted = sum(u["status"] == ACCEPTED for u in self.new)
+        return (
+            f"phase {self.phase}: {len(self.new)} new upload(s) ({accepted} accepted, "
+            f"{len(self.new) - accepted} rejected); {len(self.uploads)} recorded in {self.path}"
+        )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def empty_record(challenge: Challenge, phase: PhaseSpec) -> dict:
+    from harness import __version__
+
+    return {"challenge": challenge.name, "phase": phase.name, "harness_version": __version__, "uploads": []}
+
+
+def read_phase_record(layout: ResultsLayout, challenge: Challenge, phase: PhaseSpec) -> dict | None:
+    """The phase's intake record, or None when intake has not run on it; a record that does not
+    parse is a ``ChallengeError`` naming it."""
+    path = layout.phase_intake(challenge.name, phase.name)
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except (OSError, ValueError) as e:
+        raise ChallengeError(f"{path}: cannot read the intake record: {e}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("uploads"), list):
+        raise ChallengeError(f"{path}: not an intake record (no 'uploads' list)")
+    return record
+
+
+def require_phase_record(layout: ResultsLayout, challenge: Challenge, phase: PhaseSpec) -> dict:
+    record = read_phase_record(layout, challenge, phase)
+    if record is None:
+        raise ChallengeError(
+            f"phase {phase.name!r} has no intake record ({layout.phase_intake(challenge.name, phase.name)}): "
+            f"run `harness intake --challenge {challenge.source} --phase {phase.name}` first"
+        )
+    return record
+
+
+def run_intake(
+    challenge: Challenge, phase: PhaseSpec, results: Path, *, log: Callable[[str], None] = print
+) -> PhaseIntake:
+    """Take in the new uploads of ``phase`` (see the module docstring) and record them."""
+    from harness.jobs.lock import EvaluateLockedError, ResultsLock
+
+    layout = ResultsLayout(results)
+    try:
+        with ResultsLock(layout.challenge_dir(challenge.name)):
+            return _run_intake(challenge, phase, layout, log)
+    except EvaluateLockedError:
+        raise ChallengeError(
+            f"another `harness intake` is running on challenge {challenge.name!r} "
+            f"({layout.challenge_dir(challenge.name)}); try again when it has finished"
+        ) from None
+
+
+def _run_intake(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout, log) -> PhaseIntake:
+    record = read_phase_record(layout, challenge, phase) or empty_record(challenge, phase)
+    outcome = PhaseIntake(phase.name, record, path=layout.phase_intake(challenge.name, phase.name))
+    uploads = record["uploads"]
+    by_stat = {(u["team"], u["name"], u["size_bytes"], u["mtime_ns"]): u for u in uploads}
+    known = {(u["team"], u["name"], u["sha256"]) for u in uploads}
+    others = _other_phase_uploads(layout, challenge, phase)
+    teams = load_teams(layout, challenge.name)
+    teams_changed = False
+    from harness.submission.checkpoint import sha256_file
+
+    for upload in discover(challenge, phase, warn=outcome.warnings.append):
+        if (upload.team, upload.name, upload.size, upload.mtime_ns) in by_stat:
+            continue
+        digest = sha256_file(upload.path)
+        if (upload.team, upload.name, digest) in known:
+            continue  # touched, not changed
+        if upload.problem is None:
+            teams_changed |= teams.meet(challenge, upload.team, upload.display_name, upload.submitted_at)
+        entry = decide(challenge, phase, upload, digest, uploads, others, log)
+        write_entry_record(layout.phase(challenge.name, phase.name), entry)
+        entry.pop("report", None)  # the whole report is in the entry's own record
+        uploads.append(entry)
+        known.add((upload.team, upload.name, digest))
+        outcome.new.append(entry)
+    for warning in outcome.warnings:
+        log(f"warning: {warning}")
+    if outcome.new:
+        record["updated"] = _now()
+        write_json_atomic(layout.phase_intake(challenge.name, phase.name), record)
+    if teams_changed:
+        teams.save(layout)
+    return outcome
+
+
+def _other_phase_uploads(layout: ResultsLayout, challenge: Challenge, phase: PhaseSpec) -> list[dict]:
+    out = []
+    for other in challenge.phases:
+        if other.name != phase.name:
+            out += (read_phase_record(layout, challenge, other) or {"uploads": []})["uploads"]
+    return out
+
+
+def entry_id(phase: str, team: str, sha256: str, taken: set[str]) -> str:
+    """``<phase>-<team>-<sha256[:12]>``, with ``-2``, ``-3``, ... when that id is ``taken``."""
+    base = f"{phase}-{team}-{sha256[:12]}"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def decide(
+    challenge: Challenge,
+    phase: PhaseSpec,
+    upload: Upload,
+    digest: str,
+    uploads: list[dict],
+    others: list[dict],
+    log: Callable[[str], None],
+) -> dict:
+    """The verdict on one new upload, given the uploads already recorded (``uploads``: this
+    phase's, ``others``: the other phases')."""
+    entry: dict[str, Any] = {
+        "entry": entry_id(phase.name, upload.team, digest, {u["entry"] for u in uploads}),
+        "team": upload.team,
+        "name": upload.name,
+        "file": str(upload.path),
+        "sha256": digest,
+        "size_bytes": upload.size,
+        "mtime_ns": upload.mtime_ns,
+        "submitted_at": upload.submitted_at.isoformat(timespec="seconds"),
+        "time_source": upload.time_source,
+        "declared_track": upload.track,
+        "track": upload.track,
+        "display_name": upload.display_name,
+        "method_name": upload.method_name,
+        "order": len(uploads) + 1,
+        "status": REJECTED,
+        "rejection": None,
+        "reasons": [],
+        "warnings": [],
+        "duplicate_of": None,
+        "checked": _now(),
+    }
+
+    def reject(kind: str, reason: str) -> dict:
+        entry["rejection"], entry["reasons"] = kind, entry["reasons"] or [reason]
+        log(f"intake {phase.name}: {upload.name} -> {entry['entry']}: REJECTED ({kind}): {reason}")
+        return entry
+
+    if upload.problem is not None:
+        return reject("unusable", upload.problem)
+    window = phase.window_problem(upload.submitted_at)
+    if window is not None:
+        return reject("window", window)
+    same = [u for u in uploads + others if u["sha256"] == digest]
+    theirs = [u for u in same if u["team"] != upload.team]
+    if theirs:
+        first = theirs[0]
+        entry["duplicate_of"] = first["entry"]
+        return reject(
+            "duplicate",
+            f"the same bytes (sha256 {digest[:12]}...) as entry {first['entry']} of team {first['team']!r} "
+            f"({first['name']}, uploaded {first['submitted_at']}): the same weights count once, "
+            "for the team that uploaded them first",
+        )
+    mine = [u for u in uploads if u["sha256"] == digest and u["team"] == upload.team]
+    if mine:
+        entry["duplicate_of"] = mine[0]["entry"]
+        return reject(
+            "resubmission",
+            f"the same bytes as your earlier upload {mine[0]['name']} (entry {mine[0]['entry']}, "
+            f"{mine[0]['status']}): it does not count again",
+        )
+    from harness.submission import validate_submission
+
+    log(f"intake {phase.name}: validating {upload.name}")
+    report = validate_submission(upload.path, track=upload.track)
+    entry["track"] = report.track or upload.track
+    entry["warnings"] = list(report.warnings)
+    entry["report"] = report.to_dict()
+    if not report.valid:
+        entry["reasons"] = list(report.errors) or ["the file could not be read"]
+        return reject("invalid", report.errors[0] if report.errors else "the file could not be read")
+    if report.sha256 and report.sha256 != digest:
+        return reject("invalid", "the file changed during intake: upload it again")
+    track = entry["track"]
+    if track not in challenge.tracks:
+        return reject("track", f"a valid {track} checkpoint, but this challenge runs {', '.join(challenge.tracks)}")
+    used = [u for u in uploads if u["team"] == upload.team and u["track"] == track and u["status"] == ACCEPTED]
+    if len(used) >= phase.submission_limit:
+        listed = ", ".join(f"{u['entry']} ({u['name']})" for u in used)
+        return reject(
+            "quota",
+            f"over the limit: phase {phase.name!r} accepts {phase.submission_limit} submission(s) per team "
+            f"and track, and team {upload.team!r} has {len(used)} accepted in {track}: {listed}",
+        )
+    entry["status"] = ACCEPTED
+    log(
+        f"intake {phase.name}: {upload.name} -> {entry['entry']}: accepted ({track}, "
+        f"{len(used) + 1} of {phase.submission_limit})"
+    )
+    return entry
+
+
+def write_entry_record(phase_layout: ResultsLayout, entry: dict) -> None:
+    """The per-entry intake record in the phase's results folder, in `harness evaluate`'s format
+    (``valid`` is True for an accepted upload only), and its text report."""
+    from harness import __version__
+
+    report = entry.get("report") or {"errors": list(entry["reasons"]), "warnings": list(entry["warnings"])}
+    if entry["status"] == REJECTED and entry["rejection"] != "invalid":
+        report = {**report, "errors": [*report.get("errors", []), *entry["reasons"]]}
+    record = {
+        "entry": entry["entry"],
+        "team": entry["team"],
+        "file": entry["file"],
+        "sha256": entry["sha256"],
+        "valid": entry["status"] == ACCEPTED,
+        "track": entry["track"],
+        "harness_version": __version__,
+        "checked": entry["checked"],
+        "rejection": entry["rejection"],
+        "duplicate_of": entry["duplicate_of"],
+        "report": report,
+    }
+    write_json_atomic(phase_layout.intake_record(entry["entry"]), record)
+    lines = [f"{entry['entry']} ({entry['name']}): {entry['status'].upper()}"]
+    lines += [f"  error: {r}" for r in record["report"].get("errors", [])]
+    lines += [f"  warning: {w}" for w in record["report"].get("warnings", [])]
+    write_text_atomic(phase_layout.intake_report(entry["entry"]), "\n".join(lines) + "\n")
+
+
+def take_in(
+    challenge: Challenge, results: Path, phase: str | None = None, *, log: Callable[[str], None] = print
+) -> list[PhaseIntake]:
+    """``run_intake`` of the phase ``phase``, or of every phase in the file's order."""
+    return [run_intake(challenge, p, results, log=log) for p in challenge.select_phases(phase)]

@@ -1,0 +1,106 @@
+"""A phase's matrix and leaderboard: which entries count, where their runs live, what is ranked.
+
+Every phase is its own results folder (``ResultsLayout.phase``: ``results/challenges/<challenge>/
+<phase>/``), so a team's validation runs can never enter the test ranking, and the phase's task
+registry, caches, provenance and leaderboard stay with it. Which accepted uploads count:
+
+* ``counts: last-valid``: per team and track, the last accepted upload (in upload order): an
+  earlier one is *superseded* and neither trained nor ranked (runs it has from before stay on
+  disk, out of the ranking);
+* ``counts: each``: every accepted upload, each ranked on its own.
+
+The leaderboard reads ``ranked/`` (``ResultsLayout.phase_ranked``), a results folder whose
+``runs/<entry>`` are symbolic links to the phase's runs of the counted entries and of the
+baselines, rebuilt on each `harness leaderboard --challenge`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.challenge.config import Challenge, ChallengeError, PhaseSpec
+from harness.challenge.intake import ACCEPTED, require_phase_record
+from harness.runs import BASELINE_PREFIX, ResultsLayout
+
+
+def counted_uploads(phase: PhaseSpec, record: dict) -> list[dict]:
+    """The accepted uploads of ``record`` that count for ``phase``'s ranking, in upload order."""
+    accepted = [u for u in record["uploads"] if u["status"] == ACCEPTED]
+    if phase.counts == "each":
+        return accepted
+    last: dict[tuple[str, str], dict] = {}
+    for upload in accepted:  # in intake (= upload) order: the later replaces the earlier
+        last[(upload["team"], upload["track"])] = upload
+    keep = {id(u) for u in last.values()}
+    return [u for u in accepted if id(u) in keep]
+
+
+def superseded_by(phase: PhaseSpec, record: dict) -> dict[str, str]:
+    """entry -> the entry that replaced it (``counts: last-valid`` only)."""
+    if phase.counts != "last-valid":
+        return {}
+    counted = {(u["team"], u["track"]): u["entry"] for u in counted_uploads(phase, record)}
+    return {
+        u["entry"]: counted[(u["team"], u["track"])]
+        for u in record["uploads"]
+        if u["status"] == ACCEPTED and counted[(u["team"], u["track"])] != u["entry"]
+    }
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """What `harness evaluate --challenge --phase` runs: the phase, its results folder, and the
+    intake records of the counted entries (as `harness evaluate`'s ``plan`` takes them)."""
+
+    challenge: Challenge
+    phase: PhaseSpec
+    results: Path
+    records: list[dict]
+
+
+def plan_phase(challenge: Challenge, phase_name: str, results: Path) -> PhasePlan:
+    """The counted entries of a phase, from its intake record (``ChallengeError`` when intake has
+    not run on it)."""
+    phase = challenge.get_phase(phase_name)
+    layout = ResultsLayout(results)
+    record = require_phase_record(layout, challenge, phase)
+    records = [
+        {"entry": u["entry"], "file": u["file"], "sha256": u["sha256"], "track": u["track"], "valid": True}
+        for u in counted_uploads(phase, record)
+    ]
+    missing = [r["file"] for r in records if not Path(r["file"]).is_file()]
+    if missing:
+        raise ChallengeError(f"phase {phase.name!r}: accepted upload(s) no longer on disk: {', '.join(missing)}")
+    return PhasePlan(challenge, phase, layout.phase(challenge.name, phase.name).root, records)
+
+
+def link_ranked_runs(challenge: Challenge, phase: PhaseSpec, results: Path) -> ResultsLayout:
+    """Rebuild the phase's ``ranked/`` folder (see the module docstring); returns its layout."""
+    layout = ResultsLayout(results)
+    record = require_phase_record(layout, challenge, phase)
+    runs = layout.phase(challenge.name, phase.name).runs_dir
+    ranked = layout.phase_ranked(challenge.name, phase.name)
+    counted = {u["entry"] for u in counted_uploads(phase, record)}
+    present = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+    wanted = {p.name: p for p in present if p.name in counted or p.name.startswith(BASELINE_PREFIX)}
+    if ranked.runs_dir.is_dir():
+        for link in ranked.runs_dir.iterdir():
+            if link.name not in wanted or not link.is_symlink():
+                if link.is_symlink() or link.is_file():
+                    link.unlink()
+                else:
+                    shutil.rmtree(link)
+    ranked.runs_dir.mkdir(parents=True, exist_ok=True)
+    for name, target in wanted.items():
+        link = ranked.runs_dir / name
+        if not link.is_symlink():
+            os.symlink(os.path.relpath(target, ranked.runs_dir), link, target_is_directory=True)
+    return ranked
+
+
+def phase_leaderboard_dir(challenge: Challenge, phase: PhaseSpec, results: Path) -> Path:
+    """Where a phase's leaderboard goes: ``<phase>/leaderboard/<recipe>/``."""
+    return ResultsLayout(results).phase(challenge.name, phase.name).leaderboard_dir(challenge.recipe)
