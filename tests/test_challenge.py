@@ -171,7 +171,12 @@ def world(tmp_path_factory) -> dict:
         "beta,ResEncL,test_uploads/missing.pth,2025-07-12T00:00:00Z,,\n"
         "gamma,ResEncL,test_uploads/g1.pth,2025-08-02T00:00:00Z,,\n"
     )
-    registry = ROOT / "task_registry" / "toy"
+    # the shipped toy registry beside freshly written toy data (its paths are ../../data/toy/...)
+    from harness.tasks.toy import write_toy_data
+
+    write_toy_data(root / "data" / "toy")
+    registry = root / "task_registry" / "toy"
+    shutil.copytree(ROOT / "task_registry" / "toy", registry)
     challenge = root / "challenge.yaml"
     challenge.write_text(CHALLENGE_YAML.format(tasks=registry))
     results = root / "results"
