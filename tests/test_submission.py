@@ -536,7 +536,7 @@ def test_cli_example_submission_rejects_a_bad_primus_patch(tmp_path, capsys):
 
 
 def test_the_cli_offers_every_track_and_nothing_else(tmp_path, capsys):
-    from harness.models import TRACKS
+    from harness.tracks import TRACKS
 
     with pytest.raises(SystemExit) as e:
         cli_main(["example-submission", "--track", "UNETR", "--out", str(tmp_path / "x.pth")])
