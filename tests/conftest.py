@@ -1,17 +1,38 @@
-"""Session-wide example submissions.
+"""Session-wide example submissions and toy data.
 
 Full-size checkpoints are 200-600 MB, so each base example is written once per test session into
 a temporary folder, and the bad variants are derived from it by loading it memory-mapped,
-changing the few entries a test needs and saving again.
+changing the few entries a test needs and saving the copy into the test's own folder. Session
+fixtures are shared by several modules: treat them as read-only (copy or hard-link them to change or rename them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory, request) -> Iterator[Callable[[str], Path]]:
+    """``module_dir(name)``: a new folder for files one test module shares (a toy registry, a
+    results tree, an inbox of checkpoints), removed when the module ends, unless a test failed
+    meanwhile (then kept for a look, like a failed test's ``tmp_path``). A whole session's
+    module folders would otherwise stay on disk to its end: several GB."""
+    failed_before = request.session.testsfailed
+    made: list[Path] = []
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    if request.session.testsfailed == failed_before:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +59,24 @@ def primus_checkpoint(submissions_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def primus64_checkpoint(submissions_dir) -> Path:
+    """Primus-M example, float32, pre-trained at 64^3 (its positional embedding an 8^3 grid)."""
+    return _example(submissions_dir, "PrimusM_64.pth", "PrimusM", seed=4, pretrain_patch=(64, 64, 64))
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> Path:
+    """A ``make-toy-data`` folder (what the toy registry's ``../../data/toy`` points at), written
+    once per session. Read-only: copy it (``shutil.copytree``) to put it under a registry or to
+    break it."""
+    from harness.tasks.toy import write_toy_data
+
+    out = tmp_path_factory.mktemp("toy_data") / "toy"
+    write_toy_data(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def resencl_fp16_checkpoint(submissions_dir) -> Path:
     import torch
 
@@ -59,25 +98,24 @@ def primus_bf16_192x192x64_checkpoint(submissions_dir) -> Path:
     )
 
 
-@pytest.fixture(scope="session")
-def derive_checkpoint(submissions_dir) -> Callable[[Path, str, Callable[[dict], Any]], Path]:
-    """``derive(base, name, edit)``: a copy of ``base`` with ``edit(checkpoint_dict)`` applied.
+@pytest.fixture
+def derive_checkpoint(tmp_path) -> Callable[[Path, str, Callable[[dict], Any]], Path]:
+    """``derive(base, name, edit)``: a copy of ``base`` with ``edit(checkpoint_dict)`` applied,
+    written under the test's own ``tmp_path`` (so it is deleted when the test passes: a few
+    hundred MB each).
 
     The base is loaded memory-mapped; ``edit`` may change tensors in place (the mapping is
     private copy-on-write, so the base file is untouched and every alias of the tensor sees the
-    change). Results are cached by ``name`` for the session.
+    change).
     """
     import torch
 
-    made: dict[str, Path] = {}
-
     def derive(base: Path, name: str, edit: Callable[[dict], Any]) -> Path:
-        if name not in made:
-            checkpoint = torch.load(base, map_location="cpu", weights_only=True, mmap=True)
-            edit(checkpoint)
-            out = submissions_dir / name
-            torch.save(checkpoint, out)
-            made[name] = out
-        return made[name]
+        checkpoint = torch.load(base, map_location="cpu", weights_only=True, mmap=True)
+        edit(checkpoint)
+        out = tmp_path / "derived" / name
+        out.parent.mkdir(exist_ok=True)
+        torch.save(checkpoint, out)
+        return out
 
     return derive

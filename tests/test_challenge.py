@@ -130,12 +130,12 @@ def test_the_cli_reports_a_bad_file_with_exit_2(tmp_path):
 
 # ------------------------------------------------------------------------------ the world
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict:
+def world(module_dir) -> dict:
     import torch
 
     from harness.submission import write_example_submission
 
-    root = tmp_path_factory.mktemp("challenge")
+    root = module_dir("challenge")
     base = write_example_submission(root / "base.pth", "ResEncL", pretrain_patch=(64, 64, 64))
     checkpoint = torch.load(base, map_location="cpu", weights_only=True, mmap=True)
 

@@ -36,6 +36,7 @@ from harness.metrics.classification import (
 )
 from harness.models import interpolate_pos_embed
 from harness.recipes import SSL3D_2025, SSL3D_2025_LOSSLESS, ClassificationAugmentation, ClassificationSchedule
+from harness.runs import ResultsLayout
 from harness.tasks import load_task_file
 from harness.tasks.toy import write_toy_data
 from harness.tasks.toy_classification import CASES_PER_CLASS, CLASSES, CLS_SHAPE
@@ -86,9 +87,9 @@ def write_task(root: Path, file_name: str, **override):
 
 
 @pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
+def toy_root(module_dir) -> Path:
     """``root/data/toy/*`` written by ``write_toy_data`` and ``root/task_registry/toy/toy_cls_shape.yaml``."""
-    root = tmp_path_factory.mktemp("toy")
+    root = module_dir("toy")
     written = write_toy_data(root / "data" / "toy")
     assert root / "data" / "toy" / CLS_SHAPE in written
     (root / "task_registry" / "toy").mkdir(parents=True)
@@ -102,21 +103,30 @@ def fast_task(toy_root):
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("results")
+def results(module_dir) -> Path:
+    return module_dir("results")
 
 
 @pytest.fixture(scope="module")
-def submissions(tmp_path_factory) -> dict[str, Path]:
-    from harness.submission import write_example_submission
+def submissions(resencl_checkpoint, primus64_checkpoint) -> dict[str, Path]:
+    """The session's example submissions (conftest.py): ResEnc-L, and Primus-M pre-trained at 64^3."""
+    return {"ResEncL": resencl_checkpoint, "PrimusM": primus64_checkpoint}
 
-    folder = tmp_path_factory.mktemp("cls_submissions")
-    return {
-        "ResEncL": write_example_submission(folder / "resenc_example.pth", "ResEncL", seed=3),
-        "PrimusM": write_example_submission(
-            folder / "primus_example.pth", "PrimusM", seed=4, pretrain_patch=(64, 64, 64)
-        ),
-    }
+
+@pytest.fixture(scope="module")
+def loaded(submissions):
+    """``loaded(track)``: ``load_submission`` of that track's example, once per module (the
+    tests below only read its weights)."""
+    from harness.submission import load_submission
+
+    done = {}
+
+    def load(track: str):
+        if track not in done:
+            done[track] = load_submission(submissions[track])
+        return done[track]
+
+    return load
 
 
 @pytest.fixture
@@ -210,8 +220,15 @@ def test_preprocessing_cache_resample_centre_and_reuse(fast_task, results):
     stamp = (cache.path / COMPLETE_MARKER).stat().st_mtime_ns
     again = preprocess_task(fast_task, cases, patch, results)
     assert again.path == cache.path and (cache.path / COMPLETE_MARKER).stat().st_mtime_ns == stamp
-    # another patch is another folder; a changed data file is another key
-    assert preprocess_task(fast_task, cases, (64, 64, 64), results).path != cache.path
+    # another patch is another folder (the key has the patch: test_cache_key_follows_the_data_files)
+    other = ResultsLayout(results).classification_cache(fast_task.name, cache_key(fast_task, cases, (64, 64, 64)))
+    assert other != cache.path and other.parent == cache.path.parent
+    # a patch larger than the resampled volume (60 x 58 x 58) is padded; three cases show it
+    padded = preprocess_task(fast_task, cases[:3], (64, 64, 64), results)
+    assert padded.path != cache.path and (padded.path / COMPLETE_MARKER).is_file()
+    for case in cases[:3]:
+        arr = padded.array(case.case_id)
+        assert arr.shape == (1, 64, 64, 64) and np.isfinite(arr).all()
 
 
 def test_cache_key_follows_the_data_files(fast_task, dataset_copy, tmp_path):
@@ -230,7 +247,7 @@ def test_cache_key_follows_the_data_files(fast_task, dataset_copy, tmp_path):
 
 def test_incomplete_cache_is_rebuilt(dataset_copy, tmp_path):
     task = write_task(tmp_path, "copy")
-    cases = load_cases(task)
+    cases = load_cases(task)[:3]  # a cache of three cases is a cache all the same
     key = cache_key(task, cases, (32, 32, 32))
     stale = tmp_path / "res" / "cache" / "classification" / task.name / key
     stale.mkdir(parents=True)
@@ -324,10 +341,8 @@ def test_unlabelled_test_case_is_an_error(toy_root, tmp_path):
 
 
 # ----------------------------------------------------------------------------- model and transfer
-def test_resencl_encoder_equals_submission(submissions):
-    from harness.submission import load_submission
-
-    sub = load_submission(submissions["ResEncL"])
+def test_resencl_encoder_equals_submission(loaded):
+    sub = loaded("ResEncL")
     model, report = build_classifier(
         "ResEncL",
         input_channels=1,
@@ -348,10 +363,8 @@ def test_resencl_encoder_equals_submission(submissions):
 
 
 @pytest.mark.parametrize("recipe", [SSL3D_2025, SSL3D_2025_LOSSLESS], ids=lambda r: r.name)
-def test_primus_encoder_equals_submission_after_adaptation(submissions, recipe):
-    from harness.submission import load_submission
-
-    sub = load_submission(submissions["PrimusM"])
+def test_primus_encoder_equals_submission_after_adaptation(loaded, recipe):
+    sub = loaded("PrimusM")
     model, report = build_classifier(
         "PrimusM",
         input_channels=1,
@@ -383,10 +396,8 @@ def test_primus_encoder_equals_submission_after_adaptation(submissions, recipe):
     assert model(torch.zeros(2, 1, 32, 32, 32)).shape == (2, 2)
 
 
-def test_two_channel_in_projection_is_repeated(submissions):
-    from harness.submission import load_submission
-
-    sub = load_submission(submissions["PrimusM"])
+def test_two_channel_in_projection_is_repeated(loaded):
+    sub = loaded("PrimusM")
     model, report = build_classifier(
         "PrimusM",
         input_channels=2,

@@ -11,6 +11,7 @@ as a new process would.
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,6 @@ from harness.finetune.classification.train import CHECKPOINT_FILE, checkpoint_pa
 from harness.finetune.job import FinetuneJob, RunLog
 from harness.recipes import ClassificationAugmentation, ClassificationSchedule
 from harness.tasks import load_task_file
-from harness.tasks.toy import write_toy_data
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.interface` is deprecated:FutureWarning")
 
@@ -58,10 +58,10 @@ def _threads():
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory):
+def task(module_dir, toy_data):
     """The toy classification task (data at ``root/data/toy``) with the two-epoch schedule."""
-    root = tmp_path_factory.mktemp("toy")
-    write_toy_data(root / "data" / "toy")
+    root = module_dir("toy")
+    shutil.copytree(toy_data, root / "data" / "toy")
     data = yaml.safe_load(TOY_YAML.read_text())
     data["schedule"] = TWO_EPOCHS
     path = root / "task_registry" / "resume" / "toy_cls_resume.yaml"
@@ -71,11 +71,11 @@ def task(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cache_and_ids(task, tmp_path_factory):
-    cases = load_cases(task)
-    cache = preprocess_task(task, cases, PATCH, tmp_path_factory.mktemp("results"))
-    ids = [c.case_id for c in cases][:5]
-    return cache, ids, [c.label_index for c in cases][:5]
+def cache_and_ids(task, module_dir):
+    """A preprocessed cache of the 5 cases the ``train_classifier`` tests train on (only those)."""
+    cases = load_cases(task)[:5]
+    cache = preprocess_task(task, cases, PATCH, module_dir("results"))
+    return cache, [c.case_id for c in cases], [c.label_index for c in cases]
 
 
 def scramble_global_rngs() -> None:

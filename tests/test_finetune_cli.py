@@ -21,9 +21,9 @@ BASELINE = ("--baseline", "PrimusM")
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory) -> Path:
+def registry(module_dir) -> Path:
     """``<root>/registry/Tiny.yaml`` (fold 0 of 2) over ``<root>/data/Seg``."""
-    root = tmp_path_factory.mktemp("finetune")
+    root = module_dir("finetune")
     write_tiny_dataset(root / "data" / "Seg")
     return write_tiny_task(root / "registry", TASK, "Seg").parent
 

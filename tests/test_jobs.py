@@ -43,17 +43,18 @@ def harness(*args, check=None, **kw) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict:
-    from harness.submission import write_example_submission
-
-    root = tmp_path_factory.mktemp("jobs")
+def world(module_dir, primus64_checkpoint) -> dict:
+    root = module_dir("jobs")
     write_tiny_dataset(root / "data" / "Seg")
     # a task whose data passes the data check and breaks inside the job (a mask resampled away)
     write_failing_classification(root / "reg_all", "Broken", root / "data")
     write_tiny_task(root / "reg_all", "Good", "Seg")
     write_tiny_task(root / "reg_all", "Slow", "Seg", limit=0.05)  # 3 s: killed while it starts
     write_tiny_task(root / "reg_good", "Good", "Seg")
-    sub = write_example_submission(root / "subs" / "primus.pth", "PrimusM", pretrain_patch=(64, 64, 64))
+    # the session's Primus-M example (conftest.py) under the entry name "primus": a hard link, no copy
+    sub = root / "subs" / "primus.pth"
+    sub.parent.mkdir()
+    os.link(primus64_checkpoint, sub)
     bad = root / "subs" / "broken_upload.pth"
     bad.write_bytes(b"this is not a checkpoint\n" * 100)
     return {"root": root, "sub": sub, "bad": bad}
@@ -182,25 +183,21 @@ def test_bad_inputs_give_clear_errors(world, tmp_path):
     assert "does not exist" in out.stderr
 
 
-def test_dry_run_prints_matrix_and_runs_nothing(world, tmp_path):
+def test_dry_run_prints_matrix_and_runs_nothing(world, tmp_path, capsys):
+    """In-process (``harness evaluate`` in a subprocess: the tests above and the slow ones below)."""
+    from harness.cli import main
+
     results = tmp_path / "results"
-    out = harness(
-        "evaluate",
-        world["sub"],
-        world["bad"],
-        "--tasks",
-        world["root"] / "reg_all",
-        "--results",
-        results,
-        "--dry-run",
-        check=0,
-    )
-    lines = out.stdout.splitlines()
+    args = ["evaluate", world["sub"], world["bad"], "--tasks", world["root"] / "reg_all", "--results", results]
+    rc = main([*map(str, args), "--dry-run"])
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    lines = out.out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("entry"))
     table = lines[header + 1 : header + 1 + 9]
     assert sum(" run" in row and "pending" in row for row in table) == 6  # 3 tasks x (baseline + primus)
     assert sum("rejected" in row and row.startswith("broken_upload") for row in table) == 3
-    assert "dry run: 9 jobs, 6 would run" in out.stdout
+    assert "dry run: 9 jobs, 6 would run" in out.out
     # nothing but the data check's memory of the files it read (a real run then reads none again)
     assert [p.relative_to(results) for p in results.rglob("*") if p.is_file()] == [Path("cache/data-check.json")]
 

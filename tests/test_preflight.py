@@ -23,13 +23,12 @@ REGISTRY = "task_registry/toy"
 
 
 @pytest.fixture(scope="module")
-def broken(tmp_path_factory) -> Path:
-    from harness.tasks.toy import write_toy_data
-
-    out = tmp_path_factory.mktemp("broken")
-    write_toy_data(out / "_toy")
+def broken(module_dir, toy_data) -> Path:
+    """``<variant>/``: the toy registry and a copy of the session's toy data with the variant's
+    fault (``clean``: none). Read-only; tests that change files copy a variant first."""
+    out = module_dir("broken")
     for variant in VARIANTS:
-        make_variant(variant, out, out / "_toy")
+        make_variant(variant, out, toy_data)
     return out
 
 
@@ -182,21 +181,16 @@ def _finish(job) -> None:
     run.mark_done({"job_id": job.job_id()})
 
 
-def test_identical_submissions_train_once_and_name_both_files(primus_checkpoint, tmp_path, capsys):
+def test_identical_submissions_train_once_and_name_both_files(broken, primus_checkpoint, tmp_path, capsys):
     copy = tmp_path / "other_team.pth"
     shutil.copy(primus_checkpoint, copy)
-    data = tmp_path / "toy"
-    from harness.tasks.toy import write_toy_data
-
-    write_toy_data(data / "data" / "toy")
-    shutil.copytree(REGISTRY, data / REGISTRY)
     rc = main(
         [
             "evaluate",
             str(primus_checkpoint),
             str(copy),
             "--tasks",
-            str(data / REGISTRY),
+            str(broken / "clean" / REGISTRY),  # a dry run only reads the data
             "--results",
             str(tmp_path / "results"),
             "--dry-run",

@@ -26,9 +26,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory, monkeypatch_module):
+def toy(module_dir, monkeypatch_module):
     """The bundled toy registry, copied beside freshly generated toy data (same relative layout)."""
-    root = tmp_path_factory.mktemp("toy")
+    root = module_dir("toy")
     shutil.copytree(REPO / "task_registry" / "toy", root / "task_registry" / "toy")
     write_toy_data(root / "data" / "toy")
     monkeypatch_module.setenv("nnUNet_n_proc_DA", "0")
