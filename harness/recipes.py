@@ -27,10 +27,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.task_types import TASK_TYPES
 from harness.tracks import TRACKS, get_track
 
 DEFAULT_RECIPE = "ssl3d-2025"
-TASK_TYPES = ("segmentation", "classification")
 
 
 class _Frozen(BaseModel):
@@ -184,7 +184,7 @@ class Recipe(_Frozen):
     def part(self, task_type: str) -> SegmentationRecipe | ClassificationRecipe:
         if task_type not in TASK_TYPES:
             raise RecipeError(f"unknown task type {task_type!r}; known: {', '.join(TASK_TYPES)}")
-        return self.segmentation if task_type == "segmentation" else self.classification
+        return getattr(self, task_type)  # one recipe part per task type, named after it
 
     def applicable_values(self, task_type: str, track: str) -> dict[str, Any]:
         """Every recipe choice a ``task_type`` job of ``track`` makes (its track's schedule only)."""

@@ -75,7 +75,8 @@ def test_override_merges_over_track_defaults(tmp_path, dataset):
         ({"metrics": [{"name": "dise"}]}, "unknown metric 'dise' (did you mean 'dice'?)"),
         ({"patch_size": {"PrimusM": [30, 32, 32]}}, "patch embedding"),
         ({"folds": [5]}, "within 0..4"),
-        ({"type": "regression"}, "type"),
+        ({"type": "regression"}, "field 'type': unknown task type 'regression'; known: segmentation, classification"),
+        ({"type": None}, "field 'type': unknown task type None"),
     ],
 )
 def test_invalid_fields_name_the_file_and_field(tmp_path, dataset, over, message):

@@ -55,9 +55,7 @@ def _finetune(args) -> int:
             sub = load_submission(args.submission)
             track, sha = sub.track, sub.sha256
             del sub
-        task.schedule_for(track, recipe)  # an override the recipe cannot take fails here, not in the job
-        if task.type == "classification":
-            task.augmentation_for(recipe)
+        task.check_recipe(recipe)  # an override the recipe cannot take fails here, not in the job
     except (TaskSpecError, SubmissionError, RecipeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

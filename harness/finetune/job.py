@@ -80,10 +80,7 @@ class FinetuneJob:
         """Every recipe choice this job makes, resolved (task overrides applied)."""
         values = self.recipe.applicable_values(self.task.type, self.track)
         values["schedule"] = self.schedule.model_dump(mode="json")
-        if self.task.type == "classification":
-            values["augmentation"] = self.task.augmentation_for(self.recipe).model_dump(mode="json")
-            values["split_seed"] = self.task.split_seed(self.recipe.classification)
-        return values
+        return values | self.task.recipe_extras(self.recipe)
 
     @property
     def seed(self) -> int:

@@ -3,11 +3,11 @@ executor and Slurm workers all call."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from harness.finetune.job import FinetuneJob
 from harness.recipes import SSL3D_2025, Recipe
+from harness.task_types import get_task_type
 
 
 def default_device() -> str:
@@ -45,20 +45,8 @@ def run_finetune_job(
     return run_job(job)
 
 
-#: Task type -> (module, function) that runs one job of it; imported only when a job runs (each
-#: pulls in torch and, for segmentation, nnU-Net's training stack).
-RUNNERS: dict[str, tuple[str, str]] = {
-    "segmentation": ("harness.finetune.segmentation", "run_segmentation"),
-    "classification": ("harness.finetune.classification", "run_classification"),
-}
-
-
 def run_job(job: FinetuneJob) -> dict:
-    """Run ``job`` with its task type's runner; an unknown type is an error naming the task file."""
-    try:
-        module, function = RUNNERS[job.task.type]
-    except KeyError:
-        raise ValueError(
-            f"{job.task.source}: no runner for task type {job.task.type!r}; known: {', '.join(RUNNERS)}"
-        ) from None
-    return getattr(importlib.import_module(module), function)(job)
+    """Run ``job`` with its task type's runner (``harness.task_types``: imported only now, as it
+    pulls in torch and, for segmentation, nnU-Net's training stack); an unknown type is an error
+    naming the task file."""
+    return get_task_type(job.task.type, str(job.task.source)).load("runner")(job)

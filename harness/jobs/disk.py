@@ -1,9 +1,9 @@
 """Disk checks: a full disk or an unwritable results folder is named before a job starts, and a
 disk that fills up during a job is named in its FAILED message.
 
-How much a job needs is a conservative constant per task type (``MIN_FREE_BYTES``: a
-segmentation job keeps nnU-Net's preprocessed data, checkpoints and predictions in its scratch
-folder; a classification job a preprocessed cache and one model). The environment variable
+How much a job needs is a conservative constant per task type (``min_free_bytes`` of its entry in
+``harness.task_types``: a segmentation job keeps nnU-Net's checkpoints and predictions in its
+scratch folder; a classification job its checkpoints). The environment variable
 ``HARNESS_MIN_FREE_GB`` (a number of GB, e.g. ``0.5``; ``0`` turns the free-space check off)
 overrides it for every job type. Writability is always checked.
 """
@@ -16,14 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from harness.task_types import GB, TASK_TYPES
+
 MIN_FREE_ENV = "HARNESS_MIN_FREE_GB"
-GB = 1_000_000_000
-#: Free space a job of each task type needs on its results file system, in bytes: a lower bound.
-#: A Primus-M checkpoint with its AdamW state is 1.7 GB (ResEnc-L 1.1 GB); a classification job
-#: writes one every epoch beside the previous one before replacing it, nnU-Net keeps its latest
-#: and final ones, and a segmentation job's predictions come on top. The preprocessed data is
-#: built once per task and is not counted.
-MIN_FREE_BYTES = {"segmentation": 5 * GB, "classification": 4 * GB}
 #: errno values that mean "no space left" (a full disk, a used-up quota).
 DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
 
@@ -52,7 +47,7 @@ def format_bytes(n: int | float | None) -> str:
 def job_need_bytes(task_type: str | None) -> int:
     """Free space a job of ``task_type`` (segmentation / classification; None or unknown: the
     largest) needs before it starts, in bytes: ``HARNESS_MIN_FREE_GB`` when set, else
-    ``MIN_FREE_BYTES``. A malformed variable is a ValueError naming it."""
+    the task type's ``min_free_bytes``. A malformed variable is a ValueError naming it."""
     value = os.environ.get(MIN_FREE_ENV, "").strip()
     if value:
         try:
@@ -62,7 +57,9 @@ def job_need_bytes(task_type: str | None) -> int:
         if not gb >= 0:
             raise ValueError(f"{MIN_FREE_ENV}={value!r}: must be 0 or more GB")
         return int(gb * GB)
-    return MIN_FREE_BYTES.get(task_type or "", max(MIN_FREE_BYTES.values()))
+    if task_type in TASK_TYPES:
+        return TASK_TYPES[task_type].min_free_bytes
+    return max(t.min_free_bytes for t in TASK_TYPES.values())
 
 
 def existing_ancestor(path: Path) -> Path:

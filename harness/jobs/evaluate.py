@@ -232,13 +232,8 @@ def run_intake(entry: str, path: Path, sha256: str, results: Path, *, write: boo
 def check_recipe(recipe, tasks: dict) -> None:
     """Resolve every task's schedule (and augmentation) under ``recipe`` before anything runs: an
     override the recipe cannot take is an error naming the task file and the field."""
-    from harness.tracks import TRACKS
-
     for task in tasks.values():
-        for track in TRACKS:
-            task.schedule_for(track, recipe)
-        if task.type == "classification":
-            task.augmentation_for(recipe)
+        task.check_recipe(recipe)
 
 
 def check_results_folder(results: Path, tasks: dict) -> None:

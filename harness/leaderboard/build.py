@@ -29,8 +29,9 @@ from harness.leaderboard.read_csv import collect_csv
 from harness.leaderboard.read_runs import collect_runs
 from harness.leaderboard.report import leaderboard_table, render_html, significance_table, stability_table
 from harness.leaderboard.stability import TrackStability, bootstrap_track, significance_track
-from harness.recipes import DEFAULT_RECIPE, TASK_TYPES, RecipeError, get_recipe
+from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
 from harness.runs import write_atomic, write_json_atomic, write_text_atomic
+from harness.task_types import TASK_TYPES
 from harness.tracks import TRACKS
 
 PRIVATE_DIR = "private"

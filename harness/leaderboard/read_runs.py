@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ from harness.leaderboard.model import (
     unit_name,
 )
 from harness.leaderboard.text_tables import line_numbers
-from harness.metrics.registry import CLASSIFICATION, POOLED, SEGMENTATION, TASK_TYPES, Metric, metrics_for
+from harness.metrics.registry import POOLED, Metric, metrics_for
 from harness.runs import (
     BASELINE_PREFIX,
     JobSpec,
@@ -67,6 +68,7 @@ from harness.runs import (
     read_json,
     read_metrics_json,
 )
+from harness.task_types import TASK_TYPES
 
 #: What the leaderboard needs of a job.json (``JobSpec.read`` demands them).
 JOB_FIELDS = ("entry", "track", "is_baseline", "task", "task_type", "fold")
@@ -117,7 +119,8 @@ def _read_job(run: RunFolder) -> _Job:
     return _Job(run, entry, track, is_baseline, task, task_type, fold, spec.recipe, spec=spec)
 
 
-def _ranking_metrics(job: _Job) -> tuple[tuple[Metric, ...], tuple[str, ...]]:
+def _ranking_metrics(job: _Job, pooled: bool) -> tuple[tuple[Metric, ...], tuple[str, ...]]:
+    """The metrics.json's ranking metrics (and, for a task ranked on pooled cases, its classes)."""
     where = str(job.run.metrics_json)
     try:
         data = read_metrics_json(job.run.metrics_json)
@@ -135,13 +138,13 @@ def _ranking_metrics(job: _Job) -> tuple[tuple[Metric, ...], tuple[str, ...]]:
     if len(set(names)) != len(names):
         raise LeaderboardInputError(f"{where}: ranking_metrics lists a metric twice: {names}")
     classes: tuple[str, ...] = ()
-    if job.task_type == CLASSIFICATION:
-        pooled = metrics_for(CLASSIFICATION, POOLED)
-        unsupported = [m.name for m in metrics if m not in pooled]
+    if pooled:
+        supported = metrics_for(job.task_type, POOLED)
+        unsupported = [m.name for m in metrics if m not in supported]
         if unsupported:
             raise LeaderboardInputError(
-                f"{where}: classification ranking metrics {unsupported} cannot be recomputed on "
-                f"resampled cases; supported: {', '.join(m.name for m in pooled)}"
+                f"{where}: {job.task_type} ranking metrics {unsupported} cannot be recomputed on "
+                f"resampled cases; supported: {', '.join(m.name for m in supported)}"
             )
         raw = data.get("classes")
         if not isinstance(raw, list) or len(raw) < 2 or len({str(c) for c in raw}) != len(raw):
@@ -398,10 +401,8 @@ def _track_from_jobs(track: str, jobs: list[_Job], source: str, notes: tuple[str
     tasks: list[TaskData] = []
     for task in sorted(task_types):
         task_jobs = [j for j in jobs if j.task == task]
-        if task_types[task] == SEGMENTATION:
-            task_jobs, metrics, classes, tables = _read_segmentation_runs(task, task_jobs)
-        else:
-            task_jobs, metrics, classes, tables = _read_classification_runs(task, task_jobs)
+        reader: ResultsReader = TASK_TYPES[task_types[task]].load("results")
+        task_jobs, metrics, classes, tables = reader.read_runs(task, task_jobs)
         by_key = {(j.entry, j.fold): j for j in task_jobs}
         folds = sorted({j.fold for j in task_jobs})
         status: dict[tuple[str, int], str] = {}
@@ -414,10 +415,7 @@ def _track_from_jobs(track: str, jobs: list[_Job], source: str, notes: tuple[str
                     unreadable = job is not None and bool(job.problem)
                     problems.append(JobProblem(entry, task, fold, state, _failure_detail(job), unreadable))
         ok = {key: table for key, table in tables.items() if status[key] == FLAG_OK}
-        if task_types[task] == SEGMENTATION:
-            tasks.append(_segmentation_task(task, entries, metrics, ok, status))
-        else:
-            tasks.append(_classification_task(task, entries, metrics, classes, ok, status))
+        tasks.append(reader.make_task(task, entries, metrics, classes, ok, status))
     return TrackData(track, entries, frozenset(baselines), tuple(tasks), tuple(problems), source, notes)
 
 
@@ -433,7 +431,9 @@ def _failure_detail(job: _Job | None) -> str:
         return "FAILED marker unreadable"
 
 
-def _agreed_metrics(task: str, jobs: list[_Job]) -> tuple[list[_Job], tuple[Metric, ...], tuple[str, ...]]:
+def _agreed_metrics(
+    task: str, jobs: list[_Job], pooled: bool
+) -> tuple[list[_Job], tuple[Metric, ...], tuple[str, ...]]:
     """The ranking metrics and classes of the finished runs' metrics.json; a run whose file cannot
     be read or disagrees with the majority is failed."""
     claims = []
@@ -441,7 +441,7 @@ def _agreed_metrics(task: str, jobs: list[_Job]) -> tuple[list[_Job], tuple[Metr
         if job.status != FLAG_OK:
             continue
         try:
-            claims.append((job, _ranking_metrics(job)))
+            claims.append((job, _ranking_metrics(job, pooled)))
         except LeaderboardInputError as exc:
             jobs[i] = job.failed(str(exc))
     found, dissent = _majority(
@@ -471,7 +471,7 @@ def _read_cases(jobs: list[_Job], read) -> tuple[list[_Job], dict[tuple[str, int
 
 
 def _read_segmentation_runs(task: str, jobs: list[_Job]):
-    jobs, metrics, _ = _agreed_metrics(task, list(jobs))
+    jobs, metrics, _ = _agreed_metrics(task, list(jobs), pooled=False)
     jobs, tables = _read_cases(jobs, lambda path: _segmentation_cases(path, metrics))
     return jobs, metrics, (), tables
 
@@ -479,7 +479,7 @@ def _read_segmentation_runs(task: str, jobs: list[_Job]):
 def _read_classification_runs(task: str, jobs: list[_Job]):
     """As for segmentation, and each case's true label is the majority's over the runs that have
     it: a run that gives another is failed (its cases.csv disagrees with the task's truth)."""
-    jobs, metrics, classes = _agreed_metrics(task, list(jobs))
+    jobs, metrics, classes = _agreed_metrics(task, list(jobs), pooled=True)
     jobs, tables = _read_cases(jobs, lambda path: _classification_cases(path, classes))
     done = [j for j in jobs if j.status == FLAG_OK]
     votes: dict[tuple[int, str], list[tuple[_Job, int]]] = {}
@@ -499,7 +499,7 @@ def _read_classification_runs(task: str, jobs: list[_Job]):
 # --------------------------------------------------------------------------- tasks from the runs' tables
 
 
-def _segmentation_task(task, entries, metrics, per_label, status) -> PerCaseTask:
+def _segmentation_task(task, entries, metrics, classes, per_label, status) -> PerCaseTask:
     """``per_label``: (entry, fold) -> the checked per-label table of each run counted as done."""
     per_run = {key: _case_means(numbers, metrics) for key, numbers in per_label.items()}
     units = sorted({(fold, case) for (_, fold), table in per_run.items() for case in table.index})
@@ -549,3 +549,24 @@ def _classification_task(task, entries, metrics, classes, per_run, status) -> Po
                 probs[e, u] = table.loc[case, prob_columns].to_numpy(dtype=float)
                 pred[e, u] = table.loc[case, "pred"]
     return PooledTask(task, tuple(entries), cases, metrics, classes, y_true, probs, pred, flags.astype(str))
+
+
+# --------------------------------------------------------------------------- the readers of the task types
+
+
+@dataclass(frozen=True)
+class ResultsReader:
+    """How the leaderboard reads the runs of one task type (its entry in ``harness.task_types``).
+
+    ``read_runs(task, jobs) -> (jobs, metrics, classes, tables)``: the agreed ranking metrics (and
+    classes) and each finished run's checked cases.csv by (entry, fold); a run that cannot be read
+    or disagrees with the others is returned failed. ``make_task(task, entries, metrics, classes,
+    tables, status) -> TaskData``: the leaderboard's task, which scores itself.
+    """
+
+    read_runs: Callable[[str, list[_Job]], tuple[list[_Job], tuple[Metric, ...], tuple[str, ...], dict]]
+    make_task: Callable[..., TaskData]
+
+
+SEGMENTATION_RESULTS = ResultsReader(_read_segmentation_runs, _segmentation_task)
+CLASSIFICATION_RESULTS = ResultsReader(_read_classification_runs, _classification_task)

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.metrics.registry import CLASSIFICATION, metrics_for
+from harness.metrics.registry import metrics_for
+from harness.task_types import CLASSIFICATION
 
 #: The classification metrics of the registry (``aggregates`` also holds plain ``accuracy``).
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in metrics_for(CLASSIFICATION))

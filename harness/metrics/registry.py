@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-SEGMENTATION = "segmentation"
-CLASSIFICATION = "classification"
-TASK_TYPES: tuple[str, ...] = (SEGMENTATION, CLASSIFICATION)
+from harness.task_types import CLASSIFICATION, SEGMENTATION, TASK_TYPES
+
 PER_CASE = "per_case"
 POOLED = "pooled"
 KINDS: tuple[str, ...] = (PER_CASE, POOLED)

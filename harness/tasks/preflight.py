@@ -20,15 +20,17 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from harness.runs import JobSpec, ResultsLayout
+from harness.task_types import get_task_type
 from harness.tasks.datafiles import FactsCache, FileFacts, ReadStats, Role, read_all
-from harness.tasks.spec import ClassificationTask, SegmentationTask
+from harness.tasks.spec import ClassificationTask, SegmentationTask, TaskSpec
 
 #: Channels and label of one case must agree within these: spacing as closely as nnU-Net's own
 #: check demands (``np.allclose`` defaults, where it refuses the dataset); origin and direction,
@@ -109,7 +111,7 @@ class PreflightReport:
 class _Plan:
     """What one task's check reads, and the checks to run on what was read."""
 
-    task: SegmentationTask | ClassificationTask
+    task: TaskSpec
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     #: name in the manifest -> (path, role)
@@ -123,6 +125,8 @@ class _Plan:
     labelled: tuple[list[str], list[int]] | None = None
     #: classification: cases on a line of the labels file that has a bad label
     mislabelled: set[str] = field(default_factory=set)
+    #: ``(plan, recipe)``: checks that need every file read and checked first (classification: folds)
+    after_files: Callable[[_Plan, Any], None] | None = None
 
     def problem(self, path, message: str) -> None:
         self.problems.append(Problem(self.task.name, str(path), message))
@@ -132,6 +136,11 @@ class _Plan:
 
     def add(self, name: str, path: Path, role: Role) -> None:
         self.files[name] = (path, role)
+
+
+def _plan(task: TaskSpec) -> _Plan:
+    """The data check's plan of ``task``, from its task type's entry (``harness.task_types``)."""
+    return get_task_type(task.type, str(task.source)).load("data_check")(task)
 
 
 def _list(folder: Path) -> list[Path]:
@@ -210,7 +219,7 @@ def _pair(
     return complete
 
 
-def _plan_segmentation(task: SegmentationTask) -> _Plan:
+def plan_segmentation(task: SegmentationTask) -> _Plan:
     plan = _Plan(task)
     root = task.dataset_dir
     dataset_json = root / "dataset.json"
@@ -342,7 +351,7 @@ def _read_labels_csv(plan: _Plan, task: ClassificationTask) -> dict[str, str]:
     return out
 
 
-def _plan_classification(task: ClassificationTask) -> _Plan:
+def plan_classification(task: ClassificationTask) -> _Plan:
     plan = _Plan(task)
     labels = _read_labels_csv(plan, task)
     plan.files[f"labels/{task.labels_csv.name}"] = (task.labels_csv, "text")  # type: ignore[assignment]
@@ -395,6 +404,7 @@ def _plan_classification(task: ClassificationTask) -> _Plan:
     elif task.folds is not None and len(labels) < task.folds.k:
         plan.problem(task.source, f"{len(labels)} labelled case(s) cannot make {task.folds.k} folds")
     plan.labelled = (ids, indices)
+    plan.after_files = _check_folds
     return plan
 
 
@@ -461,7 +471,7 @@ def _fmt(values) -> str:
 
 def _check_folds(plan: _Plan, recipe) -> None:
     task = plan.task
-    assert isinstance(task, ClassificationTask)  # check_tasks calls it for classification only
+    assert isinstance(task, ClassificationTask)  # plan_classification's own check
     ids, indices = plan.labelled or ([], [])
     if not ids or plan.problems:
         return
@@ -482,7 +492,7 @@ def _check_folds(plan: _Plan, recipe) -> None:
 
 
 def check_tasks(
-    tasks: Mapping[str, SegmentationTask | ClassificationTask] | Iterable[SegmentationTask | ClassificationTask],
+    tasks: Mapping[str, TaskSpec] | Iterable[TaskSpec],
     cache: Path | None = None,
     recipe=None,
     workers: int | None = None,
@@ -491,7 +501,7 @@ def check_tasks(
     decides the classification folds (None: the default recipe's)."""
     t0 = time.time()
     tasks = list(tasks.values()) if isinstance(tasks, Mapping) else list(tasks)
-    plans = [_plan_segmentation(t) if isinstance(t, SegmentationTask) else _plan_classification(t) for t in tasks]
+    plans = [_plan(t) for t in tasks]
     facts, stats = _read(plans, cache, workers)
     report = PreflightReport(stats=stats)
     for plan in plans:
@@ -503,8 +513,8 @@ def check_tasks(
         for case, files in plan.groups.items():
             if all(f in good for f in files):
                 _check_grid(plan, case, files, facts)
-        if isinstance(plan.task, ClassificationTask):
-            _check_folds(plan, recipe)
+        if plan.after_files is not None:
+            plan.after_files(plan, recipe)
         report.problems += plan.problems
         report.warnings += plan.warnings
         report.data[plan.task.name] = _task_data(plan, facts)
@@ -515,7 +525,7 @@ def check_tasks(
 def task_data(task, cache: Path | None = None) -> TaskData:
     """The data identity of one task as it is on disk now (what a job checks before it starts);
     unchanged files are not read again (``cache``)."""
-    plan = _plan_segmentation(task) if isinstance(task, SegmentationTask) else _plan_classification(task)
+    plan = _plan(task)
     facts, _ = _read([plan], cache, None)
     return _task_data(plan, facts)
 

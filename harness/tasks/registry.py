@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from harness.tasks.spec import ClassificationTask, SegmentationTask, TaskSpec
-
-_ADAPTER = TypeAdapter(TaskSpec)
+from harness.task_types import UnknownTaskTypeError, get_task_type
+from harness.tasks.spec import TaskSpec
 
 
 class TaskSpecError(ValueError):
@@ -34,11 +33,16 @@ def read_task_file(path: Path) -> dict:
     return data
 
 
-def parse_task(data: dict, source: Path) -> SegmentationTask | ClassificationTask:
-    """Validate one task mapping; relative paths are taken relative to ``source``'s folder."""
+def parse_task(data: dict, source: Path) -> TaskSpec:
+    """Validate one task mapping against the schema of its ``type`` (``harness.task_types``);
+    relative paths are taken relative to ``source``'s folder."""
     source = Path(source).resolve()
     try:
-        task = _ADAPTER.validate_python(data)
+        spec = get_task_type(data.get("type"), "field 'type'").load("spec")
+    except UnknownTaskTypeError as e:
+        raise TaskSpecError(f"{source}: {e}") from None
+    try:
+        task = spec.model_validate(data)
     except ValidationError as e:
         raise TaskSpecError(f"{source}: {_describe(e)}") from None
     task._source = source
@@ -46,11 +50,11 @@ def parse_task(data: dict, source: Path) -> SegmentationTask | ClassificationTas
     return task
 
 
-def load_task_file(path: Path) -> SegmentationTask | ClassificationTask:
+def load_task_file(path: Path) -> TaskSpec:
     return parse_task(read_task_file(path), path)
 
 
-def load_registry(folder: Path) -> dict[str, SegmentationTask | ClassificationTask]:
+def load_registry(folder: Path) -> dict[str, TaskSpec]:
     """All tasks of a registry folder, by name, in sorted file order."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -73,7 +77,7 @@ def load_registry(folder: Path) -> dict[str, SegmentationTask | ClassificationTa
     return tasks
 
 
-def get_task(folder: Path, name: str) -> SegmentationTask | ClassificationTask:
+def get_task(folder: Path, name: str) -> TaskSpec:
     tasks = load_registry(folder)
     if name not in tasks:
         import difflib
@@ -88,46 +92,17 @@ def _describe(error: ValidationError) -> str:
     parts = []
     for err in error.errors():
         loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-after", "function-before")))
-        # drop the discriminator tag pydantic puts first ("segmentation." / "classification.")
-        loc = loc.split(".", 1)[1] if loc.split(".")[0] in ("segmentation", "classification") and "." in loc else loc
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"field '{loc}': {msg}" if loc else msg)
     return "; ".join(parts)
 
 
 def _check_paths(task) -> None:
-    def need(field: str, path: Path, kind: str) -> None:
-        ok = path.is_dir() if kind == "folder" else path.is_file()
-        if not ok:
+    for field, path, kind in task.required_paths():
+        if not (path.is_dir() if kind == "folder" else path.is_file()):
             raise TaskSpecError(f"{task.source}: field '{field}': {kind} {path} does not exist")
-
-    if isinstance(task, SegmentationTask):
-        root = task.dataset_dir
-        need("dataset", root, "folder")
-        need("dataset", root / "dataset.json", "file")
-        need("dataset", root / "imagesTr", "folder")
-        need("dataset", root / "labelsTr", "folder")
-        if task.test.cases is None:
-            assert task.test.images is not None and task.test.labels is not None  # HeldOutSplit checked them
-            need("test.images", root / task.test.images, "folder")
-            need("test.labels", root / task.test.labels, "folder")
-    else:
-        need("images", task.images_dir, "folder")
-        need("labels", task.labels_csv, "file")
-        if task.masks_dir is not None:
-            need("masks", task.masks_dir, "folder")
 
 
 def summarize(task) -> str:
     """One line per task for ``harness tasks``."""
-    if isinstance(task, SegmentationTask):
-        metrics = ", ".join(m.name + (f"@{m.tolerance_mm:g}mm" if m.tolerance_mm else "") for m in task.metrics)
-        return (
-            f"{task.name:<24} segmentation   folds {list(task.folds)}  spacing {task.target_spacing}  "
-            f"metrics {metrics}  data {task.dataset_dir}"
-        )
-    split = f"{task.folds.k}-fold CV" if task.folds else f"{len(task.test_cases)} test cases"
-    return (
-        f"{task.name:<24} classification {split}  classes {list(task.classes)}  "
-        f"metrics {', '.join(m.name for m in task.metrics)}  images {task.images_dir}"
-    )
+    return task.summary()

@@ -85,7 +85,11 @@ def _track_overrides(value: Any, task_type: str) -> dict[str, dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- tasks
-class _TaskBase(_Frozen):
+class TaskSpec(_Frozen):
+    """What every task type's spec has; a type's own class (``harness.task_types``) adds its
+    data, split and metrics, and a ``type: Literal["<its name>"]``."""
+
+    type: str
     name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
     description: str = ""
     target_spacing: Triple = (1.0, 1.0, 1.0)
@@ -130,6 +134,32 @@ class _TaskBase(_Frozen):
         z, y, x = recommended or (160, 160, 160)
         return (z, y, x)
 
+    def check_recipe(self, recipe: Recipe) -> None:
+        """Resolve what a job of this task takes from ``recipe``, for every track, before anything
+        runs: an override the recipe cannot take is an error naming the task file and the field."""
+        for track in TRACKS:
+            self.schedule_for(track, recipe)
+
+    def recipe_extras(self, recipe: Recipe) -> dict[str, Any]:
+        """Recipe choices a job of this task makes beyond its schedule (part of its identity)."""
+        return {}
+
+    def schedule_for(self, track: str, recipe: Recipe | None = None) -> Any:
+        return _resolved_schedule(self, track, recipe)
+
+    @property
+    def fold_ids(self) -> tuple[int, ...]:
+        """The folds a job matrix runs."""
+        raise NotImplementedError
+
+    def required_paths(self) -> list[tuple[str, Path, str]]:
+        """``(field, path, "folder" | "file")`` that must exist for the file to load."""
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        """One line for ``harness tasks``."""
+        raise NotImplementedError
+
     def spec_hash(self) -> str:
         """Hash of everything in the spec as written: a changed spec gives new job identities."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -152,7 +182,7 @@ class HeldOutSplit(_Frozen):
         return self
 
 
-class SegmentationTask(_TaskBase):
+class SegmentationTask(TaskSpec):
     type: Literal["segmentation"]
     #: An nnU-Net raw dataset folder: imagesTr/, labelsTr/, dataset.json (+ imagesTs/, labelsTs/).
     dataset: str
@@ -171,6 +201,23 @@ class SegmentationTask(_TaskBase):
 
     def schedule_for(self, track: str, recipe: Recipe | None = None) -> SegmentationSchedule:
         return _resolved_schedule(self, track, recipe)
+
+    def required_paths(self) -> list[tuple[str, Path, str]]:
+        root = self.dataset_dir
+        paths = [("dataset", root, "folder"), ("dataset", root / "dataset.json", "file")]
+        paths += [("dataset", root / "imagesTr", "folder"), ("dataset", root / "labelsTr", "folder")]
+        if self.test.cases is None:
+            assert self.test.images is not None and self.test.labels is not None  # HeldOutSplit checked them
+            paths += [("test.images", root / self.test.images, "folder")]
+            paths += [("test.labels", root / self.test.labels, "folder")]
+        return paths
+
+    def summary(self) -> str:
+        metrics = ", ".join(m.name + (f"@{m.tolerance_mm:g}mm" if m.tolerance_mm else "") for m in self.metrics)
+        return (
+            f"{self.name:<24} segmentation   folds {list(self.folds)}  spacing {self.target_spacing}  "
+            f"metrics {metrics}  data {self.dataset_dir}"
+        )
 
     @field_validator("metrics")
     @classmethod
@@ -194,7 +241,6 @@ class SegmentationTask(_TaskBase):
 
     @property
     def fold_ids(self) -> tuple[int, ...]:
-        """The folds a job matrix runs (both task types answer this)."""
         return tuple(self.folds)
 
     @property
@@ -216,7 +262,7 @@ class ClassificationFolds(_Frozen):
     seed: int | None = None
 
 
-class ClassificationTask(_TaskBase):
+class ClassificationTask(TaskSpec):
     type: Literal["classification"]
     #: Folder of NIfTI images named as nnU-Net does: ``<case>_0000.nii.gz`` (+ ``_0001`` ... per channel).
     images: str
@@ -253,6 +299,29 @@ class ClassificationTask(_TaskBase):
 
     def schedule_for(self, track: str, recipe: Recipe | None = None) -> ClassificationSchedule:
         return _resolved_schedule(self, track, recipe)
+
+    def check_recipe(self, recipe: Recipe) -> None:
+        super().check_recipe(recipe)
+        self.augmentation_for(recipe)
+
+    def recipe_extras(self, recipe: Recipe) -> dict[str, Any]:
+        return {
+            "augmentation": self.augmentation_for(recipe).model_dump(mode="json"),
+            "split_seed": self.split_seed(recipe.classification),
+        }
+
+    def required_paths(self) -> list[tuple[str, Path, str]]:
+        paths = [("images", self.images_dir, "folder"), ("labels", self.labels_csv, "file")]
+        if self.masks_dir is not None:
+            paths.append(("masks", self.masks_dir, "folder"))
+        return paths
+
+    def summary(self) -> str:
+        split = f"{self.folds.k}-fold CV" if self.folds else f"{len(self.test_cases or ())} test cases"
+        return (
+            f"{self.name:<24} classification {split}  classes {list(self.classes)}  "
+            f"metrics {', '.join(m.name for m in self.metrics)}  images {self.images_dir}"
+        )
 
     def augmentation_for(self, recipe: Recipe | None = None) -> ClassificationAugmentation:
         recipe = recipe or get_recipe(DEFAULT_RECIPE)
@@ -375,9 +444,6 @@ def _resolved_schedule(task, track: str, recipe: Recipe | None):
         where=str(task.source or task.name),
         field=f"schedule.{track}",
     )
-
-
-TaskSpec = Annotated[SegmentationTask | ClassificationTask, Field(discriminator="type")]
 
 
 def _check_metric_name(name: str, task_type: str) -> None:

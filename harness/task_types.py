@@ -1,0 +1,82 @@
+"""The task-type registry: each kind of downstream task is one entry naming its parts.
+
+A task type is made of a YAML schema (``spec``), the data check's plan of what its jobs read
+(``data_check``), the job that fine-tunes and scores it (``runner``), the leaderboard's reader of
+its run folders (``results``) and the free disk one job needs. The parts live in the stage they
+belong to; the entry names them as ``"module:attribute"`` and each stage imports only the part it
+uses, when it uses it (a runner pulls in torch, nnU-Net's training stack for segmentation). So
+this module imports nothing, any layer may read it, and a task file of a type not listed here is
+an error naming the file.
+
+Adding a type: ``docs/extending.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+GB = 1_000_000_000  # decimal, as disks are sold and `df -H` shows
+
+SEGMENTATION = "segmentation"
+CLASSIFICATION = "classification"
+
+
+class UnknownTaskTypeError(ValueError):
+    """A task type no entry of ``TASK_TYPES`` describes; the message lists the known ones."""
+
+
+@dataclass(frozen=True)
+class TaskType:
+    name: str
+    #: The pydantic model of its task files (``harness.tasks.spec``): unknown keys are refused.
+    spec: str
+    #: ``plan(task) -> _Plan`` of ``harness.tasks.preflight``: every file its jobs read, the checks
+    #: to run on them (their hashes become the jobs' data identity).
+    data_check: str
+    #: ``run(job: FinetuneJob) -> dict``: fine-tunes, predicts the held-out cases and writes the
+    #: run folder through ``harness.finetune.job.finish_run``.
+    runner: str
+    #: A ``harness.leaderboard.read_runs.ResultsReader``: its runs' cases.csv into a task of the
+    #: leaderboard that scores itself.
+    results: str
+    #: Free space one job needs on its results file system before it starts, a lower bound
+    #: (``harness.jobs.disk``). A Primus-M checkpoint with its AdamW state is 1.7 GB (ResEnc-L
+    #: 1.1 GB); a classification job writes one every epoch beside the previous one before
+    #: replacing it, nnU-Net keeps its latest and final ones, and a segmentation job's predictions
+    #: come on top. The preprocessed data is built once per task and is not counted.
+    min_free_bytes: int
+
+    def load(self, part: str) -> Any:
+        """The object ``part`` (``"spec"``, ``"runner"``, ...) names, imported now."""
+        module, _, attribute = getattr(self, part).partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+TASK_TYPES: dict[str, TaskType] = {
+    SEGMENTATION: TaskType(
+        SEGMENTATION,
+        spec="harness.tasks.spec:SegmentationTask",
+        data_check="harness.tasks.preflight:plan_segmentation",
+        runner="harness.finetune.segmentation:run_segmentation",
+        results="harness.leaderboard.read_runs:SEGMENTATION_RESULTS",
+        min_free_bytes=5 * GB,
+    ),
+    CLASSIFICATION: TaskType(
+        CLASSIFICATION,
+        spec="harness.tasks.spec:ClassificationTask",
+        data_check="harness.tasks.preflight:plan_classification",
+        runner="harness.finetune.classification:run_classification",
+        results="harness.leaderboard.read_runs:CLASSIFICATION_RESULTS",
+        min_free_bytes=4 * GB,
+    ),
+}
+
+
+def get_task_type(name: object, where: str = "") -> TaskType:
+    """The entry of ``name``; anything else is an ``UnknownTaskTypeError`` (prefixed ``where: ``)."""
+    if isinstance(name, str) and name in TASK_TYPES:
+        return TASK_TYPES[name]
+    prefix = f"{where}: " if where else ""
+    raise UnknownTaskTypeError(f"{prefix}unknown task type {name!r}; known: {', '.join(TASK_TYPES)}")
