@@ -30,6 +30,7 @@ import numpy as np
 from harness.runs import JobSpec, ResultsLayout
 from harness.task_types import get_task_type
 from harness.tasks.datafiles import FactsCache, FileFacts, ReadStats, Role, read_all
+from harness.tasks.labels import read_labels_file
 from harness.tasks.spec import ClassificationTask, SegmentationTask, TaskSpec
 
 #: Channels and label of one case must agree within these: spacing as closely as nnU-Net's own
@@ -306,54 +307,12 @@ def plan_segmentation(task: SegmentationTask) -> _Plan:
     return plan
 
 
-def _read_labels_csv(plan: _Plan, task: ClassificationTask) -> dict[str, str]:
-    """``case -> label`` of the labels file, collecting every bad line instead of stopping at
-    the first (``harness.finetune.classification.data.read_labels`` is the job's strict reader)."""
-    import csv
-
-    path = task.labels_csv
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            if "case_id" not in header or "label" not in header:
-                plan.problem(path, f"needs the columns case_id,label; found {header or 'no header'}")
-                return {}
-            reader.fieldnames = header
-            out: dict[str, str] = {}
-            first: dict[str, int] = {}
-            for row in reader:
-                case, label = (row.get("case_id") or "").strip(), (row.get("label") or "").strip()
-                line = reader.line_num
-                if not case and not label:
-                    continue
-                if not case:
-                    plan.problem(path, f"line {line}: empty case_id")
-                elif label not in task.classes:
-                    plan.problem(
-                        path,
-                        f"line {line}: case {case!r} has label {label!r}, not one of the task's "
-                        f"classes {list(task.classes)}",
-                    )
-                    plan.mislabelled.add(case)
-                elif case in out:
-                    plan.problem(path, f"case {case!r} is listed twice (lines {first[case]} and {line})")
-                else:
-                    out[case], first[case] = label, line
-    except OSError as e:
-        plan.problem(path, f"cannot read: {e.strerror or e}")
-        return {}
-    except (csv.Error, UnicodeDecodeError) as e:
-        plan.problem(path, f"not a readable CSV file: {e}")
-        return {}
-    if not out:
-        plan.problem(path, "lists no usable case")
-    return out
-
-
 def plan_classification(task: ClassificationTask) -> _Plan:
     plan = _Plan(task)
-    labels = _read_labels_csv(plan, task)
+    table = read_labels_file(task.labels_csv, task.classes)
+    for message in table.problems:
+        plan.problem(task.labels_csv, message)
+    labels, plan.mislabelled = table.labels, table.mislabelled
     plan.files[f"labels/{task.labels_csv.name}"] = (task.labels_csv, "text")  # type: ignore[assignment]
     present = sorted(set(labels.values()))
     if len(present) == 1:

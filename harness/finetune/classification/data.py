@@ -33,7 +33,6 @@ from preprocessing at once.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -46,6 +45,7 @@ import numpy as np
 from harness.finetune.cache import build_once
 from harness.recipes import SSL3D_2025, ClassificationRecipe
 from harness.runs import ResultsLayout, write_json_atomic
+from harness.tasks.labels import read_labels_file
 
 #: Bump when preprocessing changes what ends up in the cache.
 PREPROCESS_VERSION = "2"
@@ -69,50 +69,13 @@ class ClassificationCase:
 
 # ----------------------------------------------------------------------------- labels and files
 def read_labels(labels_csv: Path, classes: Sequence[str]) -> dict[str, str]:
-    """``case_id -> label`` from a ``case_id,label`` CSV, in file order.
-
-    Errors name the file and line: missing columns, an empty case id, a label not in ``classes``,
-    a case listed twice. An empty table is an error too.
-    """
-    labels_csv = Path(labels_csv)
-    classes = list(classes)
-    try:
-        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            fields = [h.strip() for h in (reader.fieldnames or [])]
-            if "case_id" not in fields or "label" not in fields:
-                raise ClassificationDataError(
-                    f"{labels_csv}: the labels file needs the columns case_id,label; found {fields or 'no header'}"
-                )
-            reader.fieldnames = fields
-            out: dict[str, str] = {}
-            first_line: dict[str, int] = {}
-            for row in reader:
-                line = reader.line_num
-                case = (row.get("case_id") or "").strip()
-                label = (row.get("label") or "").strip()
-                if not case and not label:
-                    continue  # a blank line
-                if not case:
-                    raise ClassificationDataError(f"{labels_csv}: line {line}: empty case_id")
-                if label not in classes:
-                    raise ClassificationDataError(
-                        f"{labels_csv}: line {line}: case {case!r} has label {label!r}, which is not one of "
-                        f"the task's classes {classes}"
-                    )
-                if case in out:
-                    raise ClassificationDataError(
-                        f"{labels_csv}: case {case!r} is listed twice (lines {first_line[case]} and {line})"
-                    )
-                out[case] = label
-                first_line[case] = line
-    except OSError as e:
-        raise ClassificationDataError(f"{labels_csv}: cannot read the labels file: {e.strerror or e}") from None
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise ClassificationDataError(f"{labels_csv}: not a readable CSV file: {e}") from None
-    if not out:
-        raise ClassificationDataError(f"{labels_csv}: the labels file lists no cases")
-    return out
+    """``case_id -> label`` from a ``case_id,label`` CSV, in file order; the first problem
+    (``harness.tasks.labels``, which the data check reports in full) is an error naming the file
+    and the line."""
+    table = read_labels_file(labels_csv, classes)
+    if table.problems:
+        raise ClassificationDataError(f"{labels_csv}: {table.problems[0]}")
+    return table.labels
 
 
 def _read_header(path: Path, case: str, what: str):
