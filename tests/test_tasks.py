@@ -69,7 +69,7 @@ def test_override_merges_over_track_defaults(tmp_path, dataset):
 @pytest.mark.parametrize(
     "over, message",
     [
-        ({"schedul": {}}, "field 'schedul': Extra inputs are not permitted"),
+        ({"schedul": {}}, "field 'schedul': unknown field"),
         ({"schedule": {"PrimusM": {"lr": -1}}}, "field 'schedule': PrimusM.lr: Input should be greater than 0"),
         ({"schedule": {"Primus": {}}}, "unknown track(s) ['Primus']"),
         ({"metrics": [{"name": "dise"}]}, "unknown metric 'dise' (did you mean 'dice'?)"),

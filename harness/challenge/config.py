@@ -15,9 +15,9 @@ import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from harness.config_files import describe_validation, read_yaml_mapping
 from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
 from harness.tracks import TRACKS
 
@@ -225,29 +225,10 @@ def load_challenge(path: str | Path) -> Challenge:
     """Read and validate a challenge file; every problem is a ``ChallengeError`` naming the file
     and the field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ChallengeError(f"{path}: cannot read: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise ChallengeError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ChallengeError(f"{path}: a challenge file must be a mapping of fields, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "a challenge file", ChallengeError)
     try:
         challenge = Challenge.model_validate(data, context={"base": path.resolve().parent})
     except ValidationError as e:
-        raise ChallengeError(f"{path}: {_describe(e)}") from None
+        raise ChallengeError(f"{path}: {describe_validation(e)}") from None
     challenge._source = path
     return challenge
-
-
-def _describe(error: ValidationError) -> str:
-    """Each problem as ``field 'phases.0.counts': <message>``, joined by '; '."""
-    parts = []
-    for err in error.errors():
-        loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-after", "function-before")))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        parts.append(f"field '{loc}': {msg}" if loc else msg)
-    return "; ".join(parts)

@@ -305,7 +305,7 @@ def _harness_configuration(plans: dict, task: SegmentationTask, dataset_json: di
     """The one configuration the harness trains: nnU-Net's 3d_fullres plan with the challenge's
     target spacing and per-channel z-scoring, as the organizers' ``like_nnssl`` planner does: what
     else nnU-Net planned (``use_mask_for_norm``, the transposition) stays unless the recipe says
-    otherwise. Patch and batch size are set per run."""
+    otherwise. Patch and batch size are set per run (``run_plans``), for the job's track."""
     cfg = deepcopy(plans["configurations"]["3d_fullres"])
     n_channels = len(dataset_json["channel_names"])
     spacing_id = "x".join(f"{s:g}" for s in task.target_spacing)
@@ -316,8 +316,7 @@ def _harness_configuration(plans: dict, task: SegmentationTask, dataset_json: di
         preprocessor_name="DefaultPreprocessor",
         spacing=spacing,
         normalization_schemes=["ZScoreNormalization"] * n_channels,
-        patch_size=list(task.patch_for("ResEncL")),
-    )
+    )  # the patch stays nnU-Net's planned one: the preprocessed data does not depend on it
     if not recipe.keep_planned_mask_for_norm:
         cfg["use_mask_for_norm"] = [False] * n_channels
     for stage_key in ("previous_stage", "next_stage"):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
+from harness.config_files import describe_validation, read_yaml_mapping
 from harness.task_types import UnknownTaskTypeError, get_task_type
 from harness.tasks.spec import TaskSpec
 
@@ -21,16 +21,7 @@ class TaskSpecError(ValueError):
 
 
 def read_task_file(path: Path) -> dict:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise TaskSpecError(f"{path}: cannot read: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise TaskSpecError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise TaskSpecError(f"{path}: a task file must be a mapping of fields, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, "a task file", TaskSpecError)
 
 
 def parse_task(data: dict, source: Path) -> TaskSpec:
@@ -44,7 +35,7 @@ def parse_task(data: dict, source: Path) -> TaskSpec:
     try:
         task = spec.model_validate(data)
     except ValidationError as e:
-        raise TaskSpecError(f"{source}: {_describe(e)}") from None
+        raise TaskSpecError(f"{source}: {describe_validation(e)}") from None
     task._source = source
     _check_paths(task)
     return task
@@ -86,15 +77,6 @@ def get_task(folder: Path, name: str) -> TaskSpec:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise TaskSpecError(f"{folder}: no task named {name!r}{hint}; tasks: {', '.join(sorted(tasks))}")
     return tasks[name]
-
-
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for err in error.errors():
-        loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-after", "function-before")))
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"field '{loc}': {msg}" if loc else msg)
-    return "; ".join(parts)
 
 
 def _check_paths(task) -> None:
