@@ -310,6 +310,10 @@ PROBS = {
     "subB": {0: [0.6, 0.4, 0.2, 0.8, 0.3, 0.3], 1: [0.4, 0.6, 0.7, 0.4, 0.1, 0.6]},
     "baseline-ResEncL": {0: [0.5, 0.6, 0.4, 0.5, 0.6, 0.4], 1: [0.6, 0.5, 0.5, 0.4, 0.5, 0.6]},
 }
+#: A third submission's probabilities, for the modules that rank three (with TRUTH, CLF).
+PROBS_SUBC = {0: [0.3, 0.7, 0.6, 0.6, 0.8, 0.2], 1: [0.7, 0.3, 0.6, 0.2, 0.4, 0.8]}
+#: What write_run needs to write a classification run of ``clf_cases``.
+CLF = {"task_type": "classification", "metrics": ("auroc", "balanced_accuracy"), "classes": ("neg", "pos")}
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_leaderboard import SCHEMES, clf_cases, seg_cases, write_run
+from test_leaderboard import CLF, PROBS, PROBS_SUBC, SCHEMES, TRUTH, clf_cases, seg_cases, write_run
 
 from harness.cli import main
 from harness.leaderboard.build import build_leaderboard
@@ -29,14 +29,7 @@ SEG = {
         1: {"case_s3": (0.5, 0.4), "case_s4": (0.4, 0.4)},
     },
 }
-TRUTH = {0: [0, 1, 0, 1, 1, 0], 1: [1, 0, 1, 0, 0, 1]}
-PROBS = {
-    "subA": {0: [0.1, 0.9, 0.2, 0.8, 0.7, 0.3], 1: [0.9, 0.2, 0.7, 0.4, 0.1, 0.6]},
-    "subB": {0: [0.6, 0.4, 0.2, 0.8, 0.3, 0.3], 1: [0.4, 0.6, 0.7, 0.4, 0.1, 0.6]},
-    "subC": {0: [0.3, 0.7, 0.6, 0.6, 0.8, 0.2], 1: [0.7, 0.3, 0.6, 0.2, 0.4, 0.8]},
-    "baseline-ResEncL": {0: [0.5, 0.6, 0.4, 0.5, 0.6, 0.4], 1: [0.6, 0.5, 0.5, 0.4, 0.5, 0.6]},
-}
-CLF = {"task_type": "classification", "metrics": ("auroc", "balanced_accuracy"), "classes": ("neg", "pos")}
+PROBS = {**PROBS, "subC": PROBS_SUBC}
 
 
 def write_results(root, failed=(), entries=None):

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
-from test_leaderboard import clf_cases, long_table, seg_cases, write_run
+from test_leaderboard import CLF, PROBS, PROBS_SUBC, TRUTH, clf_cases, long_table, seg_cases, write_run
 
 from harness.leaderboard.build import build_leaderboard
 from harness.leaderboard.model import FLAG_FAILED_JOB, FLAG_MISSING_JOB, FLAG_UNFINISHED_JOB
@@ -31,20 +31,13 @@ from harness.leaderboard.read_runs import collect_runs
 from harness.leaderboard.report import pending_jobs
 from harness.leaderboard.stability import bootstrap_track, significance_track
 
-TRUTH = {0: [0, 1, 0, 1, 1, 0], 1: [1, 0, 1, 0, 0, 1]}
-PROBS = {
-    "subA": {0: [0.1, 0.9, 0.2, 0.8, 0.7, 0.3], 1: [0.9, 0.2, 0.7, 0.4, 0.1, 0.6]},
-    "subB": {0: [0.6, 0.4, 0.2, 0.8, 0.3, 0.3], 1: [0.4, 0.6, 0.7, 0.4, 0.1, 0.6]},
-    "subC": {0: [0.3, 0.7, 0.6, 0.6, 0.8, 0.2], 1: [0.7, 0.3, 0.6, 0.2, 0.4, 0.8]},
-    "baseline-ResEncL": {0: [0.5, 0.6, 0.4, 0.5, 0.6, 0.4], 1: [0.6, 0.5, 0.5, 0.4, 0.5, 0.6]},
-}
+PROBS = {**PROBS, "subC": PROBS_SUBC}
 SEG = {
     "subA": {0: {"case_s1": (0.9, 0.8), "case_s2": (0.8, 0.7)}, 1: {"case_s3": (0.8, 0.8)}},
     "subB": {0: {"case_s1": (0.7, 0.7), "case_s2": (0.9, 0.9)}, 1: {"case_s3": (0.6, 0.7)}},
     "subC": {0: {"case_s1": (0.6, 0.5), "case_s2": (0.5, 0.6)}, 1: {"case_s3": (0.9, 0.9)}},
     "baseline-ResEncL": {0: {"case_s1": (0.5, 0.5), "case_s2": (0.4, 0.6)}, 1: {"case_s3": (0.5, 0.4)}},
 }
-CLF = {"task_type": "classification", "metrics": ("auroc", "balanced_accuracy"), "classes": ("neg", "pos")}
 
 
 @pytest.fixture(scope="module")

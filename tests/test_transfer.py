@@ -13,7 +13,7 @@ from harness.models import (
     strip_wrapper_prefixes,
 )
 from harness.models.primus import from_tokens, sequence_grid, to_tokens
-from harness.models.reference import get_track, reference_state_shapes, token_grid
+from harness.models.reference import get_track, reference_state_shapes
 
 
 def _grid_coordinates(w: int, h: int, d: int) -> torch.Tensor:
@@ -129,7 +129,7 @@ def test_transfer_errors_are_specific():
             token_order="hwd",
         )
     with pytest.raises(ValueError, match="patch embedding"):
-        token_grid((60, 64, 64))
+        get_track("PrimusM").token_grid((60, 64, 64))
 
 
 def test_strip_wrapper_prefixes_only_when_every_key_has_it():

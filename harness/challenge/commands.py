@@ -9,14 +9,21 @@ import sys
 from pathlib import Path
 
 
+def add_challenge_options(
+    p: argparse.ArgumentParser, *, required: bool, challenge_help: str, phase_help: str, phase_required: bool = False
+) -> None:
+    """``--challenge FILE`` and ``--phase NAME``, as every command that works on a phase takes them."""
+    p.add_argument("--challenge", type=Path, required=required, default=None, metavar="FILE", help=challenge_help)
+    p.add_argument("--phase", required=phase_required, default=None, metavar="NAME", help=phase_help)
+
+
 def _common(p: argparse.ArgumentParser, *, phase_required: bool) -> None:
-    p.add_argument("--challenge", type=Path, required=True, metavar="FILE", help="the challenge file (YAML)")
-    p.add_argument(
-        "--phase",
-        required=phase_required,
-        default=None,
-        metavar="NAME",
-        help="the phase" + ("" if phase_required else " (default: every phase, in the file's order)"),
+    add_challenge_options(
+        p,
+        required=True,
+        challenge_help="the challenge file (YAML)",
+        phase_help="the phase" + ("" if phase_required else " (default: every phase, in the file's order)"),
+        phase_required=phase_required,
     )
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
 

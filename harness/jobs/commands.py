@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.challenge.commands import add_challenge_options
 from harness.jobs import EXECUTORS
 from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
 
@@ -30,15 +31,13 @@ def register(sub) -> None:
         default=None,
         help=f"registry folder (default: {DEFAULT_TASKS}; with --challenge: the phase's)",
     )
-    p.add_argument(
-        "--challenge",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="run a challenge phase (docs/challenge.md): the entries its intake counts, on the phase's tasks, "
-        "with the challenge's recipe, in RESULTS/challenges/<challenge>/<phase>; needs --phase",
+    add_challenge_options(
+        p,
+        required=False,
+        challenge_help="run a challenge phase (docs/challenge.md): the entries its intake counts, on the phase's "
+        "tasks, with the challenge's recipe, in RESULTS/challenges/<challenge>/<phase>; needs --phase",
+        phase_help="the phase of --challenge to run",
     )
-    p.add_argument("--phase", default=None, metavar="NAME", help="the phase of --challenge to run")
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
     p.add_argument("--executor", choices=EXECUTORS, default="local", help="default: %(default)s")
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K", help="only these folds")

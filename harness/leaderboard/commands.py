@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.challenge.commands import add_challenge_options
 from harness.leaderboard import DEFAULT_BOOTSTRAP, DEFAULT_SCHEME, DEFAULT_SEED, SCHEMES
 from harness.metrics.registry import METRICS
 from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
@@ -33,15 +34,13 @@ def register(subparsers) -> None:
         default=None,
         help=f"rank the runs this recipe makes (default: {DEFAULT_RECIPE}; with --challenge: the challenge's)",
     )
-    p.add_argument(
-        "--challenge",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="rank a challenge phase (docs/challenge.md): the runs of the entries that count for it, "
+    add_challenge_options(
+        p,
+        required=False,
+        challenge_help="rank a challenge phase (docs/challenge.md): the runs of the entries that count for it, "
         "written to RESULTS/challenges/<challenge>/<phase>/leaderboard/<recipe>; needs --phase",
+        phase_help="the phase of --challenge to rank",
     )
-    p.add_argument("--phase", default=None, metavar="NAME", help="the phase of --challenge to rank")
     p.add_argument(
         "--scheme", choices=SCHEMES, default=DEFAULT_SCHEME, help=f"ranking scheme (default {DEFAULT_SCHEME})"
     )
@@ -94,7 +93,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     for track in outcome.tracks:
         print(f"== {track.track} ({outcome.scheme}, {track.stability.n_bootstrap} bootstrap resamples)")
-        shown = ["rank", "entry", "is_baseline", "mean_task_rank", "rank_lo", "rank_hi", "failed_jobs"]
+        shown = ["rank", "entry", "is_baseline", "mean_task_rank", "rank_lo", "rank_hi", "failed_jobs", "pending_jobs"]
         print(track.leaderboard[shown].head(20).to_string(index=False))
         for note in track.notes:
             print(f"  note: {note}")

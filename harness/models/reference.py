@@ -15,7 +15,7 @@ from torch import nn
 
 from harness.tracks import TOKEN_ORDERS, Track, get_track
 
-__all__ = ["Track", "build_network", "get_track", "reference_state_shapes", "token_grid"]
+__all__ = ["Track", "build_network", "get_track", "reference_state_shapes"]
 
 
 def build_network(
@@ -48,10 +48,6 @@ def build_network(
         if initialize and init is not None:
             network.apply(init)
     return network
-
-
-def token_grid(patch_size: Sequence[int], track: str = "PrimusM") -> tuple[int, int, int]:
-    return get_track(track).token_grid(patch_size)
 
 
 @lru_cache(maxsize=8)

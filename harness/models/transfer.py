@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.models.reference import get_track, token_grid
+from harness.models.reference import get_track
 from harness.tracks import TOKEN_ORDERS
 
 #: Eva's LayerScale and inner attention-norm tensors: PrimusM has them, the organizers'
@@ -151,8 +151,7 @@ def adapt_pretrained_weights(
 
     lpe_key = f"{spec.key_to_lpe}" if spec.key_to_lpe else None
     if lpe_key and lpe_key in selected:
-        src = token_grid(pretrain_patch_size, spec.name)
-        dst = token_grid(target_patch_size, spec.name)
+        src, dst = spec.token_grid(pretrain_patch_size), spec.token_grid(target_patch_size)
         from harness.models.primus import sequence_grid
 
         selected[lpe_key] = interpolate_pos_embed(
