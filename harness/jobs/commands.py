@@ -42,7 +42,19 @@ def register(sub) -> None:
     p.add_argument("--executor", choices=EXECUTORS, default="local", help="default: %(default)s")
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K", help="only these folds")
     p.add_argument(
-        "--jobs", type=_positive_int, default=1, metavar="N", help="local executor: jobs in parallel (default 1)"
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="local executor: jobs in parallel (default: one per GPU, else 1)",
+    )
+    p.add_argument(
+        "--gpus",
+        type=_gpu_list,
+        default=None,
+        metavar="0,1,...",
+        help="local executor: run one job per listed GPU, each seeing only its own (CUDA_VISIBLE_DEVICES), "
+        "the CPU cores divided among them (default: every visible GPU unless --device cpu)",
     )
     p.add_argument("--retry-failed", action="store_true", help="rerun failed jobs too (default: only pending ones)")
     p.add_argument("--dry-run", action="store_true", help="print the matrix and what would run; run nothing")
@@ -65,7 +77,7 @@ def register(sub) -> None:
     )
     g.add_argument("--partition", default=None)
     g.add_argument("--mem-gb", type=float, default=None)
-    g.add_argument("--gpus", type=int, default=None, dest="gpus_per_node", help="GPUs per job")
+    g.add_argument("--gpus-per-job", type=int, default=None, dest="gpus_per_node", help="GPUs per job")
     g.add_argument("--cpus", type=int, default=None, dest="cpus_per_task", help="CPUs per job")
     g.add_argument(
         "--sbatch",
@@ -86,6 +98,15 @@ def register(sub) -> None:
         "--json", action="store_true", help="one JSON object: counts (state -> number), running, failed, corrupt, jobs"
     )
     s.set_defaults(func=_status)
+
+
+def _gpu_list(text: str) -> list[str]:
+    from harness.jobs.slots import SlotError, parse_gpus
+
+    try:
+        return parse_gpus(text)
+    except SlotError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -152,6 +173,7 @@ def _evaluate(args) -> int:
                 executor=args.executor,
                 folds=args.folds,
                 jobs=args.jobs,
+                gpus=args.gpus,
                 retry_failed=args.retry_failed,
                 dry_run=args.dry_run,
                 device=args.device,

@@ -21,6 +21,7 @@ from harness.jobs import EXECUTORS
 from harness.jobs.executors import Executor, LocalExecutor, SlurmConfig, SlurmExecutor, kill_orphan
 from harness.jobs.lock import ResultsLock
 from harness.jobs.matrix import Entry, PlannedJob, build_matrix, selected_folds
+from harness.jobs.slots import Slot, SlotError, plan_slots, visible_gpus
 from harness.jobs.state import (
     CORRUPT,
     DONE,
@@ -60,7 +61,11 @@ class EvaluateOptions:
     results: Path = Path("results")
     executor: str = "local"
     folds: Sequence[int] | None = None
-    jobs: int = 1
+    #: local executor: jobs at once (None: one per GPU of ``gpus``, else 1)
+    jobs: int | None = None
+    #: local executor: the GPUs to run on, one job each (None: every visible GPU unless
+    #: ``device`` is cpu; ``harness.jobs.slots``)
+    gpus: Sequence[str] | None = None
     retry_failed: bool = False
     dry_run: bool = False
     device: str | None = None
@@ -441,9 +446,25 @@ class Progress:
 
 
 # ------------------------------------------------------------------------------------ evaluate
+def local_slots(opts: EvaluateOptions) -> list[Slot]:
+    """Where the local executor runs jobs: one per GPU (``--gpus``, else every visible one
+    unless ``--device cpu``), else ``--jobs`` on the CPU; the cores divided among them."""
+    if opts.gpus is not None and opts.device == "cpu":
+        raise EvaluateError("--gpus with --device cpu: give one or the other")
+    gpus = list(opts.gpus) if opts.gpus is not None else ([] if opts.device == "cpu" else visible_gpus())
+    if opts.device == "cuda" and not gpus:
+        raise EvaluateError("--device cuda, but no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi)")
+    try:
+        return plan_slots(opts.jobs, gpus)
+    except SlotError as e:
+        raise EvaluateError(str(e)) from None
+
+
 def make_executor(opts: EvaluateOptions) -> Executor:
+    if opts.executor != "local" and opts.gpus is not None:
+        raise EvaluateError("--gpus is the local executor's; on Slurm give --gpus-per-job")
     if opts.executor == "local":
-        return LocalExecutor(max_parallel=opts.jobs)
+        return LocalExecutor(slots=local_slots(opts))
     if opts.executor == "slurm":
         return SlurmExecutor(ResultsLayout(Path(opts.results).resolve()).slurm_dir, opts.slurm or SlurmConfig())
     raise EvaluateError(f"unknown executor {opts.executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -452,7 +473,7 @@ def make_executor(opts: EvaluateOptions) -> Executor:
 def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
     """Run (or with ``dry_run`` only print) the job matrix of ``opts``; see the module docstring."""
     stream = stream or sys.stdout
-    if opts.jobs < 1:
+    if opts.jobs is not None and opts.jobs < 1:
         raise EvaluateError(f"--jobs must be at least 1, got {opts.jobs}")
     from harness.tasks import TaskSpecError, load_registry
 
@@ -477,6 +498,8 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
         records = take_in(False)
         rows = plan(opts, tasks, records, None, progress_log, data)
         print(format_matrix(rows), file=stream)
+        for line in executor.describe():
+            print(line, file=stream)
         n = sum(r.to_run for r in rows)
         print(
             f"dry run: {len(rows)} jobs, {n} would run with the {opts.executor} executor; nothing was run", file=stream
@@ -499,6 +522,8 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
             f"matrix: {len(rows)} jobs; running {len(todo)} with the {executor.name} executor"
             + "".join(f"; {n} {a}" for a, n in sorted(skipped.items()))
         )
+        for line in executor.describe():
+            progress_log(line)
         for row in rows:
             if row.to_run and row.job is not None and not row.action.startswith("wait"):
                 prepare_job_folder(row.job)
@@ -528,6 +553,7 @@ def _write_provenance(path: Path, base: dict, opts, tasks, records, rows, outcom
         "argv": sys.argv,
         "executor": opts.executor,
         "jobs_in_parallel": opts.jobs,
+        "gpus": None if opts.gpus is None else list(opts.gpus),
         "retry_failed": opts.retry_failed,
         "tasks_dir": str(Path(opts.tasks).resolve()),
         "recipe": {"name": opts.recipe, "version": get_recipe(opts.recipe).version},

@@ -2,7 +2,8 @@
 ``stop``); every job ends up in ``harness.jobs.worker`` on its job folder.
 
 * ``LocalExecutor``: each job is its own subprocess (``python -m harness.jobs.worker FOLDER``)
-  in its own process group, ``max_parallel`` at a time, killed with its group at the task's time
+  in its own process group, one per slot at a time (``harness.jobs.slots``: a GPU each, the CPU
+  cores divided among them, set in the job's environment), killed with its group at the task's time
   limit (FAILED "timeout"); a job killed by SIGKILL that we did not send was most likely the
   kernel's OOM killer (FAILED "out of memory"). Subprocesses are started and polled from the
   calling thread only (the worker's parent-death signal follows the thread that forked it).
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.jobs.matrix import PlannedJob
+from harness.jobs.slots import Slot, plan_slots
 from harness.jobs.state import DONE, ERROR, FAILED, OUT_OF_MEMORY, TIMEOUT, JobState, job_state
 from harness.jobs.worker import PARENT_PID_ENV
 from harness.runs import read_json, write_json_atomic
@@ -77,6 +79,10 @@ class Executor(ABC):
     def stop(self, handles: list[Any]) -> None:  # noqa: B027 - a hook: most executors leave jobs be
         """What becomes of jobs still running when ``run`` is left early (default: nothing)."""
 
+    def describe(self) -> list[str]:
+        """Lines saying where jobs run (printed before they start, dry run included)."""
+        return []
+
     def reattach(self, job: PlannedJob) -> bool:
         """Whether a job an earlier evaluate left running is still alive in this executor
         (then ``run`` waits for it instead of starting it again)."""
@@ -122,43 +128,64 @@ def _with_disk_note(job: PlannedJob, message: str) -> str:
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, max_parallel: int = 1, python: str | None = None, poll_s: float = 0.5):
+    def __init__(
+        self,
+        max_parallel: int = 1,
+        python: str | None = None,
+        poll_s: float = 0.5,
+        slots: Sequence[Slot] | None = None,
+    ):
+        """``slots``: where jobs run (``harness.jobs.slots.plan_slots``); default ``max_parallel``
+        CPU slots sharing the machine's cores."""
         if max_parallel < 1:
             raise ValueError(f"--jobs must be at least 1, got {max_parallel}")
-        self.max_parallel = int(max_parallel)
+        self.slots = list(slots) if slots else plan_slots(max_parallel, None)
+        self.max_parallel = len(self.slots)
+        self._free = deque(self.slots)
         self.python = python or sys.executable
         self.poll_s = poll_s
 
     def start(self, waiting: deque[PlannedJob], running: int) -> list[tuple[PlannedJob, Any]]:
         started: list[tuple[PlannedJob, Any]] = []
-        while waiting and running + len(started) < self.max_parallel:
-            job = waiting.popleft()
-            started.append((job, (self._start(job), time.monotonic() + job.time_limit_s)))
+        while waiting and self._free:
+            job, slot = waiting.popleft(), self._free.popleft()
+            started.append((job, (self._start(job, slot), time.monotonic() + job.time_limit_s, slot)))
         return started
 
     def poll(self, job: PlannedJob, handle: Any) -> JobState | None:
-        proc, deadline = handle
+        proc, deadline, slot = handle
         rc, timed_out = proc.poll(), False
         if rc is None and time.monotonic() > deadline:
             _kill_group(proc)
             rc, timed_out = proc.wait(), True
-        return None if rc is None else self._settle(job, rc, timed_out)
+        if rc is None:
+            return None
+        self._free.append(slot)
+        return self._settle(job, rc, timed_out)
 
     def stop(self, handles: list[Any]) -> None:
         """Leave no job running behind us."""
-        for proc, _ in handles:
+        for proc, _, slot in handles:
             _kill_group(proc)
             proc.wait()
+            self._free.append(slot)
 
-    def _start(self, job: PlannedJob) -> subprocess.Popen:
+    def describe(self) -> list[str]:
+        return [f"local executor: {len(self.slots)} job(s) at once"] + [f"  {s.describe()}" for s in self.slots]
+
+    def environment(self, slot: Slot) -> dict[str, str]:
+        """The whole environment of a job in ``slot``."""
+        return {**os.environ, **slot.environment(), PARENT_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+
+    def _start(self, job: PlannedJob, slot: Slot) -> subprocess.Popen:
         job.files.worker_log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, PARENT_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+        env = self.environment(slot)
         # unbuffered: a write failed on a full disk leaves nothing for close() to flush (and raise)
         with open(job.files.worker_log, "ab", buffering=0) as log:
             try:
                 log.write(
                     f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} local worker, time limit "
-                    f"{job.time_limit_s:g} s\n".encode()
+                    f"{job.time_limit_s:g} s, {slot.describe()}\n".encode()
                 )
                 log.flush()
             except OSError:  # a full disk: the worker fails on it and says so in FAILED or on stderr

@@ -11,7 +11,7 @@ from harness.finetune.job import FinetuneJob
 from harness.jobs.state import JobFiles
 from harness.recipes import SSL3D_2025, Recipe
 from harness.tasks.preflight import TaskData
-from harness.tasks.spec import ClassificationTask, SegmentationTask
+from harness.tasks.spec import TaskSpec
 
 
 class MatrixError(ValueError):
@@ -51,7 +51,7 @@ class PlannedJob:
 
 
 def selected_folds(
-    tasks: Mapping[str, SegmentationTask | ClassificationTask], folds: Sequence[int] | None
+    tasks: Mapping[str, TaskSpec], folds: Sequence[int] | None
 ) -> dict[str, tuple[int, ...]]:
     """Per task, its folds, restricted to ``folds`` when given (a value no task has is an error)."""
     out = {name: tuple(task.fold_ids) for name, task in tasks.items()}
@@ -70,7 +70,7 @@ def selected_folds(
 
 def build_matrix(
     entries: Iterable[Entry],
-    tasks: Mapping[str, SegmentationTask | ClassificationTask],
+    tasks: Mapping[str, TaskSpec],
     results: Path,
     *,
     folds: Sequence[int] | None = None,

@@ -136,6 +136,7 @@ def run_job_folder(folder: str | Path) -> dict:
         check_writable(files.folder, job_need_bytes(task_type), f"the job {files.folder}")
         files.mark_running(job_id or "")
         job = load_job(files.folder)  # the runner checks the submission's sha256 when it loads it
+        use_slurm_cores()
         from harness.finetune.run import run_job
 
         run_job(job)
@@ -146,6 +147,21 @@ def run_job_folder(folder: str | Path) -> dict:
         files.clear_running()
     files.record_attempt("done", job_id=job_id)
     return read_json(files.run.done_marker)
+
+
+def use_slurm_cores() -> None:
+    """In a Slurm job with ``--cpus-per-task``: torch's threads and nnU-Net's augmentation workers
+    follow its cores (``harness.jobs.slots``; what the organizer set is kept)."""
+    from harness.jobs.slots import slurm_slot
+
+    slot = slurm_slot()
+    if slot is None:
+        return
+    os.environ.update(slot.environment())
+    if "torch" in sys.modules:  # imported already (by submitit's unpickling): threads are set at import
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", slot.cpus)))
 
 
 #: Messages of nnU-Net and batchgenerators whose real cause was printed by a background process.
