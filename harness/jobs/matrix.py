@@ -50,9 +50,7 @@ class PlannedJob:
         return f"{self.job.entry} / {self.job.task.name} / {self.job.setup.name} / fold {self.job.fold}"
 
 
-def selected_folds(
-    tasks: Mapping[str, TaskSpec], folds: Sequence[int] | None
-) -> dict[str, tuple[int, ...]]:
+def selected_folds(tasks: Mapping[str, TaskSpec], folds: Sequence[int] | None) -> dict[str, tuple[int, ...]]:
     """Per task, its folds, restricted to ``folds`` when given (a value no task has is an error)."""
     out = {name: tuple(task.fold_ids) for name, task in tasks.items()}
     if folds is None:
