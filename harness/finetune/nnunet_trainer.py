@@ -8,7 +8,9 @@ PyPI nnunetv2 has no nnssl fine-tuning trainer, so this subclass brings one. It 
   initialised as nnU-Net initialises its own, with the submission's stem and encoder loaded on
   top (harness.models.transfer), in the recipe's Primus token order;
 * ``configure_optimizers``: SGD (ResEnc-L) or AdamW (Primus-M), linear warm-up then poly decay;
-* ``train_step``: the schedule's gradient clip (1 for Primus, nnU-Net's 12 otherwise);
+* ``train_step``: the schedule's gradient clip (1 for Primus, nnU-Net's 12 otherwise), and the
+  divergence guard (``harness.finetune.divergence``: no step on a non-finite loss, FAILED
+  "diverged" after a few in a row);
 * no deep supervision;
 * no "best" checkpoint: the held-out cases are predicted with the final network, so writing a
   full checkpoint whenever the validation EMA improves would only cost time and disk;
@@ -30,6 +32,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 
+from harness.finetune.divergence import DivergenceGuard
 from harness.models import build_network, load_pretrained_encoder
 
 if TYPE_CHECKING:
@@ -78,6 +81,8 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         self.submission = None
         self.recipe: SegmentationRecipe | None = None
         self.transfer_report = None
+        self.divergence = DivergenceGuard()
+        self._iteration = 0  # within the epoch, for the divergence message
 
     def configure_finetuning(
         self, *, track: str, schedule: SegmentationSchedule, recipe: SegmentationRecipe, submission=None
@@ -137,6 +142,10 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         if decoder is not None and hasattr(decoder, "deep_supervision"):
             decoder.deep_supervision = enabled
 
+    def on_train_epoch_start(self):
+        self._iteration = 0
+        super().on_train_epoch_start()
+
     def on_epoch_end(self):
         epoch = self.current_epoch  # nnU-Net's on_epoch_end moves it on
         super().on_epoch_end()
@@ -189,6 +198,10 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         # mixed precision exactly where nnU-Net uses it: on CUDA only
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             loss = self.loss(self.network(data), target)
+        where = f"epoch {self.current_epoch + 1} iteration {self._iteration + 1}"
+        self._iteration += 1
+        if not self.divergence.finite(float(loss.detach()), where):
+            return {"loss": loss.detach().cpu().numpy()}  # no step on it (nnU-Net averages what it gets)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)

@@ -11,7 +11,7 @@ few the job matrix adds beside the fine-tuning files:
 
 States: pending, running, done, corrupt (DONE, but its result does not read: ``RunResult.read``
 fails on a missing or unparsable cases.csv or metrics.json; the next evaluate reruns it), failed
-(error class timeout / out of memory / error), rejected (the entry failed intake; it has no run
+(error class timeout / out of memory / diverged / error), rejected (the entry failed intake; it has no run
 folder, see ``harness.jobs.evaluate``).
 """
 
@@ -30,8 +30,8 @@ from harness.runs import JobSpec, ResultsFileError, RunFolder, RunResult, read_j
 PENDING, RUNNING, DONE, FAILED, REJECTED = "pending", "running", "done", "failed", "rejected"
 CORRUPT = "corrupt"
 STATES = (PENDING, RUNNING, DONE, CORRUPT, FAILED, REJECTED)
-TIMEOUT, OUT_OF_MEMORY, ERROR = "timeout", "out of memory", "error"
-ERROR_CLASSES = (TIMEOUT, OUT_OF_MEMORY, ERROR)
+TIMEOUT, OUT_OF_MEMORY, DIVERGED, ERROR = "timeout", "out of memory", "diverged", "error"
+ERROR_CLASSES = (TIMEOUT, OUT_OF_MEMORY, DIVERGED, ERROR)
 
 
 @dataclass(frozen=True)

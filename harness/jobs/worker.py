@@ -19,9 +19,10 @@ import sys
 import traceback
 from pathlib import Path
 
+from harness.finetune.divergence import DivergedError
 from harness.finetune.job import FinetuneJob
 from harness.jobs.disk import check_writable, disk_full_message, job_need_bytes, looks_like_disk_full
-from harness.jobs.state import ERROR, OUT_OF_MEMORY, TIMEOUT, JobFiles
+from harness.jobs.state import DIVERGED, ERROR, OUT_OF_MEMORY, TIMEOUT, JobFiles
 from harness.runs import JobSpec, ResultsFileError, RunFolder, read_json
 
 #: Set by the local executor: the worker dies with the harness that started it.
@@ -99,9 +100,11 @@ def load_job(folder: str | Path) -> FinetuneJob:
 
 
 def error_class(exc: BaseException) -> str:
-    """timeout / out of memory / error, from the exception type."""
+    """timeout / out of memory / diverged / error, from the exception type."""
     if isinstance(exc, MemoryError):
         return OUT_OF_MEMORY
+    if isinstance(exc, DivergedError):
+        return DIVERGED
     torch = sys.modules.get("torch")
     oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
     if oom is not None and isinstance(exc, oom):

@@ -40,6 +40,7 @@ from harness.finetune.classification.data import (
     split_cases,
 )
 from harness.finetune.classification.model import build_classifier
+from harness.finetune.divergence import DivergenceGuard
 from harness.finetune.job import (
     FinetuneJob,
     RunLog,
@@ -358,6 +359,7 @@ def train_classifier(
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    guard = DivergenceGuard()
     for epoch in range(first_epoch, schedule.epochs):
         t0 = time.time()
         epoch_lr = lr_at_epoch(epoch, lr, schedule)
@@ -373,14 +375,13 @@ def train_classifier(
             with _autocast(device, amp_dtype):
                 logits = model(x)
             loss = criterion(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"epoch {epoch + 1}: the training loss is {loss.item()}")
-            losses.append(loss.item())
-            (scaler.scale(loss / acc) if scaler else loss / acc).backward()
+            if guard.finite(loss.item(), f"epoch {epoch + 1} batch {i + 1}"):  # else: no gradient from it
+                losses.append(loss.item())
+                (scaler.scale(loss / acc) if scaler else loss / acc).backward()
             if (i + 1) % acc == 0 or i + 1 == len(batches):
                 step()
                 steps += 1
-        epoch_loss = float(np.mean(losses))
+        epoch_loss = float(np.mean(losses)) if losses else float("nan")
         epoch_seconds = time.time() - t0
         if checkpoint is not None:
             save_checkpoint(
