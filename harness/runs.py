@@ -214,6 +214,19 @@ class RunFolder:
         """Scratch space of an unfinished run (nnU-Net output, checkpoints); removed when done."""
         return self.path / "work"
 
+    @property
+    def predictions_dir(self) -> Path:
+        """The held-out predictions of a segmentation run (``<case>.nii.gz``, compressed), kept so
+        that `harness rescore` scores them again without training. Organizer-side only, like
+        everything under ``runs/``: nothing of it is ever published."""
+        return self.path / "predictions"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """A finished run's scratch folder, checkpoints included, when evaluate ran with
+        ``--keep-checkpoints`` (else it is removed)."""
+        return self.path / "checkpoints"
+
     def is_done(self) -> bool:
         return self.done_marker.is_file()
 
@@ -430,6 +443,9 @@ class JobSpec:
     submission: str | None = _kind(str)
     submission_sha256: str | None = _kind(str)
     task_spec_hash: str | None = _kind(str)
+    #: the spec's hash without its scoring fields (``TaskSpec.training_hash``): what `harness
+    #: rescore` compares before it rescores instead of training again
+    task_training_hash: str | None = _kind(str)
     recipe: str | None = _kind(str)
     recipe_version: int | None = _kind(int)
     recipe_values: dict | None = _kind(dict)

@@ -1,8 +1,9 @@
 """The task-type registry: each kind of downstream task is one entry naming its parts.
 
 A task type is made of a YAML schema (``spec``), the data check's plan of what its jobs read
-(``data_check``), the job that fine-tunes and scores it (``runner``), the leaderboard's reader of
-its run folders (``results``) and the free disk one job needs. The parts live in the stage they
+(``data_check``), the job that fine-tunes and scores it (``runner``), the scoring of a finished
+job again (``rescorer``), the leaderboard's reader of its run folders (``results``) and the free
+disk one job needs. The parts live in the stage they
 belong to; the entry names them as ``"module:attribute"`` and each stage imports only the part it
 uses, when it uses it (a runner pulls in torch, nnU-Net's training stack for segmentation). So
 this module imports nothing, any layer may read it, and a task file of a type not listed here is
@@ -38,6 +39,9 @@ class TaskType:
     #: ``run(job: FinetuneJob) -> dict``: fine-tunes, predicts the held-out cases and writes the
     #: run folder through ``harness.finetune.job.finish_run``.
     runner: str
+    #: ``rescore(task, run, metrics) -> (cases, changed metrics.json fields)``: a finished run
+    #: scored again from what it kept, without training (`harness rescore`).
+    rescorer: str
     #: A ``harness.leaderboard.read_runs.ResultsReader``: its runs' cases.csv into a task of the
     #: leaderboard that scores itself.
     results: str
@@ -60,6 +64,7 @@ TASK_TYPES: dict[str, TaskType] = {
         spec="harness.tasks.spec:SegmentationTask",
         data_check="harness.tasks.preflight:plan_segmentation",
         runner="harness.finetune.segmentation:run_segmentation",
+        rescorer="harness.finetune.segmentation:rescore_segmentation",
         results="harness.leaderboard.read_runs:SEGMENTATION_RESULTS",
         min_free_bytes=5 * GB,
     ),
@@ -68,6 +73,7 @@ TASK_TYPES: dict[str, TaskType] = {
         spec="harness.tasks.spec:ClassificationTask",
         data_check="harness.tasks.preflight:plan_classification",
         runner="harness.finetune.classification:run_classification",
+        rescorer="harness.finetune.classification.train:rescore_classification",
         results="harness.leaderboard.read_runs:CLASSIFICATION_RESULTS",
         min_free_bytes=4 * GB,
     ),

@@ -39,6 +39,7 @@ FULL_SPEC = dict(
     submission="/subs/primus.pth",
     submission_sha256="ab" * 32,
     task_spec_hash="0123456789abcdef",
+    task_training_hash="89abcdef01234567",
     recipe="ssl3d-2025",
     recipe_version=1,
     recipe_values={"schedule": {"epochs": 2}},

@@ -26,7 +26,7 @@ def test_each_entry_names_parts_that_fit(name):
     spec = entry.load("spec")
     assert issubclass(spec, TaskSpec)
     assert typing.get_args(spec.model_fields["type"].annotation) == (name,)  # its files say `type: <name>`
-    assert callable(entry.load("data_check")) and callable(entry.load("runner"))
+    assert callable(entry.load("data_check")) and callable(entry.load("runner")) and callable(entry.load("rescorer"))
     assert isinstance(entry.load("results"), ResultsReader)
     assert job_need_bytes(name) == entry.min_free_bytes > 0
     assert metrics_for(name), f"no metric of the registry ranks a {name} task"
@@ -68,6 +68,7 @@ def test_a_new_type_is_one_registry_entry(tmp_path, monkeypatch):
         spec=f"{__name__}:CountingTask",
         data_check="harness.tasks.preflight:plan_classification",  # (not called here)
         runner="harness.finetune.classification:run_classification",
+        rescorer="harness.finetune.classification.train:rescore_classification",
         results="harness.leaderboard.read_runs:CLASSIFICATION_RESULTS",
         min_free_bytes=1 * GB,
     )

@@ -33,6 +33,41 @@ def register(sub) -> None:
     )
     p.set_defaults(func=_finetune)
 
+    r = sub.add_parser(
+        "rescore",
+        help="score every finished job again from what it kept (another tolerance, another metric), without training",
+        description="After a change to a task file's metrics (an NSD tolerance, the metrics ranked), "
+        "rescore every finished run of that task from its kept predictions (segmentation) or "
+        "probabilities (classification): cases.csv and metrics.json rewritten as the job wrote "
+        "them, job.json brought to the new task spec, so `harness evaluate` counts it as done. A "
+        "run whose task changed beyond its metrics is left for evaluate to rerun, with the reason. "
+        "Exit status: 0 every finished run rescored, 1 some could not be (listed), 2 usage error.",
+    )
+    r.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
+    r.set_defaults(func=_rescore)
+
+
+def _rescore(args) -> int:
+    from harness.finetune.rescore import RESCORED, rescore_results
+    from harness.jobs.lock import EvaluateLockedError, ResultsLock
+    from harness.runs import ResultsLayout
+
+    if not ResultsLayout(args.results).runs_dir.is_dir():
+        print(f"error: {args.results}: no runs/ folder to rescore", file=sys.stderr)
+        return 2
+    try:
+        with ResultsLock(args.results):  # no evaluate may write these runs meanwhile
+            outcomes = rescore_results(args.results)
+    except EvaluateLockedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finished = [o for o in outcomes if o.detail != "not finished"]
+    for o in finished:
+        print(f"{o.state:<9} {o.run}" + (f": {o.detail}" if o.state != RESCORED else ""))
+    rescored = sum(o.state == RESCORED for o in finished)
+    print(f"rescored {rescored} of {len(finished)} finished run(s)")
+    return 0 if rescored == len(finished) else 1
+
 
 def _finetune(args) -> int:
     from harness.finetune.run import run_finetune_job

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import random
 import shutil
 import subprocess
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -98,6 +99,7 @@ class FinetuneJob:
             "submission": str(self.submission) if self.submission else None,
             "submission_sha256": self.submission_sha256,
             "task_spec_hash": self.task.spec_hash(),
+            "task_training_hash": self.task.training_hash(),
             "recipe": self.setup.name,
             "recipe_version": self.setup.version,
             "recipe_values": self.recipe_values,
@@ -118,23 +120,28 @@ class FinetuneJob:
 
     def job_id(self) -> str:
         """Stable hash of what determines the result: unchanged inputs, same id."""
-        d = self.description()
-        key = {
-            k: d[k]
-            for k in (
-                "entry",
-                "track",
-                "task",
-                "fold",
-                "submission_sha256",
-                "task_spec_hash",
-                "recipe",
-                "recipe_version",
-                "recipe_values_hash",
-                "data_fingerprint",
-            )
-        }
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return job_id_of(self.description())
+
+
+#: What a job's identity is made of (fields of its description, i.e. of job.json).
+JOB_ID_FIELDS = (
+    "entry",
+    "track",
+    "task",
+    "fold",
+    "submission_sha256",
+    "task_spec_hash",
+    "recipe",
+    "recipe_version",
+    "recipe_values_hash",
+    "data_fingerprint",
+)
+
+
+def job_id_of(description: Mapping[str, Any]) -> str:
+    """The job id of a job's description (``FinetuneJob.description()`` or job.json's fields)."""
+    key = {k: description.get(k) for k in JOB_ID_FIELDS}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class RunLog:
@@ -217,6 +224,10 @@ def start_run(job: FinetuneJob) -> RunFolder:
     return run
 
 
+#: Set (to anything) to keep a finished job's scratch folder, checkpoints included.
+KEEP_CHECKPOINTS_ENV = "HARNESS_KEEP_CHECKPOINTS"
+
+
 def finish_run(
     job: FinetuneJob,
     cases: pd.DataFrame,
@@ -226,7 +237,8 @@ def finish_run(
     started: float | None = None,
 ) -> dict:
     """Write cases.csv and metrics.json (``RunResult``) and read them back, drop the scratch
-    folder (checkpoints are big), then DONE."""
+    folder (checkpoints are big; kept as ``checkpoints/`` when ``HARNESS_KEEP_CHECKPOINTS`` is
+    set, as `harness evaluate --keep-checkpoints` does), then DONE."""
     run = job.run
     metrics = {
         **job.description(),
@@ -240,7 +252,11 @@ def finish_run(
         metrics["wall_seconds"] = round(time.time() - started, 1)
     RunResult(metrics, cases).write(run)
     written = RunResult.read(run)  # before DONE: a done run is one its readers accept
-    shutil.rmtree(run.work_dir, ignore_errors=True)
+    shutil.rmtree(run.checkpoints_dir, ignore_errors=True)  # an earlier attempt's
+    if os.environ.get(KEEP_CHECKPOINTS_ENV) and run.work_dir.is_dir():
+        run.work_dir.rename(run.checkpoints_dir)
+    else:
+        shutil.rmtree(run.work_dir, ignore_errors=True)
     run.mark_done({"job_id": job.job_id(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return written.metrics  # exactly what readers of the run folder will see
 

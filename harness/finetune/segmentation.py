@@ -384,7 +384,7 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
         train_seconds = time.time() - t_train
         trainer.submission = submission = None  # the weights are in the network now: unmap the file
         t_pred = time.time()
-        cases = predict_and_score(trainer, task, prepared, run.work_dir / "predictions")
+        cases = predict_and_score(trainer, task, prepared, run.predictions_dir)
         predict_seconds = time.time() - t_pred
 
     labels = foreground_labels(prepared.dataset_json)
@@ -414,16 +414,12 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
 
 
 def predict_and_score(trainer, task: SegmentationTask, prepared: PreparedDataset, out_dir: Path) -> pd.DataFrame:
-    """Sliding-window prediction of every held-out case with nnU-Net's predictor, then per-case,
-    per-label Dice and NSD against the reference (at the reference's own spacing)."""
-    import SimpleITK as sitk
+    """Sliding-window prediction of every held-out case with nnU-Net's predictor into ``out_dir``
+    (kept: the run's ``predictions/``), then ``score_predictions``."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from harness.metrics.segmentation import score_case
-
     test = held_out_cases(task, prepared.dataset_json)
-    ending = prepared.dataset_json["file_ending"]
     predictor = nnUNetPredictor(
         tile_step_size=0.5,
         use_gaussian=True,
@@ -453,11 +449,27 @@ def predict_and_score(trainer, task: SegmentationTask, prepared: PreparedDataset
             save_probabilities=False,
             overwrite=True,
         )
-    labels = foreground_labels(prepared.dataset_json)
+    return score_predictions(task, prepared.dataset_json, out_dir)
+
+
+def score_predictions(task: SegmentationTask, dataset_json: dict, predictions: Path) -> pd.DataFrame:
+    """Per-case, per-label Dice and NSD of the predictions in ``predictions`` (``<case><ending>``)
+    against the held-out references, at the reference's own spacing, with the task's metric
+    settings: what a job scores after predicting, and what `harness rescore` scores again. A
+    missing prediction is a ``FileNotFoundError`` naming it."""
+    import SimpleITK as sitk
+
+    from harness.metrics.segmentation import score_case
+
+    ending = dataset_json["file_ending"]
+    labels = foreground_labels(dataset_json)
     rows = []
-    for case, _, ref_file in test:
+    for case, _, ref_file in held_out_cases(task, dataset_json):
         ref_img = sitk.ReadImage(str(ref_file))
-        pred_img = sitk.ReadImage(str(out_dir / f"{case}{ending}"))
+        predicted = Path(predictions) / f"{case}{ending}"
+        if not predicted.is_file():
+            raise FileNotFoundError(f"{predicted}: no prediction of held-out case {case!r}")
+        pred_img = sitk.ReadImage(str(predicted))
         spacing = tuple(float(s) for s in ref_img.GetSpacing()[::-1])
         for row in score_case(
             sitk.GetArrayFromImage(pred_img),
@@ -490,3 +502,16 @@ def _nanmean(values) -> float | None:
     if arr.size == 0 or np.all(np.isnan(arr)):
         return None
     return float(np.nanmean(arr))
+
+
+def rescore_segmentation(task: SegmentationTask, run, metrics: dict) -> tuple[pd.DataFrame, dict]:
+    """A finished run's kept predictions (``run.predictions_dir``) scored again with the task's
+    metric settings as they are now (`harness rescore`). Returns (cases, the metrics.json fields
+    that change)."""
+    dataset_json = _dataset_json(task)
+    cases = score_predictions(task, dataset_json, run.predictions_dir)
+    changed = {
+        "aggregates": aggregate_segmentation(cases, foreground_labels(dataset_json)),
+        "nsd_tolerance_mm": task.nsd_tolerance_mm,
+    }
+    return cases, changed

@@ -57,6 +57,11 @@ def register(sub) -> None:
         "the CPU cores divided among them (default: every visible GPU unless --device cpu)",
     )
     p.add_argument("--retry-failed", action="store_true", help="rerun failed jobs too (default: only pending ones)")
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each finished job's checkpoints (RUN/checkpoints/; default: removed, predictions are kept)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the matrix and what would run; run nothing")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument(
@@ -174,6 +179,7 @@ def _evaluate(args) -> int:
                 folds=args.folds,
                 jobs=args.jobs,
                 gpus=args.gpus,
+                keep_checkpoints=args.keep_checkpoints,
                 retry_failed=args.retry_failed,
                 dry_run=args.dry_run,
                 device=args.device,

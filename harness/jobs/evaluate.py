@@ -8,6 +8,7 @@ because DONE is written last and atomically. One evaluate per results folder (``
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.finetune.job import collect_provenance
+from harness.finetune.job import KEEP_CHECKPOINTS_ENV, collect_provenance
 from harness.jobs import EXECUTORS
 from harness.jobs.executors import Executor, LocalExecutor, SlurmConfig, SlurmExecutor, kill_orphan
 from harness.jobs.lock import ResultsLock
@@ -66,6 +67,8 @@ class EvaluateOptions:
     #: local executor: the GPUs to run on, one job each (None: every visible GPU unless
     #: ``device`` is cpu; ``harness.jobs.slots``)
     gpus: Sequence[str] | None = None
+    #: keep each finished job's scratch folder, checkpoints included, as ``checkpoints/``
+    keep_checkpoints: bool = False
     retry_failed: bool = False
     dry_run: bool = False
     device: str | None = None
@@ -389,6 +392,8 @@ def prepare_job_folder(job: PlannedJob) -> None:
         files.submitted_marker,
     ):
         marker.unlink(missing_ok=True)
+    for kept in (files.run.predictions_dir, files.run.checkpoints_dir):  # of a result no longer counted
+        shutil.rmtree(kept, ignore_errors=True)
     job.job.spec().write(files.run)
 
 
@@ -488,6 +493,8 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
     data = check_data(opts, tasks, progress_log)
     submissions = resolve_submissions(opts.submissions) if opts.records is None else []
     executor = make_executor(opts)
+    if opts.keep_checkpoints and not opts.dry_run:  # the jobs' environment: local workers and sbatch inherit it
+        os.environ[KEEP_CHECKPOINTS_ENV] = "1"
 
     def take_in(write: bool) -> list[dict]:
         if opts.records is not None:
@@ -554,6 +561,7 @@ def _write_provenance(path: Path, base: dict, opts, tasks, records, rows, outcom
         "executor": opts.executor,
         "jobs_in_parallel": opts.jobs,
         "gpus": None if opts.gpus is None else list(opts.gpus),
+        "keep_checkpoints": opts.keep_checkpoints,
         "retry_failed": opts.retry_failed,
         "tasks_dir": str(Path(opts.tasks).resolve()),
         "recipe": {"name": opts.recipe, "version": get_recipe(opts.recipe).version},

@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -90,6 +90,10 @@ class TaskSpec(_Frozen):
     data, split and metrics, and a ``type: Literal["<its name>"]``."""
 
     type: str
+    #: Fields that decide only how predictions are scored, never what is trained or predicted.
+    SCORING_FIELDS: ClassVar[tuple[str, ...]] = ("metrics",)
+    #: What the task ranks by (each type sets its own default and the names it accepts).
+    metrics: tuple[MetricSpec, ...]
     name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
     description: str = ""
     target_spacing: Triple = (1.0, 1.0, 1.0)
@@ -162,8 +166,13 @@ class TaskSpec(_Frozen):
 
     def spec_hash(self) -> str:
         """Hash of everything in the spec as written: a changed spec gives new job identities."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return _hash(self.model_dump(mode="json"))
+
+    def training_hash(self) -> str:
+        """Hash of the spec without what only scores the predictions (``SCORING_FIELDS``): equal
+        before and after a change, `harness rescore` may rescore a finished job instead of training
+        it again."""
+        return _hash(self.model_dump(mode="json", exclude=set(self.SCORING_FIELDS)))
 
 
 class HeldOutSplit(_Frozen):
@@ -427,6 +436,11 @@ class ClassificationTask(TaskSpec):
     @property
     def masks_dir(self) -> Path | None:
         return self.resolve(self.masks) if self.masks else None
+
+
+def _hash(data: Any) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _resolved_schedule(task, track: str, recipe: Recipe | None):

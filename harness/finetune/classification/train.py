@@ -52,7 +52,7 @@ from harness.finetune.job import (
 )
 from harness.metrics.classification import prob_column, score_classification
 from harness.recipes import ClassificationSchedule
-from harness.runs import write_atomic
+from harness.runs import read_cases_csv, write_atomic
 from harness.tasks.spec import ClassificationTask
 
 
@@ -539,3 +539,23 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
         },
         started=started,
     )
+
+
+def rescore_classification(task: ClassificationTask, run, metrics: dict) -> tuple[pd.DataFrame, dict]:
+    """A finished run scored again from its own cases.csv (the test cases' probabilities): the
+    same cases, the aggregates and what ``metrics.json`` says of them recomputed (`harness
+    rescore`). Returns (cases, the metrics.json fields that change)."""
+    cases = read_cases_csv(run.cases_csv)
+    classes = list(task.classes)
+    if list(metrics.get("classes") or []) != classes:
+        raise ValueError(f"the run's classes {metrics.get('classes')} are not the task's {classes}")
+    y_true = np.array([classes.index(label) for label in cases["true_label"]], dtype=np.int64)
+    probs = cases[[prob_column(c) for c in classes]].to_numpy(dtype=float)
+    scores = score_classification(y_true, probs, classes)
+    changed = {
+        "aggregates": scores.aggregates,
+        "per_class": scores.per_class,
+        "undefined_metrics": scores.undefined,
+        "class_counts": scores.class_counts,
+    }
+    return cases, changed
