@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness.finetune.job import KEEP_CHECKPOINTS_ENV, collect_provenance
 from harness.jobs import EXECUTORS
+from harness.jobs.cost import format_cost_plan
 from harness.jobs.executors import Executor, LocalExecutor, SlurmConfig, SlurmExecutor, kill_orphan
 from harness.jobs.lock import ResultsLock
 from harness.jobs.matrix import Entry, PlannedJob, build_matrix, selected_folds
@@ -507,6 +508,7 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
         print(format_matrix(rows), file=stream)
         for line in executor.describe():
             print(line, file=stream)
+        print(format_cost_plan([r.job for r in rows if r.to_run and r.job is not None], opts.results), file=stream)
         n = sum(r.to_run for r in rows)
         print(
             f"dry run: {len(rows)} jobs, {n} would run with the {opts.executor} executor; nothing was run", file=stream
