@@ -82,7 +82,15 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         self.recipe: SegmentationRecipe | None = None
         self.transfer_report = None
         self.divergence = DivergenceGuard()
+        #: the autocast dtype on CUDA: nnU-Net's float16 (with its GradScaler); bfloat16 needs no
+        #: scaler (``use_bfloat16``, which bench/gpu_train.py measures)
+        self.amp_dtype = torch.float16
         self._iteration = 0  # within the epoch, for the divergence message
+
+    def use_bfloat16(self) -> None:
+        """Mixed precision in bfloat16 on CUDA (no loss scaling); call before training."""
+        self.amp_dtype = torch.bfloat16
+        self.grad_scaler = None
 
     def configure_finetuning(
         self, *, track: str, schedule: SegmentationSchedule, recipe: SegmentationRecipe, submission=None
@@ -196,7 +204,8 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         )
         self.optimizer.zero_grad(set_to_none=True)
         # mixed precision exactly where nnU-Net uses it: on CUDA only
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+        cuda = self.device.type == "cuda"
+        with autocast(self.device.type, dtype=self.amp_dtype, enabled=True) if cuda else dummy_context():
             loss = self.loss(self.network(data), target)
         where = f"epoch {self.current_epoch + 1} iteration {self._iteration + 1}"
         self._iteration += 1
