@@ -1,4 +1,5 @@
-"""A challenge through the real commands: the challenge file, intake over two phases and three
+"""A challenge through the real commands (the CLI's ``main``, in this process; one check runs it
+as a subprocess): the challenge file, intake over two phases and three
 teams (an upload over quota, a garbage upload, the same bytes from two teams, a late upload),
 idempotency, the matrix `evaluate --challenge --phase --dry-run` plans, and, on hand-written run
 folders of the phase, its leaderboard, the per-team feedback and the public export.
@@ -9,6 +10,8 @@ different ignored key (other bytes, same weights), so only one network is ever b
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from harness.challenge.config import ChallengeError, load_challenge
+from harness.cli import main
 from harness.runs import JobSpec, ResultsLayout, RunFolder, RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,11 +30,22 @@ PY = sys.executable
 T0 = 1_750_000_000  # 2025-06-15, inside the validation window
 
 
-def harness(*args, check: int | None = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [PY, "-m", "harness", *map(str, args)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900
-    )
+def harness(*args, check: int | None = 0, process: bool = False) -> subprocess.CompletedProcess:
+    """``harness ARGS`` from the repository root: through the CLI's own ``main`` in this process
+    (an interpreter and torch import saved per command), or with ``process`` as ``python -m
+    harness`` in a subprocess."""
+    if process:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        command = [PY, "-m", "harness", *map(str, args)]
+        out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    else:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), contextlib.chdir(ROOT):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else 2
+        out = subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
     if check is not None:
         assert out.returncode == check, f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
     return out
@@ -124,7 +139,7 @@ def test_the_cli_reports_a_bad_file_with_exit_2(tmp_path):
     path = _write(
         tmp_path, CHALLENGE_YAML.format(tasks=ROOT / "task_registry" / "toy").replace("counts: each", "counts: x")
     )
-    out = harness("intake", "--challenge", path, check=2)
+    out = harness("intake", "--challenge", path, check=2, process=True)
     assert f"{path}: field 'phases.1.counts'" in out.stderr
 
 
@@ -286,7 +301,8 @@ def _dry_run_entries(world, phase: str) -> set[str]:
     )
     lines = out.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("entry "))
-    return {line.split()[0] for line in lines[start + 1 :] if line and not line.startswith("dry run")}
+    end = next(i for i, line in enumerate(lines) if line.startswith(("local executor", "cost plan", "dry run")))
+    return {line.split()[0] for line in lines[start + 1 : end] if line}
 
 
 def test_evaluate_dry_run_plans_the_counted_entries_of_the_phase(world):

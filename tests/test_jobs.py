@@ -8,6 +8,7 @@ augmentation, bitwise reproducible on CPU).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -164,7 +165,18 @@ def test_folds_selection_errors():
 
 
 # ------------------------------------------------------------------------------ CLI, no jobs
-def test_bad_inputs_give_clear_errors(world, tmp_path):
+def in_process(*args, check: int, capsys) -> subprocess.CompletedProcess:
+    """``harness ARGS`` through the CLI's ``main`` in this process (no interpreter to start)."""
+    from harness.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    assert code == check, f"exit {code}\nstdout:\n{captured.out}\nstderr:\n{captured.err}"
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def test_bad_inputs_give_clear_errors(world, tmp_path, capsys):
+    harness = functools.partial(in_process, capsys=capsys)
     out = harness(
         "evaluate", tmp_path / "nope.pth", "--tasks", world["root"] / "reg_good", "--results", tmp_path / "r", check=2
     )

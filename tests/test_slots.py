@@ -79,7 +79,7 @@ STAND_IN_WORKER = """#!{python}
 import json, os, sys, time
 folder = sys.argv[3]
 start = time.monotonic()
-time.sleep(1.0)
+time.sleep(0.3)
 names = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "nnUNet_n_proc_DA")
 record = {{"env": {{n: os.environ.get(n) for n in names}}, "start": start, "end": time.monotonic()}}
 with open(os.path.join(folder, "stand_in.json"), "w") as f:

@@ -16,7 +16,7 @@ from harness.metrics.registry import metrics_for
 from harness.recipes import get_recipe
 from harness.task_types import GB, TASK_TYPES, TaskType, get_task_type
 from harness.tasks import TaskSpecError, load_task_file
-from harness.tasks.spec import TaskSpec
+from harness.tasks.spec import MetricSpec, TaskSpec
 
 
 @pytest.mark.parametrize("name", list(TASK_TYPES))
@@ -45,6 +45,7 @@ class CountingTask(TaskSpec):
 
     type: Literal["counting"]
     counts: str
+    metrics: tuple[MetricSpec, ...] = ()
 
     @property
     def fold_ids(self) -> tuple[int, ...]:
