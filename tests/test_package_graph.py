@@ -65,5 +65,5 @@ def test_the_graph_is_read_from_the_sources():
     """The check above sees imports inside functions too (it would pass on nothing otherwise)."""
     edges = {(unit_of(a), unit_of(b)) for a, b, _ in imports()}
     assert ("harness.jobs", "harness.finetune") in edges  # module level (jobs.worker)
-    assert ("harness.leaderboard", "harness.tasks") in edges  # inside a function (read_runs._fail_stale)
+    assert ("harness.leaderboard", "harness.tasks") in edges  # inside a function (read_runs._mark_stale)
     assert ("CLI", "harness.challenge") in edges

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import SimpleITK as sitk
 from broken_data import SEG1, VARIANTS, Variant, make_variant
@@ -15,7 +16,7 @@ from harness.cli import main
 from harness.jobs.evaluate import EvaluateOptions, plan, prepare_job_folder
 from harness.jobs.status import collect_status
 from harness.jobs.worker import JobSpecError, load_job
-from harness.runs import write_json_atomic
+from harness.runs import ResultsLayout, write_json_atomic
 from harness.tasks import load_registry
 from harness.tasks.preflight import check_tasks, data_changes, preflight_cache
 
@@ -142,12 +143,17 @@ def test_a_changed_file_reruns_exactly_the_jobs_that_read_it(broken, tmp_path, c
     assert {k for k, j in status.items() if j.state != "done"} == set(rerun)
     assert status[rerun[0]].detail == "stale: its data changed since it ran: labelsTr/train_003.nii.gz changed"
 
-    # the leaderboard counts them as failed runs until they are rerun, naming the file
+    # the leaderboard counts them as unfinished (pending, as status says, not failed) until they
+    # are rerun, naming the file
     assert main(["leaderboard", "--results", str(results), "--bootstrap", "10"]) == 0
     err = capsys.readouterr().err
     stale = [line for line in err.splitlines() if "its data changed since it ran" in line]
     assert len(stale) == 2 and all("labelsTr/train_003.nii.gz changed" in line for line in stale), err
+    assert all(" is unfinished_job (" in line for line in stale), err
     assert err.count("warning:") == 2, err
+    layout = ResultsLayout(results)
+    board = pd.read_csv(layout.leaderboard_csv(layout.leaderboard_dir("ssl3d-2025"), "PrimusM")).set_index("entry")
+    assert (board.loc["team", "failed_jobs"], board.loc["team", "pending_jobs"]) == (0, 1)
 
     # a worker started on a folder planned before the change refuses to compute on other data
     stale = next(r for r in rows if r.to_run).job.folder

@@ -81,9 +81,9 @@ def job_problem_note(problem: JobProblem) -> str:
 
 
 def read_warnings(tracks: list[TrackData]) -> list[str]:
-    """Each run the leaderboard failed for unreadable or contradicting files, and each run folder
-    it skipped (every track notes those), once, in track order."""
-    found = [job_problem_note(p) for t in tracks for p in t.job_problems if p.unreadable]
+    """Each run the leaderboard failed for unreadable or contradicting files or left out as stale,
+    and each run folder it skipped (every track notes those), once, in track order."""
+    found = [job_problem_note(p) for t in tracks for p in t.job_problems if p.unreadable or p.stale]
     found += [note for t in tracks for note in t.notes]
     return list(dict.fromkeys(found))
 

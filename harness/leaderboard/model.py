@@ -64,6 +64,9 @@ class JobProblem:
     #: the leaderboard failed the run: its files cannot be read or contradict the other runs
     #: (``detail`` names the file and the problem), whatever its DONE marker says
     unreadable: bool = False
+    #: a finished run computed on another task or data than the task file holds now: unfinished
+    #: until evaluate reruns it (``detail`` names what changed)
+    stale: bool = False
 
 
 # --------------------------------------------------------------------------- input checks

@@ -88,13 +88,18 @@ class _Job:
     recipe: str | None = None
     #: why the leaderboard fails this run whatever its markers say (a message naming the file)
     problem: str = ""
-    #: the job.json as read (compared with the task as it is now: ``_fail_stale``)
+    #: the job.json as read (compared with the task as it is now: ``_mark_stale``)
     spec: JobSpec | None = field(default=None, compare=False, repr=False)
+    #: why a finished run no longer counts until evaluate reruns it (its task or data changed):
+    #: unfinished, as `harness status` calls it pending, not failed
+    stale: str = ""
 
     @property
     def status(self) -> str:
         if self.problem:
             return FLAG_FAILED_JOB
+        if self.stale:
+            return FLAG_UNFINISHED_JOB
         if self.run.is_done():
             return FLAG_OK
         return FLAG_FAILED_JOB if self.run.is_failed() else FLAG_UNFINISHED_JOB
@@ -309,24 +314,25 @@ def collect_runs(results: Path, recipe=None) -> list[TrackData]:
             )
         else:
             seen[key] = job
-    jobs = _fail_stale(list(seen.values()), layout)
+    jobs = _mark_stale(list(seen.values()), layout)
     tracks = sorted({job.track for job in jobs})
     return [
         _track_from_jobs(track, [j for j in jobs if j.track == track], str(results), tuple(notes)) for track in tracks
     ]
 
 
-def _fail_stale(jobs: list[_Job], layout: ResultsLayout) -> list[_Job]:
+def _mark_stale(jobs: list[_Job], layout: ResultsLayout) -> list[_Job]:
     """A finished run computed on another task than its file defines now (a changed spec or data
-    file: ``harness.tasks.preflight.CurrentTasks``) counts as failed until evaluate reruns it:
-    nothing is ranked that was computed on other data than the task holds now."""
+    file: ``harness.tasks.preflight.CurrentTasks``) counts as unfinished until evaluate reruns it
+    (`harness status` shows it pending): nothing is ranked that was computed on other data than
+    the task holds now, and it is not counted as a failure of its entry."""
     from harness.tasks.preflight import CurrentTasks
 
     current = CurrentTasks(layout.data_check_cache)
     out = []
     for job in jobs:
         stale = current.staleness(job.spec) if job.spec is not None and job.status == FLAG_OK else ""
-        out.append(job.failed(f"{job.run.job_json}: {stale}; `harness evaluate` reruns it") if stale else job)
+        out.append(replace(job, stale=f"{job.run.job_json}: {stale}; `harness evaluate` reruns it") if stale else job)
     return out
 
 
@@ -413,7 +419,8 @@ def _track_from_jobs(track: str, jobs: list[_Job], source: str, notes: tuple[str
                 status[entry, fold] = state
                 if state != FLAG_OK:
                     unreadable = job is not None and bool(job.problem)
-                    problems.append(JobProblem(entry, task, fold, state, _failure_detail(job), unreadable))
+                    stale = job is not None and bool(job.stale) and not unreadable
+                    problems.append(JobProblem(entry, task, fold, state, _failure_detail(job), unreadable, stale))
         ok = {key: table for key, table in tables.items() if status[key] == FLAG_OK}
         tasks.append(reader.make_task(task, entries, metrics, classes, ok, status))
     return TrackData(track, entries, frozenset(baselines), tuple(tasks), tuple(problems), source, notes)
@@ -422,6 +429,8 @@ def _track_from_jobs(track: str, jobs: list[_Job], source: str, notes: tuple[str
 def _failure_detail(job: _Job | None) -> str:
     if job is not None and job.problem:
         return job.problem
+    if job is not None and job.stale:
+        return job.stale
     if job is None or not job.run.is_failed():
         return ""
     try:
