@@ -2,8 +2,9 @@
 
 nnU-Net's own data loading and augmentation (what the harness trainer trains from: its
 ``get_dataloaders``, the recipe's transforms) at the challenge patch (160^3) and batch size 2, on
-the preprocessed toy segmentation data, with ``nnUNet_n_proc_DA`` augmentation workers. Reported:
-patches per second, per worker (one worker is one core busy), and the reference: the patches one
+the preprocessed toy segmentation data, in the main process by default (``nnUNet_n_proc_DA=0``:
+one core, no prefetch queue to flatter the figure). Reported: patches per second, per core, and
+the reference: the patches one
 GPU consumes at its measured training rate, ``GPU_PATCHES_PER_S`` (9.3 per second: ResEnc-L at
 4.67 iterations per second on an H200, batch 2, from `make bench-gpu`, issue 13). Their ratio is
 how many cores' worth of augmentation one GPU needs.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +32,13 @@ GPU_PATCHES_PER_S = 4.67 * 2
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=1, help="nnUNet_n_proc_DA (0: in the main process)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="nnUNet_n_proc_DA (default 0: in the main process, one core, nothing prefetched: the per-core "
+        "rate; with workers, time many more batches than their queue holds)",
+    )
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--patch", type=int, default=160)
@@ -43,20 +49,16 @@ def main(argv=None) -> int:
     os.environ.setdefault("nnUNet_def_n_proc", "1")
 
     import torch
+    from toy_task import prepared_toy_segmentation
 
     from harness.finetune.job import collect_provenance
     from harness.finetune.nnunet_trainer import SSL3DFinetuneTrainer
-    from harness.finetune.segmentation import CONFIGURATION, nnunet_paths, prepare_dataset, run_plans
+    from harness.finetune.segmentation import CONFIGURATION, nnunet_paths, run_plans
     from harness.recipes import SSL3D_2025
-    from harness.tasks import load_registry
-    from harness.tasks.toy import write_toy_data
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        shutil.copytree(REPO / "task_registry" / "toy", root / "task_registry" / "toy")
-        write_toy_data(root / "data" / "toy")
-        task = load_registry(root / "task_registry" / "toy")["ToySegOneChannel"]
-        prepared = prepare_dataset(task, root / "results")
+        task, prepared = prepared_toy_segmentation(root)
         plans = run_plans(prepared, (args.patch,) * 3, args.batch)
         plans["continue_training"] = False
         with nnunet_paths(raw=prepared.raw, preprocessed=prepared.preprocessed, results=root / "out"):

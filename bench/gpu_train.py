@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -116,13 +115,12 @@ def main(argv=None) -> int:
     tracks = [t.strip() for t in args.tracks.split(",") if t.strip()]
 
     import torch
+    from toy_task import prepared_toy_segmentation
 
     from harness.finetune.job import collect_provenance
     from harness.finetune.nnunet_trainer import SSL3DFinetuneTrainer
-    from harness.finetune.segmentation import CONFIGURATION, nnunet_paths, prepare_dataset, run_plans
+    from harness.finetune.segmentation import CONFIGURATION, nnunet_paths, run_plans
     from harness.recipes import SSL3D_2025
-    from harness.tasks import load_registry
-    from harness.tasks.toy import write_toy_data
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -132,10 +130,7 @@ def main(argv=None) -> int:
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        shutil.copytree(REPO / "task_registry" / "toy", root / "task_registry" / "toy")
-        write_toy_data(root / "data" / "toy")
-        task = load_registry(root / "task_registry" / "toy")["ToySegOneChannel"]
-        prepared = prepare_dataset(task, root / "results")
+        task, prepared = prepared_toy_segmentation(root)
         patch = (args.patch,) * 3
 
         def run(name: str, track: str, compiled: str, precision: str, make) -> None:
