@@ -60,8 +60,6 @@ def rescore_run(run: RunFolder) -> RescoreOutcome:
         return skip("its job.json predates the training hash; `harness evaluate` reruns it")
     if spec.task_training_hash != task.training_hash():
         return skip(f"task file {spec.task_file} changed beyond its scoring fields; `harness evaluate` reruns it")
-    if task.type == "segmentation" and not run.predictions_dir.is_dir():
-        return skip(f"{run.predictions_dir}: no predictions kept; `harness evaluate` reruns it")
     try:
         cases, changed = get_task_type(task.type, str(task.source)).load("rescorer")(task, run, old.metrics)
     except (OSError, ValueError, KeyError) as e:

@@ -508,6 +508,8 @@ def rescore_segmentation(task: SegmentationTask, run, metrics: dict) -> tuple[pd
     """A finished run's kept predictions (``run.predictions_dir``) scored again with the task's
     metric settings as they are now (`harness rescore`). Returns (cases, the metrics.json fields
     that change)."""
+    if not run.predictions_dir.is_dir():
+        raise FileNotFoundError(f"{run.predictions_dir}: no predictions kept; `harness evaluate` reruns it")
     dataset_json = _dataset_json(task)
     cases = score_predictions(task, dataset_json, run.predictions_dir)
     changed = {
