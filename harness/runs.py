@@ -14,9 +14,8 @@ A results folder (``ResultsLayout``) holds::
     challenges/<challenge>/teams.json       a challenge's teams: display names, anonymous ids
     challenges/<challenge>/<phase>/         a phase: itself a results folder of this shape (runs/,
                                             submissions/, leaderboard/, ...), so phases never mix,
-                                            plus inbox.json (the phase's intake record), ranked/
-                                            (the runs that count, linked), feedback/<team>/
-                                            and public/ (harness/challenge)
+                                            plus inbox.json (the phase's intake record),
+                                            feedback/<team>/ and public/ (harness/challenge)
 
 Every (entry, task, recipe setup, fold) job owns ``<results>/runs/<entry>/<task>/<setup>/fold_<k>/``
 (``<setup>``: the recipe the job's choices are named after, harness/recipes.py)::
@@ -361,11 +360,6 @@ class ResultsLayout:
     def phase_intake(self, challenge: str, phase: str) -> Path:
         """The phase's intake record (JSON): every upload taken in, its entry id and verdict."""
         return self.phase(challenge, phase).root / "inbox.json"
-
-    def phase_ranked(self, challenge: str, phase: str) -> ResultsLayout:
-        """A results folder whose ``runs/<entry>`` are links to the phase's runs of the entries
-        that count for its ranking (and the baselines): what the phase's leaderboard reads."""
-        return ResultsLayout(self.phase(challenge, phase).root / "ranked")
 
     def phase_feedback(self, challenge: str, phase: str, team: str) -> Path:
         """The folder of one team's feedback in a phase (feedback.json, feedback.html)."""

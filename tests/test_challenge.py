@@ -393,6 +393,10 @@ def test_the_phase_leaderboard_ranks_only_what_counts(world, ranked):
     assert list(board["entry"]) == [ups["alpha/a2.pth"]["entry"], ups["beta/b1.pth"]["entry"], "baseline-ResEncL"]
     assert {"rank_lo", "rank_hi"} <= set(board.columns)
     assert not (world["results"] / "leaderboard").exists()  # nothing outside the phase's folder
+    meta = json.loads((board_dir / "leaderboard.json").read_text())
+    counted = sorted([ups["alpha/a2.pth"]["entry"], ups["beta/b1.pth"]["entry"]])
+    assert meta["entries_filter"] == counted and meta["source"] == str(ranked["phase_root"])
+    assert not [p for p in ranked["phase_root"].rglob("*") if p.is_symlink()]  # read in place, no view of links
 
 
 def test_feedback_tells_each_team_its_own_results_only(world, ranked):

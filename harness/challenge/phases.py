@@ -9,21 +9,19 @@ registry, caches, provenance and leaderboard stay with it. Which accepted upload
   disk, out of the ranking);
 * ``counts: each``: every accepted upload, each ranked on its own.
 
-The leaderboard reads ``ranked/`` (``ResultsLayout.phase_ranked``), a results folder whose
-``runs/<entry>`` are symbolic links to the phase's runs of the counted entries and of the
-baselines, rebuilt on each `harness leaderboard --challenge`.
+The phase's leaderboard ranks the phase's runs of the counted entries and of the baselines
+(``ranked_entries``, given to ``build_leaderboard(entries=...)``), worked out from the intake
+record each time it is built.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.challenge.config import Challenge, ChallengeError, PhaseSpec
 from harness.challenge.intake import ACCEPTED, require_phase_record
-from harness.runs import BASELINE_PREFIX, ResultsLayout
+from harness.runs import ResultsLayout
 
 
 def counted_uploads(phase: PhaseSpec, record: dict) -> list[dict]:
@@ -77,28 +75,10 @@ def plan_phase(challenge: Challenge, phase_name: str, results: Path) -> PhasePla
     return PhasePlan(challenge, phase, layout.phase(challenge.name, phase.name).root, records)
 
 
-def link_ranked_runs(challenge: Challenge, phase: PhaseSpec, results: Path) -> ResultsLayout:
-    """Rebuild the phase's ``ranked/`` folder (see the module docstring); returns its layout."""
-    layout = ResultsLayout(results)
-    record = require_phase_record(layout, challenge, phase)
-    runs = layout.phase(challenge.name, phase.name).runs_dir
-    ranked = layout.phase_ranked(challenge.name, phase.name)
-    counted = {u["entry"] for u in counted_uploads(phase, record)}
-    present = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
-    wanted = {p.name: p for p in present if p.name in counted or p.name.startswith(BASELINE_PREFIX)}
-    if ranked.runs_dir.is_dir():
-        for link in ranked.runs_dir.iterdir():
-            if link.name not in wanted or not link.is_symlink():
-                if link.is_symlink() or link.is_file():
-                    link.unlink()
-                else:
-                    shutil.rmtree(link)
-    ranked.runs_dir.mkdir(parents=True, exist_ok=True)
-    for name, target in wanted.items():
-        link = ranked.runs_dir / name
-        if not link.is_symlink():
-            os.symlink(os.path.relpath(target, ranked.runs_dir), link, target_is_directory=True)
-    return ranked
+def ranked_entries(challenge: Challenge, phase: PhaseSpec, results: Path) -> list[str]:
+    """The entries a phase's leaderboard ranks (besides the baselines): those that count now."""
+    record = require_phase_record(ResultsLayout(results), challenge, phase)
+    return [u["entry"] for u in counted_uploads(phase, record)]
 
 
 def phase_leaderboard_dir(challenge: Challenge, phase: PhaseSpec, results: Path) -> Path:

@@ -14,6 +14,7 @@ Files in ``out`` (each written atomically, the report last)::
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,9 +103,10 @@ def build_leaderboard(
     seed: int = DEFAULT_SEED,
     plots: bool = True,
     recipe: str | None = DEFAULT_RECIPE,
+    entries: Collection[str] | None = None,
 ) -> LeaderboardOutcome:
-    """Rank every track found in ``results`` run folders (those of ``recipe``) or in ``from_csv``
-    and write ``out``."""
+    """Rank every track found in ``results`` run folders (those of ``recipe``; with ``entries``,
+    only those entries' and the baselines', ``collect_runs``) or in ``from_csv``, and write ``out``."""
     check_scheme(scheme)
     if n_bootstrap < 0:
         raise LeaderboardInputError(f"--bootstrap must be >= 0, got {n_bootstrap}")
@@ -120,7 +122,7 @@ def build_leaderboard(
         tracks = collect_csv(from_csv)
     else:
         assert results is not None  # exactly one of the two (checked above)
-        tracks = collect_runs(results, chosen)
+        tracks = collect_runs(results, chosen, entries)
     out = Path(out)
     outcome = LeaderboardOutcome(out, scheme, [], warnings=read_warnings(tracks))
     sections = []
@@ -160,6 +162,7 @@ def build_leaderboard(
         "seed": seed,
         "alpha": ALPHA,
         "source": str(from_csv if from_csv is not None else results),
+        "entries_filter": None if entries is None else sorted(set(entries)),
         "recipe": None
         if chosen is None
         else {

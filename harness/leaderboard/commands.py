@@ -71,8 +71,9 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from harness.runs import ResultsLayout
 
     try:
+        entries = None
         if args.challenge is not None or args.phase is not None:
-            results, out, recipe = _challenge_phase(args)
+            results, out, recipe, entries = _challenge_phase(args)
         else:
             recipe = args.recipe or DEFAULT_RECIPE
             results = args.results
@@ -85,6 +86,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
             n_bootstrap=args.bootstrap,
             seed=args.seed,
             recipe=None if args.from_csv is not None else recipe,
+            entries=entries,
         )
     except (LeaderboardInputError, ChallengeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -101,11 +103,11 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _challenge_phase(args: argparse.Namespace) -> tuple[Path, Path, str]:
-    """(runs to rank, output folder, recipe) of `leaderboard --challenge --phase`: the phase's
-    counted entries and baselines (harness.challenge.phases.link_ranked_runs)."""
+def _challenge_phase(args: argparse.Namespace) -> tuple[Path, Path, str, list[str]]:
+    """(results folder, output folder, recipe, entries to rank) of `leaderboard --challenge
+    --phase`: the phase's folder, and the entries that count for it (the baselines are ranked too)."""
     from harness.challenge.config import ChallengeError, load_challenge
-    from harness.challenge.phases import link_ranked_runs, phase_leaderboard_dir
+    from harness.challenge.phases import phase_leaderboard_dir, ranked_entries
 
     if args.challenge is None or args.phase is None:
         raise ChallengeError("--challenge FILE and --phase NAME go together")
@@ -115,6 +117,8 @@ def _challenge_phase(args: argparse.Namespace) -> tuple[Path, Path, str]:
     phase = challenge.get_phase(args.phase)
     if args.recipe is not None and args.recipe != challenge.recipe:
         raise ChallengeError(f"--recipe {args.recipe}: challenge {challenge.name!r} runs {challenge.recipe}")
-    ranked = link_ranked_runs(challenge, phase, args.results)
+    from harness.runs import ResultsLayout
+
+    entries = ranked_entries(challenge, phase, args.results)
     out = args.out if args.out is not None else phase_leaderboard_dir(challenge, phase, args.results)
-    return ranked.root, out, challenge.recipe
+    return ResultsLayout(args.results).phase(challenge.name, phase.name).root, out, challenge.recipe, entries

@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -265,10 +265,12 @@ def _run_folders(layout: ResultsLayout) -> list[RunFolder]:
     return [runs[path] for path in sorted(runs)]
 
 
-def collect_runs(results: Path, recipe=None) -> list[TrackData]:
+def collect_runs(results: Path, recipe=None, entries: Collection[str] | None = None) -> list[TrackData]:
     """Every track found under ``results/runs``, sorted by track name. With ``recipe`` (a
     ``harness.recipes.Recipe``), only the runs that recipe makes (its ``setup_name`` per task type
-    and track: a ResEnc-L run two recipes share counts for both).
+    and track: a ResEnc-L run two recipes share counts for both). With ``entries``, only the runs
+    of those entries (as their folders ``runs/<entry>`` name them) and of the baselines: a
+    challenge phase ranks the uploads that count, while the runs of a replaced upload stay on disk.
 
     A run whose files cannot be read is a failed run of its entry, never an error (module doc);
     ``LeaderboardInputError`` only when no run can be ranked at all.
@@ -277,14 +279,19 @@ def collect_runs(results: Path, recipe=None) -> list[TrackData]:
     root = layout.runs_dir
     jobs: list[_Job] = []
     unreadable: list[tuple[RunFolder, str]] = []
-    for run in _run_folders(layout):
+    folders = _run_folders(layout)
+    if entries is not None:
+        wanted = set(entries)
+        folders = [r for r in folders if r.entry in wanted or r.entry.startswith(BASELINE_PREFIX)]
+    for run in folders:
         try:
             jobs.append(_read_job(run))
         except LeaderboardInputError as exc:
             unreadable.append((run, str(exc)))
     found = "".join(f"; {problem}" for _, problem in unreadable[:5])  # what an error should show
     if not jobs:
-        raise LeaderboardInputError(f"{root}: no run folder with a readable job.json{found}")
+        among = "" if entries is None else f" among the entries ranked ({len(set(entries))}) and the baselines"
+        raise LeaderboardInputError(f"{root}: no run folder with a readable job.json{among}{found}")
     setups = None
     if recipe is not None:
         from harness.tracks import TRACKS
