@@ -295,6 +295,38 @@ def test_a_second_intake_changes_nothing_and_a_new_upload_is_taken(world):
     assert [u for u in after if u["name"] != "beta/b_new.pth"] == json.loads(before[0])["uploads"]
 
 
+def test_an_intake_stopped_halfway_keeps_its_verdicts(tmp_path, monkeypatch):
+    import harness.submission
+    from harness.challenge.intake import run_intake
+
+    path = _write(tmp_path, CHALLENGE_YAML.format(tasks=ROOT / "task_registry" / "toy"))
+    for n, team in enumerate(("alpha", "beta", "gamma")):
+        upload = tmp_path / "inbox" / "validation" / team / "w.pth"
+        upload.parent.mkdir(parents=True)
+        upload.write_bytes(f"not a checkpoint {n}".encode() * 100)  # invalid: a quick validation
+        os.utime(upload, (T0 + n, T0 + n))
+    challenge = load_challenge(path)
+    validate, calls = harness.submission.validate_submission, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the organizer's Ctrl-C during the second validation
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(harness.submission, "validate_submission", interrupted)
+    results = tmp_path / "results"
+    with pytest.raises(KeyboardInterrupt):
+        run_intake(challenge, challenge.phases[0], results, log=lambda m: None)
+    layout = ResultsLayout(results)
+    first = json.loads(layout.phase_intake("toychal", "validation").read_text())["uploads"]
+    assert [(u["name"], u["rejection"]) for u in first] == [("alpha/w.pth", "invalid")]
+    assert list(json.loads(layout.challenge_teams("toychal").read_text())["teams"]) == ["alpha"]
+    outcome = run_intake(challenge, challenge.phases[0], results, log=lambda m: None)
+    assert [u["name"] for u in outcome.new] == ["beta/w.pth", "gamma/w.pth"]  # alpha is not validated again
+    assert calls.count(calls[0]) == 1 and outcome.uploads[0] == first[0]
+
+
 def _dry_run_entries(world, phase: str) -> set[str]:
     out = harness(
         "evaluate", "--challenge", world["challenge"], "--phase", phase, "--results", world["results"], "--dry-run"

@@ -1,10 +1,11 @@
 """``harness intake``: take in what is new in a phase's inbox, decide each upload once, record it.
 
 Per phase one record, ``results/challenges/<challenge>/<phase>/inbox.json``
-(``ResultsLayout.phase_intake``), written atomically, holds every upload ever taken in, in intake
-order, with its entry id and verdict. An upload is decided once and never revised: a second
-intake finds nothing new and writes nothing (the file is byte for byte the same). An upload is
-known by (team, file name, sha256); an unchanged file (same size and mtime) is not hashed again.
+(``ResultsLayout.phase_intake``), written atomically after each verdict, holds every upload ever
+taken in, in intake order, with its entry id and verdict. An upload is decided once and never
+revised: a second intake finds nothing new and writes nothing (the file is byte for byte the
+same); an intake stopped halfway keeps the verdicts it reached. An upload is known by (team, file
+name, sha256); an unchanged file (same size and mtime) is not hashed again.
 
 Each new upload, in upload-time order (harness/challenge/inbox.py), is checked in this order and
 rejected at the first problem, with the reason recorded (``rejection``: the kind, ``reasons``:
@@ -143,13 +144,15 @@ def _run_intake(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout, l
         uploads.append(entry)
         known.add((upload.team, upload.name, digest))
         outcome.new.append(entry)
-    for warning in outcome.warnings:
-        log(f"warning: {warning}")
-    if outcome.new:
+        # recorded at once: an intake stopped halfway (a hundred validations take a while) keeps
+        # every verdict it reached, and the next one goes on from there
         record["updated"] = _now()
         write_json_atomic(layout.phase_intake(challenge.name, phase.name), record)
-    if teams_changed:
-        teams.save(layout)
+        if teams_changed:
+            teams.save(layout)
+            teams_changed = False
+    for warning in outcome.warnings:
+        log(f"warning: {warning}")
     return outcome
 
 
