@@ -441,6 +441,10 @@ def test_feedback_tells_each_team_its_own_results_only(world, ranked):
     by_file = {u["file"]: u for u in alpha["uploads"]}
     assert by_file["a1.pth"]["superseded_by"] == ups["alpha/a2.pth"]["entry"] and not by_file["a1.pth"]["counts"]
     assert by_file["a3.pth"]["status"] == "rejected" and "per team and track" in by_file["a3.pth"]["reasons"][0]
+    assert alpha["quota"] == {
+        "ResEncL": {"accepted": 2, "limit": 2, "remaining": 0},
+        "PrimusM": {"accepted": 0, "limit": 2, "remaining": 2},
+    }
     [result] = alpha["results"]
     assert result["entry"] == ups["alpha/a2.pth"]["entry"] and result["rank"] == 1
     assert result["rank_lo"] >= 1 and result["rank_hi"] >= result["rank_lo"] and result["entries_ranked"] == 3
@@ -532,6 +536,7 @@ def test_feedback_and_public_pages_in_a_headless_browser(world, ranked, tmp_path
     alpha = _render(browser, layout.feedback_html("toychal", "validation", "alpha"), tmp_path)
     assert "feedback for Alpha Lab" in alpha and ups["alpha/a2.pth"]["entry"] in alpha
     assert "rank <b>1</b> of 3" in alpha and "a3.pth" in alpha and "over the limit" in alpha
+    assert "ResEncL 2 of 2 (0 left); PrimusM 0 of 2 (2 left)" in alpha
     assert HIDDEN not in alpha and "validation-beta-" not in alpha and "gamma" not in alpha
     public = _render(browser, layout.public_page("toychal", "validation"), tmp_path)
     assert "Alpha Lab" in public and "from-scratch baseline" in public and "<table>" in public

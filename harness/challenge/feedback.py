@@ -1,7 +1,8 @@
 """``harness feedback``: per team of a phase, one JSON file and one self-contained HTML page that an
 organizer can mail or upload as they are (``ResultsLayout.feedback_json`` / ``feedback_html``).
 
-What a team gets: the phase's rules (window, quota, which upload counts); each of its uploads
+What a team gets: the phase's rules (window, quota, which upload counts) and how much of its quota
+per track it has used; each of its uploads
 with the intake verdict and its reasons, and whether it counts (or which later upload replaced
 it); the state of each of its jobs (task, fold, state, error class: a job's error message and
 log stay with the organizers, as they may name hidden cases); its own aggregate scores per task,
@@ -129,6 +130,14 @@ def team_feedback(
             "closes": phase.closes.isoformat() if phase.closes else None,
             "tracks": list(challenge.tracks),
         },
+        "quota": {
+            track: {
+                "accepted": (n := sum(u["status"] == ACCEPTED and u["track"] == track for u in mine)),
+                "limit": phase.submission_limit,
+                "remaining": max(phase.submission_limit - n, 0),
+            }
+            for track in challenge.tracks
+        },
         "uploads": uploads,
         "jobs": jobs,
         "results": results,
@@ -156,6 +165,11 @@ def render_feedback(data: dict) -> str:
         f"of {esc(data['challenge'])}; generated {esc(data['generated'])}.</p>",
         f"<p class='note'>Rules: at most {rules['submission_limit_per_track']} accepted upload(s) per track; "
         f"{esc(counts)}; {esc(window)}. Tracks: {esc(', '.join(rules['tracks']))}.</p>",
+        "<p>Accepted uploads so far: "
+        + esc(
+            "; ".join(f"{t} {q['accepted']} of {q['limit']} ({q['remaining']} left)" for t, q in data["quota"].items())
+        )
+        + ". A rejected upload does not use the quota.</p>",
         "<h2>Your uploads</h2>",
     ]
     if not data["uploads"]:
