@@ -467,6 +467,22 @@ def test_feedback_tells_each_team_its_own_results_only(world, ranked):
     assert "<script" not in html and "broken.pth" in html and "rejected" in html
 
 
+def test_feedback_finds_the_runs_a_recipe_shares(world, ranked):
+    """Under ssl3d-2025-lossless a ResEnc-L job lives in the ssl3d-2025 folder (the two recipes
+    agree on it): the feedback of a lossless challenge must still see it done."""
+    from harness.challenge.feedback import team_feedback
+    from harness.challenge.teams import load_teams
+    from harness.jobs.status import collect_status
+
+    lossless = load_challenge(world["challenge"]).model_copy(update={"recipe": "ssl3d-2025-lossless"})
+    phase = lossless.get_phase("validation")
+    status = collect_status(ranked["phase_root"]).jobs
+    names = load_teams(ResultsLayout(world["results"]), "toychal")
+    data = team_feedback(lossless, phase, "alpha", _record(world, "validation"), status, {}, {}, names)
+    jobs = {(j["entry"], j["task"]): j["state"] for j in data["jobs"]}
+    assert jobs[(ranked["ups"]["alpha/a2.pth"]["entry"], "ToySegOneChannel")] == "done"
+
+
 def test_publish_exports_a_public_phase_and_holds_back_a_private_one(world, ranked):
     import pandas as pd
 

@@ -23,6 +23,7 @@ from harness.challenge.intake import ACCEPTED, require_phase_record
 from harness.challenge.pages import esc, page, read_phase_leaderboard, score_columns, table
 from harness.challenge.phases import counted_uploads, phase_leaderboard_dir, superseded_by
 from harness.challenge.teams import load_teams
+from harness.recipes import get_recipe
 from harness.runs import ResultsLayout, write_json_atomic, write_text_atomic
 
 #: What a team is told of a rejection whose recorded reason names another team.
@@ -40,15 +41,14 @@ def team_reasons(upload: dict) -> list[str]:
     return list(upload.get("reasons") or [])
 
 
-def _expected_jobs(phase: PhaseSpec) -> list[tuple[str, int]]:
-    """(task, fold) of every job an entry of the phase runs, from the phase's task registry."""
+def _phase_registry(phase: PhaseSpec) -> dict:
+    """The phase's tasks (name -> TaskSpec), from its task registry."""
     from harness.tasks import TaskSpecError, load_registry
 
     try:
-        tasks = load_registry(phase.tasks)
+        return load_registry(phase.tasks)
     except TaskSpecError as e:
         raise ChallengeError(f"phase {phase.name!r}: {e}") from None
-    return [(name, fold) for name in sorted(tasks) for fold in tasks[name].fold_ids]
 
 
 def team_feedback(
@@ -73,12 +73,22 @@ def team_feedback(
         }
         for u in mine
     ]
-    expected = _expected_jobs(phase)
+    tasks = _phase_registry(phase)
+    task_types = {name: task.type for name, task in tasks.items()}
+    expected = [(name, fold) for name in sorted(tasks) for fold in tasks[name].fold_ids]  # every job an entry runs
+    recipe = get_recipe(challenge.recipe)
     jobs = []
     for u in mine:
         if u["status"] != ACCEPTED:
             continue
-        ran = {(j.task, j.fold): j for j in status if j.entry == u["entry"] and j.setup in (None, challenge.recipe)}
+
+        def of_recipe(j, track=u["track"]) -> bool:
+            # the run folder a job of the challenge's recipe has (a ResEnc-L job shared by two
+            # recipes lives in the first one's)
+            kind = task_types.get(j.task)
+            return j.setup is None or (kind is not None and j.setup == recipe.setup_name(kind, track))
+
+        ran = {(j.task, j.fold): j for j in status if j.entry == u["entry"] and of_recipe(j)}
         if u["entry"] not in counted and not ran:
             continue  # superseded before it ran: nothing to report
         for task, fold in expected if u["entry"] in counted else sorted(ran, key=str):
