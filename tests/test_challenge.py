@@ -327,10 +327,9 @@ def test_an_intake_stopped_halfway_keeps_its_verdicts(tmp_path, monkeypatch):
     assert calls.count(calls[0]) == 1 and outcome.uploads[0] == first[0]
 
 
-def _dry_run_entries(world, phase: str) -> set[str]:
-    out = harness(
-        "evaluate", "--challenge", world["challenge"], "--phase", phase, "--results", world["results"], "--dry-run"
-    )
+def _dry_run_entries(world, phase: str, results: Path | None = None) -> set[str]:
+    results = results or world["results"]
+    out = harness("evaluate", "--challenge", world["challenge"], "--phase", phase, "--results", results, "--dry-run")
     lines = out.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("entry "))
     end = next(i for i, line in enumerate(lines) if line.startswith(("local executor", "cost plan", "dry run")))
@@ -442,8 +441,8 @@ def test_feedback_tells_each_team_its_own_results_only(world, ranked):
     assert by_file["a1.pth"]["superseded_by"] == ups["alpha/a2.pth"]["entry"] and not by_file["a1.pth"]["counts"]
     assert by_file["a3.pth"]["status"] == "rejected" and "per team and track" in by_file["a3.pth"]["reasons"][0]
     assert alpha["quota"] == {
-        "ResEncL": {"accepted": 2, "limit": 2, "remaining": 0},
-        "PrimusM": {"accepted": 0, "limit": 2, "remaining": 2},
+        "ResEncL": {"used": 2, "limit": 2, "remaining": 0},
+        "PrimusM": {"used": 0, "limit": 2, "remaining": 2},
     }
     [result] = alpha["results"]
     assert result["entry"] == ups["alpha/a2.pth"]["entry"] and result["rank"] == 1
@@ -552,8 +551,50 @@ def test_feedback_and_public_pages_in_a_headless_browser(world, ranked, tmp_path
     alpha = _render(browser, layout.feedback_html("toychal", "validation", "alpha"), tmp_path)
     assert "feedback for Alpha Lab" in alpha and ups["alpha/a2.pth"]["entry"] in alpha
     assert "rank <b>1</b> of 3" in alpha and "a3.pth" in alpha and "over the limit" in alpha
-    assert "ResEncL 2 of 2 (0 left); PrimusM 0 of 2 (2 left)" in alpha
+    assert "ResEncL 2 of 2 used (0 left); PrimusM 0 of 2 used (2 left)" in alpha
     assert HIDDEN not in alpha and "validation-beta-" not in alpha and "gamma" not in alpha
     public = _render(browser, layout.public_page("toychal", "validation"), tmp_path)
     assert "Alpha Lab" in public and "from-scratch baseline" in public and "<table>" in public
     assert HIDDEN not in public and "validation-alpha-" not in public and "broken.pth" not in public
+
+
+# ------------------------------------------------------------------------------ withdrawal
+def test_the_organizers_withdraw_an_accepted_upload(world, ranked, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(world["results"], results, symlinks=True)  # the module's world stays as it is
+    ups = ranked["ups"]
+    a1, a2 = ups["alpha/a1.pth"]["entry"], ups["alpha/a2.pth"]["entry"]
+    common = ("--challenge", world["challenge"], "--results", results)
+    out = harness("intake", *common, "--phase", "validation", "--withdraw", a2, check=2)
+    assert "--withdraw ENTRY needs --phase NAME and --reason TEXT" in out.stderr
+    out = harness("intake", *common, "--phase", "validation", "--withdraw", "no-such", "--reason", "x", check=2)
+    assert "no upload with entry id 'no-such'" in out.stderr
+    reason = "trained on the validation cases (rule 4)"
+    out = harness("intake", *common, "--phase", "validation", "--withdraw", a2, "--reason", reason)
+    assert f"{a2}: WITHDRAWN" in out.stdout
+    record = {
+        u["entry"]: u
+        for u in json.loads(ResultsLayout(results).phase_intake("toychal", "validation").read_text())["uploads"]
+    }
+    assert (record[a2]["status"], record[a2]["rejection"]) == ("rejected", "withdrawn") and reason in record[a2][
+        "reasons"
+    ][0]
+    out = harness("intake", *common, "--phase", "validation", "--withdraw", a2, "--reason", reason, check=2)
+    assert "was not accepted (withdrawn)" in out.stderr
+    # last-valid: alpha's earlier upload counts again, in the matrix and in the ranking
+    assert _dry_run_entries(world, "validation", results) == {a1, ups["beta/b1.pth"]["entry"], "baseline-ResEncL"}
+    harness("leaderboard", *common, "--phase", "validation", "--bootstrap", "0")
+    import pandas as pd
+
+    board = pd.read_csv(
+        ResultsLayout(results).phase("toychal", "validation").leaderboard_dir("ssl3d-2025") / "leaderboard_ResEncL.csv"
+    )
+    assert a1 in set(board["entry"]) and a2 not in set(board["entry"])
+    harness("feedback", *common, "--phase", "validation", "--team", "alpha")
+    alpha = json.loads(ResultsLayout(results).feedback_json("toychal", "validation", "alpha").read_text())
+    by_entry = {u["entry"]: u for u in alpha["uploads"]}
+    assert by_entry[a2]["status"] == "rejected" and reason in by_entry[a2]["reasons"][0] and by_entry[a1]["counts"]
+    assert alpha["quota"]["ResEncL"] == {"used": 2, "limit": 2, "remaining": 0}  # the slot stays used
+    phase_root = ResultsLayout(results).phase("toychal", "validation")
+    assert json.loads(phase_root.intake_record(a2).read_text())["valid"] is False
+    assert f"rejected at intake: {a2}" in harness("status", "--results", phase_root.root).stdout

@@ -40,6 +40,14 @@ def register(subparsers) -> None:
     )
     _common(p, phase_required=False)
     p.add_argument("--json", action="store_true", help="print the new uploads' verdicts as one JSON list")
+    p.add_argument(
+        "--withdraw",
+        metavar="ENTRY",
+        default=None,
+        help="instead of taking in uploads: withdraw this accepted upload of --phase (it leaves the phase's "
+        "matrix and ranking, keeps its quota slot and its runs; the team reads --reason in its feedback)",
+    )
+    p.add_argument("--reason", default=None, help="why --withdraw (shown to the team)")
     p.set_defaults(func=_intake)
 
     f = subparsers.add_parser(
@@ -85,6 +93,8 @@ def _intake(args: argparse.Namespace) -> int:
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     try:
         challenge = load_challenge(args.challenge)
+        if args.withdraw is not None or args.reason is not None:
+            return _withdraw(challenge, args, log)
         outcomes = take_in(challenge, args.results, args.phase, log=log)
     except ChallengeError as exc:
         return _error("intake", exc)
@@ -93,6 +103,18 @@ def _intake(args: argparse.Namespace) -> int:
     else:
         for outcome in outcomes:
             print(outcome.summary())
+    return 0
+
+
+def _withdraw(challenge, args: argparse.Namespace, log) -> int:
+    from harness.challenge.config import ChallengeError
+    from harness.challenge.intake import withdraw
+
+    if args.withdraw is None or args.phase is None or not (args.reason or "").strip():
+        raise ChallengeError("--withdraw ENTRY needs --phase NAME and --reason TEXT")
+    upload = withdraw(challenge, challenge.get_phase(args.phase), args.results, args.withdraw, args.reason, log=log)
+    if args.json:
+        print(json.dumps(upload, indent=2))
     return 0
 
 

@@ -19,7 +19,7 @@ import datetime as dt
 from pathlib import Path
 
 from harness.challenge.config import Challenge, ChallengeError, PhaseSpec
-from harness.challenge.intake import ACCEPTED, require_phase_record
+from harness.challenge.intake import ACCEPTED, require_phase_record, uses_quota
 from harness.challenge.pages import esc, page, read_phase_leaderboard, score_columns, table
 from harness.challenge.phases import counted_uploads, phase_leaderboard_dir, superseded_by
 from harness.challenge.teams import load_teams
@@ -142,7 +142,7 @@ def team_feedback(
         },
         "quota": {
             track: {
-                "accepted": (n := sum(u["status"] == ACCEPTED and u["track"] == track for u in mine)),
+                "used": (n := sum(uses_quota(u) and u["track"] == track for u in mine)),
                 "limit": phase.submission_limit,
                 "remaining": max(phase.submission_limit - n, 0),
             }
@@ -175,11 +175,11 @@ def render_feedback(data: dict) -> str:
         f"of {esc(data['challenge'])}; generated {esc(data['generated'])}.</p>",
         f"<p class='note'>Rules: at most {rules['submission_limit_per_track']} accepted upload(s) per track; "
         f"{esc(counts)}; {esc(window)}. Tracks: {esc(', '.join(rules['tracks']))}.</p>",
-        "<p>Accepted uploads so far: "
+        "<p>Your quota: "
         + esc(
-            "; ".join(f"{t} {q['accepted']} of {q['limit']} ({q['remaining']} left)" for t, q in data["quota"].items())
+            "; ".join(f"{t} {q['used']} of {q['limit']} used ({q['remaining']} left)" for t, q in data["quota"].items())
         )
-        + ". A rejected upload does not use the quota.</p>",
+        + ". An accepted upload uses a slot (one the organizers withdrew too); a rejected one does not.</p>",
         "<h2>Your uploads</h2>",
     ]
     if not data["uploads"]:

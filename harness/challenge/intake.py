@@ -2,10 +2,12 @@
 
 Per phase one record, ``results/challenges/<challenge>/<phase>/inbox.json``
 (``ResultsLayout.phase_intake``), written atomically after each verdict, holds every upload ever
-taken in, in intake order, with its entry id and verdict. An upload is decided once and never
-revised: a second intake finds nothing new and writes nothing (the file is byte for byte the
-same); an intake stopped halfway keeps the verdicts it reached. An upload is known by (team, file
-name, sha256); an unchanged file (same size and mtime) is not hashed again.
+taken in, in intake order, with its entry id and verdict. An upload is decided once and intake
+never revises it: a second intake finds nothing new and writes nothing (the file is byte for byte
+the same); an intake stopped halfway keeps the verdicts it reached. Only the organizers revise
+one, by withdrawing an accepted upload (``withdraw``: `harness intake --withdraw ENTRY --reason`).
+An upload is known by (team, file name, sha256); an unchanged file (same size and mtime) is not
+hashed again.
 
 Each new upload, in upload-time order (harness/challenge/inbox.py), is checked in this order and
 rejected at the first problem, with the reason recorded (``rejection``: the kind, ``reasons``:
@@ -20,7 +22,7 @@ the words):
                   manifest's track when it names one) finds an error;
 6. ``track``      a valid checkpoint of a track the challenge does not run;
 7. ``quota``      the team already has ``submission_limit`` accepted uploads of this track in this
-                  phase (rejected uploads do not use the quota).
+                  phase (rejected uploads do not use the quota; withdrawn ones do: ``uses_quota``).
 
 The entry id is ``<phase>-<team>-<first 12 hex digits of the sha256>`` (a second upload of the
 same bytes by the same team gets ``-2``, ...), stable across runs; it names the entry's run
@@ -42,7 +44,15 @@ from harness.challenge.teams import load_teams
 from harness.runs import ResultsLayout, read_json, write_json_atomic, write_text_atomic
 
 ACCEPTED, REJECTED = "accepted", "rejected"
-REJECTIONS = ("unusable", "window", "duplicate", "resubmission", "invalid", "track", "quota")
+REJECTIONS = ("unusable", "window", "duplicate", "resubmission", "invalid", "track", "quota", "withdrawn")
+#: The organizers' own verdict on an accepted upload (``withdraw``), never intake's.
+WITHDRAWN = "withdrawn"
+
+
+def uses_quota(upload: dict) -> bool:
+    """Whether an upload takes one of its team's ``submission_limit`` slots: an accepted one, and
+    one the organizers withdrew after accepting it (it was evaluated; withdrawing frees nothing)."""
+    return upload["status"] == ACCEPTED or upload.get("rejection") == WITHDRAWN
 
 
 @dataclass
@@ -252,13 +262,13 @@ def decide(
     track = entry["track"]
     if track not in challenge.tracks:
         return reject("track", f"a valid {track} checkpoint, but this challenge runs {', '.join(challenge.tracks)}")
-    used = [u for u in uploads if u["team"] == upload.team and u["track"] == track and u["status"] == ACCEPTED]
+    used = [u for u in uploads if u["team"] == upload.team and u["track"] == track and uses_quota(u)]
     if len(used) >= phase.submission_limit:
         listed = ", ".join(f"{u['entry']} ({u['name']})" for u in used)
         return reject(
             "quota",
             f"over the limit: phase {phase.name!r} accepts {phase.submission_limit} submission(s) per team "
-            f"and track, and team {upload.team!r} has {len(used)} accepted in {track}: {listed}",
+            f"and track, and team {upload.team!r} has used {len(used)} in {track}: {listed}",
         )
     entry["status"] = ACCEPTED
     log(
@@ -294,6 +304,55 @@ def write_entry_record(phase_layout: ResultsLayout, entry: dict) -> None:
     lines += [f"  error: {r}" for r in record["report"].get("errors", [])]
     lines += [f"  warning: {w}" for w in record["report"].get("warnings", [])]
     write_text_atomic(phase_layout.intake_report(entry["entry"]), "\n".join(lines) + "\n")
+
+
+def withdraw(
+    challenge: Challenge,
+    phase: PhaseSpec,
+    results: Path,
+    entry: str,
+    reason: str,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """The organizers withdraw an accepted upload (a broken rule, the team's own request): it is
+    recorded as rejected (``withdrawn``, with the reason and the time) and leaves the phase's
+    matrix and ranking (under ``last-valid`` the team's previous accepted upload counts again); its
+    runs stay on disk; it keeps its quota slot. The only verdict that is ever revised."""
+    from harness.jobs.lock import EvaluateLockedError, ResultsLock
+
+    if not reason.strip():
+        raise ChallengeError("--withdraw needs a --reason: the team reads it in its feedback")
+    layout = ResultsLayout(results)
+    try:
+        with ResultsLock(layout.challenge_dir(challenge.name)):
+            record = require_phase_record(layout, challenge, phase)
+            upload = next((u for u in record["uploads"] if u["entry"] == entry), None)
+            if upload is None:
+                raise ChallengeError(f"phase {phase.name!r} has no upload with entry id {entry!r}")
+            if upload["status"] != ACCEPTED:
+                raise ChallengeError(
+                    f"entry {entry} was not accepted ({upload['rejection']}): there is nothing to withdraw"
+                )
+            when = _now()
+            upload.update(
+                status=REJECTED,
+                rejection=WITHDRAWN,
+                reasons=[f"withdrawn by the organizers on {when}: {reason.strip()}"],
+                withdrawn=when,
+            )
+            record["updated"] = when
+            write_json_atomic(layout.phase_intake(challenge.name, phase.name), record)  # what counts
+            phase_layout = layout.phase(challenge.name, phase.name)
+            path = phase_layout.intake_record(entry)
+            previous = read_json(path) if path.is_file() else {}
+            write_entry_record(phase_layout, {**upload, "checked": when, "report": previous.get("report")})
+    except EvaluateLockedError:
+        raise ChallengeError(
+            f"another `harness intake` is running on challenge {challenge.name!r}; try again when it has finished"
+        ) from None
+    log(f"intake {phase.name}: {upload['name']} -> {entry}: WITHDRAWN: {reason.strip()}")
+    return upload
 
 
 def take_in(
