@@ -26,7 +26,7 @@ def test_make_evaluate_runs_both_recipes_on_the_toy_tasks(tmp_path):
                 "SUB=submissions/example_PrimusM.pth",
                 f"RECIPE={recipe}",
                 f"RESULTS={results}",
-                "EVALUATE_ARGS=--folds 0",
+                "EVALUATE_ARGS=--folds 0 --jobs 2",  # two at a time: most of a toy job is one-core start-up
             ],
             cwd=REPO,
             env=env,
