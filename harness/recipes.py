@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +40,15 @@ class _Frozen(BaseModel):
 
 class RecipeError(ValueError):
     """An unknown recipe or an override the recipe cannot take; the message names the file and field."""
+
+
+#: A part of a transformer checkpoint that some jobs need beyond the keys every upload has:
+#: PrimusM's LayerScale (``gamma_1``, ``gamma_2``) and inner attention norm. A Primus built
+#: without them is seen in the wild (``ValidationReport.lacks``); it fits the organizers'
+#: classification Eva, not PrimusM.
+LAYERSCALE = "layerscale"
+#: The recipe's Primus classification encoders that have LayerScale and the inner attention norm.
+ENCODERS_WITH_LAYERSCALE = frozenset({"primus-m"})
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -87,7 +97,9 @@ class ClassificationAugmentation(_Frozen):
     single fields (``enabled: false`` switches all of it off)."""
 
     enabled: bool = True
-    rotation_degrees: float = Field(30.0, ge=0)
+    #: The organizers' ``rotation_for_DA: 0.523599`` (radians; ``math.radians(30)`` is 0.5235987...),
+    #: passed as one scalar: every axis turns by exactly this angle when rotation fires.
+    rotation_radians: float = Field(0.523599, ge=0)
     rotation_p: float = Field(0.2, ge=0, le=1)
     scale: tuple[float, float] = (0.7, 1.4)
     scale_p: float = Field(0.2, ge=0, le=1)
@@ -100,8 +112,11 @@ class ClassificationAugmentation(_Frozen):
     contrast: tuple[float, float] = (0.75, 1.25)
     contrast_p: float = Field(0.15, ge=0, le=1)
     low_resolution_scale: tuple[float, float] = (0.5, 1.0)
-    #: 0: the organizers configure 0.25, but in the batchgeneratorsv2 they ran (<= 0.3.1) their
-    #: SimulateLowResolutionTransform(ignore_axes=None) set every scale to 1, a no-op: their 0.25 did nothing.
+    #: 0 (inferred): the organizers configure 0.25, but with the batchgeneratorsv2 of their time
+    #: (<= 0.3.1) their ``SimulateLowResolutionTransform(ignore_axes=None)`` set every scale to 1, a
+    #: no-op; later versions (0.3.6) resample. When a task sets it above 0, the harness's own
+    #: transform runs (``harness.finetune.classification.augment.SimulatedLowResolution``), so the
+    #: result never depends on the installed batchgeneratorsv2. docs/recipes.md has the evidence.
     low_resolution_p: float = Field(0.0, ge=0, le=1)
     gamma: tuple[float, float] = (0.7, 1.5)
     gamma_inverted_p: float = Field(0.1, ge=0, le=1)
@@ -123,9 +138,21 @@ class SegmentationRecipe(_Frozen):
     keep_planned_transpose: bool = True
     #: Reported means: per label the nan-mean over cases, then the mean over labels.
     reported_mean: Literal["labels-of-case-nanmeans"] = "labels-of-case-nanmeans"
+    #: nnU-Net's training transforms as the organizers' fork ran them: nnunetv2 2.6.1 (the
+    #: segmentation padded with label 0, mode ``zeros``, where 2.8.1 pads -1, mode ``constant``)
+    #: with the batchgeneratorsv2 of 2025 (<= 0.3.0), whose ``SimulateLowResolutionTransform``
+    #: with ``ignore_axes=None`` changed nothing (inferred: the version they ran is not recorded);
+    #: ``installed``: the installed nnunetv2's transforms unchanged. docs/recipes.md lists every
+    #: default that differs between the two versions.
+    training_transforms: Literal["nnunetv2-2.6.1", "installed"] = "nnunetv2-2.6.1"
     schedules: dict[str, SegmentationSchedule]
     #: Schedule fields a task may not override under this recipe.
     fixed_fields: tuple[str, ...] = ()
+
+    def needs(self, track: str) -> frozenset[str]:
+        """What a job of ``track`` needs of a checkpoint beyond its reference keys: the track's
+        reference network, i.e. PrimusM's LayerScale for a transformer."""
+        return frozenset({LAYERSCALE}) if get_track(track).tokens else frozenset()
 
 
 class ClassificationRecipe(_Frozen):
@@ -163,6 +190,12 @@ class ClassificationRecipe(_Frozen):
     augmentation: ClassificationAugmentation = ClassificationAugmentation()
     fixed_fields: tuple[str, ...] = ()
 
+    def needs(self, track: str) -> frozenset[str]:
+        """What a job of ``track`` needs of a checkpoint beyond its reference keys: LayerScale
+        only with an Eva that has it (``primus_encoder``)."""
+        layerscale = get_track(track).tokens and self.primus_encoder in ENCODERS_WITH_LAYERSCALE
+        return frozenset({LAYERSCALE}) if layerscale else frozenset()
+
 
 #: Recipe fields that only a transformer (token) track's job uses: not part of a CNN job's identity.
 TOKEN_ONLY_FIELDS = {
@@ -185,6 +218,14 @@ class Recipe(_Frozen):
         if task_type not in TASK_TYPES:
             raise RecipeError(f"unknown task type {task_type!r}; known: {', '.join(TASK_TYPES)}")
         return getattr(self, task_type)  # one recipe part per task type, named after it
+
+    def runnable_task_types(
+        self, track: str, lacks: Iterable[str], task_types: Iterable[str] = TASK_TYPES
+    ) -> list[str]:
+        """The ``task_types`` whose jobs of ``track`` this recipe can run on a checkpoint that
+        ``lacks`` these parts (``ValidationReport.lacks``)."""
+        missing = set(lacks)
+        return [t for t in task_types if not self.part(t).needs(track) & missing]
 
     def applicable_values(self, task_type: str, track: str) -> dict[str, Any]:
         """Every recipe choice a ``task_type`` job of ``track`` makes (its track's schedule only)."""
@@ -217,7 +258,9 @@ _CLASSIFICATION_SCHEDULES = {name: ClassificationSchedule(**t.classification_sch
 
 SSL3D_2025 = Recipe(
     name="ssl3d-2025",
-    version=1,
+    # 2: the transposition planned from the data's own spacing, nnunetv2 2.6.1's training
+    # transforms, the organizers' rotation value (docs/recipes.md)
+    version=2,
     description="the SSL3D 2025 organizers' fine-tuning as their public code runs it, quirks included",
     segmentation=SegmentationRecipe(
         primus_token_order="as-is", schedules=_SEGMENTATION_SCHEDULES, fixed_fields=_SEGMENTATION_FIXED
@@ -240,7 +283,7 @@ LOSSLESS_DIFFERENCES = (
 
 SSL3D_2025_LOSSLESS = Recipe(
     name="ssl3d-2025-lossless",
-    version=1,
+    version=2,  # 2: as ssl3d-2025's version 2
     description="ssl3d-2025, except where the organizers' code loses or scrambles pre-trained information",
     segmentation=SSL3D_2025.segmentation.model_copy(update={"primus_token_order": "nnssl"}),
     classification=SSL3D_2025.classification.model_copy(

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-#: How a Primus ``pos_embed`` from a checkpoint is read: in nnssl's token order and converted
-#: (default), or copied unchanged. See harness/models/transfer.py.
+#: The sequence a Primus fine-tuning network feeds Eva (a recipe's ``primus_token_order``): ``as-is``
+#: is dynamic-network-architectures' ``(w h d)`` (the organizers' segmentation, ``ssl3d-2025``),
+#: ``nnssl`` the ``(h w d)`` of nnssl's pre-training. The checkpoint's ``pos_embed`` is copied as it
+#: is either way; see harness/models/transfer.py and harness/models/primus.py.
 TOKEN_ORDERS: tuple[str, ...] = ("nnssl", "as-is")
 
 

@@ -21,7 +21,7 @@ from nnunetv2.preprocessing.resampling.default_resampling import (
 )
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from harness.finetune.classification.augment import build_augmentation
+from harness.finetune.classification.augment import SimulatedLowResolution, build_augmentation
 from harness.finetune.classification.data import (
     ClassificationDataError,
     cache_key,
@@ -280,7 +280,8 @@ def test_augmentation_is_the_organizers_pipeline():
 
     spatial = ts[0]
     assert isinstance(spatial.rotation, float)  # a scalar: every axis turns by exactly +30 degrees
-    assert spatial.rotation == pytest.approx(0.523599, abs=1e-6)
+    # SSL3D_classification cli_configs/data/*.yaml: `rotation_for_DA: 0.523599` (not radians(30))
+    assert spatial.rotation == 0.523599
     assert (spatial.p_rotation, spatial.p_scaling, spatial.p_elastic_deform) == (0.2, 0.2, 0)
     assert tuple(spatial.scaling) == (0.7, 1.4) and spatial.p_synchronize_scaling_across_axes == 1
     assert spatial.random_crop is False and tuple(spatial.patch_size) == (16, 16, 16)
@@ -302,10 +303,31 @@ def test_augmentation_is_the_organizers_pipeline():
     for _ in range(3):
         assert transform(image=x.clone())["image"].shape == x.shape
 
-    # the organizers' configured low-resolution probability, when asked for, sits after contrast
+    # the organizers' configured low-resolution probability, when asked for, sits after contrast,
+    # as the harness's own transform (not the installed batchgeneratorsv2's)
     low = build_augmentation(aug.model_copy(update={"low_resolution_p": 0.25}), (16, 16, 16)).transforms[5]
-    assert isinstance(low.transform, SimulateLowResolutionTransform) and low.apply_probability == 0.25
-    assert low.transform.ignore_axes is None and low.transform.synchronize_axes and low.transform.p_per_channel == 0.5
+    assert isinstance(low.transform, SimulatedLowResolution) and low.apply_probability == 0.25
+    assert not isinstance(low.transform, SimulateLowResolutionTransform)
+    assert low.transform.scale == (0.5, 1.0) and low.transform.p_per_channel == 0.5
+
+
+def test_simulated_low_resolution_is_the_harness_own():
+    """Shrink by one factor for all axes (nearest), back by trilinear interpolation: checked
+    against torch's interpolation called directly, for a fixed factor."""
+    import torch.nn.functional as F
+
+    x = torch.randn(2, 12, 10, 8)
+    t = SimulatedLowResolution(scale=(0.5, 0.5), p_per_channel=1.0)
+    params = t.get_parameters(image=x)
+    assert params["factors"] == {0: 0.5, 1: 0.5}
+    out = t._apply_to_image(x.clone(), **params)
+    for c in range(2):
+        small = F.interpolate(x[c][None, None], [6, 5, 4], mode="nearest-exact")
+        expected = F.interpolate(small, [12, 10, 8], mode="trilinear")[0, 0]
+        assert torch.equal(out[c], expected)
+    assert not torch.equal(out, x)
+    untouched = SimulatedLowResolution(scale=(0.5, 1.0), p_per_channel=0.0)
+    assert torch.equal(untouched(image=x.clone())["image"], x)
 
 
 def test_augmentation_switches_and_validation():

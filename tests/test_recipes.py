@@ -150,7 +150,7 @@ def test_job_identity_and_run_folder_follow_the_recipe(tmp_path):
     c, d = job("ResEncL", SSL3D_2025), job("ResEncL", SSL3D_2025_LOSSLESS)
     assert c.run.path == d.run.path and c.job_id() == d.job_id()
     assert "primus_token_order" not in c.description()["recipe_values"]
-    assert c.description()["recipe"] == "ssl3d-2025" and c.description()["recipe_version"] == 1
+    assert c.description()["recipe"] == "ssl3d-2025" and c.description()["recipe_version"] == 2
     assert c.run.results_root == tmp_path
 
 

@@ -7,6 +7,8 @@ PyPI nnunetv2 has no nnssl fine-tuning trainer, so this subclass brings one. It 
 * ``build_network_architecture``: the track's reference network (not what nnU-Net would plan),
   initialised as nnU-Net initialises its own, with the submission's stem and encoder loaded on
   top (harness.models.transfer), in the recipe's Primus token order;
+* ``get_training_transforms``: nnU-Net's own, brought to what the organizers' fork (nnunetv2
+  2.6.1 with the batchgeneratorsv2 of 2025) ran where the recipe says so (``as_fork_ran``);
 * ``configure_optimizers``: SGD (ResEnc-L) or AdamW (Primus-M), linear warm-up then poly decay;
 * ``train_step``: the schedule's gradient clip (1 for Primus, nnU-Net's 12 otherwise), and the
   divergence guard (``harness.finetune.divergence``: no step on a non-finite loss, FAILED
@@ -61,6 +63,32 @@ class WarmupPolyLRScheduler(PolyLRScheduler):
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(current_step)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+def as_fork_ran(transforms):
+    """nnunetv2 2.8.1's training transforms (a batchgeneratorsv2 ``ComposeTransforms``, changed in
+    place and returned) as nnunetv2 2.6.1 with the batchgeneratorsv2 of 2025 (<= 0.3.0) ran them:
+
+    * ``SpatialTransform`` pads the segmentation with label 0 (``border_mode_seg="zeros"``, the
+      batchgeneratorsv2 default 2.6.1 left alone) where 2.8.1 asks for -1 (``"constant"``);
+    * ``SimulateLowResolutionTransform`` with ``ignore_axes=None`` (every 3D configuration without
+      dummy-2D augmentation) is left out: batchgeneratorsv2 <= 0.3.0 set all its scales to 1
+      (``scales[:, None] = 1``), so it never changed an image; 0.3.2 and later resample.
+    """
+    from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+    from batchgeneratorsv2.transforms.utils.random import RandomTransform
+
+    kept = []
+    for t in transforms.transforms:
+        inner = t.transform if isinstance(t, RandomTransform) else t
+        if isinstance(inner, SimulateLowResolutionTransform) and inner.ignore_axes is None:
+            continue
+        if isinstance(inner, SpatialTransform):
+            inner.border_mode_seg, inner.padding_value_seg = "zeros", 0
+        kept.append(t)
+    transforms.transforms = kept
+    return transforms
 
 
 class SSL3DFinetuneTrainer(nnUNetTrainer):
@@ -143,6 +171,11 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
         else:
             self.print_to_log_file("from-scratch baseline: no pre-trained weights loaded")
         return network
+
+    def get_training_transforms(self, *args, **kwargs):  # nnU-Net calls it on the instance
+        transforms = nnUNetTrainer.get_training_transforms(*args, **kwargs)
+        assert self.recipe is not None  # configure_finetuning ran before initialize
+        return as_fork_ran(transforms) if self.recipe.training_transforms == "nnunetv2-2.6.1" else transforms
 
     def set_deep_supervision_enabled(self, enabled: bool):
         # Primus has no deep-supervision switch; the ResEnc-L reference is built without it.

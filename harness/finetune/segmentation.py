@@ -164,7 +164,7 @@ def preprocessing_key(task: SegmentationTask, dataset_json: dict, recipe: Segmen
         "keep_planned_transpose": recipe.keep_planned_transpose,
         "num_folds": task.num_folds,
         "held_out_from_train": list(task.test.cases or []),
-        "version": 1,
+        "version": 2,  # 2: the transposition planned from the data's spacing
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -203,11 +203,11 @@ def _preprocess(
         # nnU-Net's planner hands nnUNet_n_proc_DA to torch.set_num_threads, which rejects 0
         # (0 is otherwise a valid setting: single-threaded data augmentation)
         da_threads = str(max(1, int(os.environ.get("nnUNet_n_proc_DA", "1") or 1)))
+        # planned from the data's own spacing, as the organizers' plans are (nnU-Net's default
+        # planner; like_nnssl.py only replaces the spacing afterwards): the transposition nnU-Net
+        # plans depends on that spacing, and the isotropic target spacing would plan none
         planner = ExperimentPlanner(
-            DATASET_ID,
-            plans_name=PLANS_NAME,
-            overwrite_target_spacing=[float(s) for s in task.target_spacing],
-            suppress_transpose=not recipe.keep_planned_transpose,
+            DATASET_ID, plans_name=PLANS_NAME, suppress_transpose=not recipe.keep_planned_transpose
         )
         with environment(nnUNet_n_proc_DA=da_threads):
             planner.plan_experiment()

@@ -26,6 +26,7 @@ from dynamic_network_architectures.architectures.primus import PrimusM
 from einops import rearrange
 from torch import nn
 
+from harness.recipes import ENCODERS_WITH_LAYERSCALE
 from harness.tracks import get_track
 
 if TYPE_CHECKING:
@@ -108,10 +109,6 @@ def build_network(input_channels: int, num_classes: int, patch_size: Sequence[in
     )
 
 
-#: Whether each of the recipe's Primus encoders has LayerScale and the inner attention norm.
-ENCODER_LAYERSCALE = {"eva-no-layerscale": False, "primus-m": True}
-
-
 class PrimusClassifier(nn.Module):
     """Input (B, C, *patch) with the patch the network was built for; output logits (B, num_classes).
 
@@ -148,7 +145,9 @@ def build_classifier(
     LayerNorm) -> mean over tokens -> dropout -> linear. The recipe picks the Eva
     (``primus_encoder``: the organizers' without LayerScale and inner attention norm, or PrimusM's)
     and the pooling (``primus_pooling``: tokens 1..N as the organizers', or all tokens)."""
-    down_projection, eva = build_primus_encoder(input_channels, patch_size, ENCODER_LAYERSCALE[recipe.primus_encoder])
+    down_projection, eva = build_primus_encoder(
+        input_channels, patch_size, recipe.primus_encoder in ENCODERS_WITH_LAYERSCALE
+    )
     return PrimusClassifier(
         down_projection,
         eva,

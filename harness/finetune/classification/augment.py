@@ -9,10 +9,39 @@ task's overrides). It runs on one (C, *patch) image tensor, no segmentation, as 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
+import torch
+from batchgeneratorsv2.transforms.base.basic_transform import ImageOnlyTransform
+from torch.nn.functional import interpolate
+
 from harness.recipes import ClassificationAugmentation
+
+
+class SimulatedLowResolution(ImageOnlyTransform):
+    """Simulated low resolution of a (C, *spatial) image, the harness's own (batchgeneratorsv2's
+    transform of the same name was a no-op up to 0.3.0 with ``ignore_axes=None`` and resamples
+    since 0.3.2: a recipe must not depend on which is installed). Each channel, with probability
+    ``p_per_channel``, is shrunk by one factor drawn uniformly from ``scale`` for all axes
+    (nearest neighbour, sizes rounded), then brought back to its size by linear interpolation."""
+
+    def __init__(self, scale: tuple[float, float], p_per_channel: float):
+        super().__init__()
+        self.scale, self.p_per_channel = (float(scale[0]), float(scale[1])), float(p_per_channel)
+
+    def get_parameters(self, **data_dict) -> dict:
+        n_channels = data_dict["image"].shape[0]
+        channels = torch.where(torch.rand(n_channels) < self.p_per_channel)[0].tolist()
+        lo, hi = self.scale
+        return {"factors": {c: lo + (hi - lo) * float(torch.rand(())) for c in channels}}
+
+    def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
+        size = img.shape[1:]
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+        for c, factor in params["factors"].items():
+            small = interpolate(img[c][None, None], [max(1, round(n * factor)) for n in size], mode="nearest-exact")
+            img[c] = interpolate(small, size, mode=mode)[0, 0]
+        return img
 
 
 def build_augmentation(aug: ClassificationAugmentation, patch: Sequence[int]):
@@ -26,8 +55,8 @@ def build_augmentation(aug: ClassificationAugmentation, patch: Sequence[int]):
        from ``scale`` for all axes). **Quirk kept:** the organizers pass the rotation as one
        float (``rotation_for_DA: 0.523599``), and batchgeneratorsv2's ``sample_scalar`` returns
        a number unchanged, so when rotation fires every axis is rotated by exactly
-       ``+rotation_degrees`` (+30 degrees), not by an angle drawn from +-30 degrees. The angle is
-       passed here as that scalar, ``math.radians(rotation_degrees)``.
+       ``rotation_radians`` (their 0.523599, about +30 degrees), not by an angle drawn from +-30
+       degrees. The angle is passed here as that scalar.
     2. Gaussian noise, std drawn from ``gaussian_noise_variance`` (batchgeneratorsv2 uses the
        drawn value as the standard deviation), all channels alike;
     3. Gaussian blur, sigma from ``gaussian_blur_sigma`` per axis and channel, each channel with
@@ -35,8 +64,10 @@ def build_augmentation(aug: ClassificationAugmentation, patch: Sequence[int]):
     4. multiplicative brightness and 5. contrast (range preserved), factors from
        ``BGContrast(brightness)`` / ``BGContrast(contrast)`` (half the time below 1, half above);
     6. simulated low resolution (``low_resolution_scale``, axes together, each channel with
-       probability 0.5). ``ssl3d-2025`` sets its probability to 0: in the batchgeneratorsv2 the
-       organizers ran (<= 0.3.1) it was a no-op (``ignore_axes=None`` set every scale to 1);
+       probability 0.5), the harness's own ``SimulatedLowResolution``, so that what it does never
+       depends on the installed batchgeneratorsv2. ``ssl3d-2025`` sets its probability to 0
+       (inferred): in the batchgeneratorsv2 of the organizers' time (<= 0.3.0) their
+       ``SimulateLowResolutionTransform(ignore_axes=None)`` was a no-op (every scale set to 1);
     7. gamma on the inverted image and 8. gamma, ``BGContrast(gamma)``, statistics retained;
     9. mirroring along ``mirror_axes``, each axis with probability 0.5.
 
@@ -50,7 +81,6 @@ def build_augmentation(aug: ClassificationAugmentation, patch: Sequence[int]):
     from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
     from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
     from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
-    from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
     from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
     from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
     from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
@@ -64,7 +94,7 @@ def build_augmentation(aug: ClassificationAugmentation, patch: Sequence[int]):
         raise ValueError(f"augmentation.scale {aug.scale}: need 0 < low <= high")
 
     transforms = []
-    p_rotation = aug.rotation_p if aug.rotation_degrees > 0 else 0.0
+    p_rotation = aug.rotation_p if aug.rotation_radians > 0 else 0.0
     p_scaling = aug.scale_p if (lo, hi) != (1.0, 1.0) else 0.0
     if p_rotation > 0 or p_scaling > 0:
         transforms.append(
@@ -74,7 +104,7 @@ def build_augmentation(aug: ClassificationAugmentation, patch: Sequence[int]):
                 random_crop=False,
                 p_elastic_deform=0,
                 p_rotation=p_rotation,
-                rotation=math.radians(aug.rotation_degrees),  # a scalar: exactly this angle, see above
+                rotation=aug.rotation_radians,  # a scalar: exactly this angle, see above
                 p_scaling=p_scaling,
                 scaling=(lo, hi),
                 p_synchronize_scaling_across_axes=1,
@@ -117,17 +147,7 @@ def build_augmentation(aug: ClassificationAugmentation, patch: Sequence[int]):
             p_per_channel=1,
         ),
     )
-    random(
-        aug.low_resolution_p,
-        SimulateLowResolutionTransform(
-            scale=tuple(aug.low_resolution_scale),
-            synchronize_channels=False,
-            synchronize_axes=True,
-            ignore_axes=None,
-            allowed_channels=None,
-            p_per_channel=0.5,
-        ),
-    )
+    random(aug.low_resolution_p, SimulatedLowResolution(scale=aug.low_resolution_scale, p_per_channel=0.5))
     random(
         aug.gamma_inverted_p,
         GammaTransform(
