@@ -578,7 +578,7 @@ def test_build_writes_public_aggregates_and_a_private_case_table(results, tmp_pa
     assert row.loc["subA", "ranked_mean_seg_dice"] == pytest.approx(np.mean([0.85, 0.7, 0.8]))
     assert row.loc["subB", "reported_seg_dice"] == pytest.approx(0.5)  # its failed fold counts as 0
     report = (out / "report.html").read_text()
-    assert "recipe: ssl3d-2025 (version 1)" in report and "per label the nan-mean over cases" in report
+    assert "recipe: ssl3d-2025 (version 2)" in report and "per label the nan-mean over cases" in report
     for name in (
         "report.html",
         "leaderboard.json",

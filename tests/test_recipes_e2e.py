@@ -36,7 +36,7 @@ def test_make_evaluate_runs_both_recipes_on_the_toy_tasks(tmp_path):
         )
         assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
         report = (results / "leaderboard" / recipe / "report.html").read_text()
-        assert f"recipe: {recipe} (version 1)" in report
+        assert f"recipe: {recipe} (version 2)" in report
     runs = sorted(p.parent for p in (results / "runs").glob("*/*/*/fold_0/job.json"))
     setups = {(p.parents[2].name, p.parents[1].name, p.parent.name) for p in runs}
     for entry in ("example_PrimusM", "baseline-PrimusM"):

@@ -128,6 +128,16 @@ class PhaseSpec(_Frozen):
             raise ValueError(f"closes ({self.closes.isoformat()}) must be after opens ({self.opens.isoformat()})")
         return self
 
+    def task_registry(self) -> dict:
+        """The phase's tasks (name -> TaskSpec), from its task registry; a registry that cannot
+        be loaded is a ``ChallengeError`` naming the phase and the file."""
+        from harness.tasks import TaskSpecError, load_registry
+
+        try:
+            return load_registry(self.tasks)
+        except TaskSpecError as e:
+            raise ChallengeError(f"phase {self.name!r}: {e}") from None
+
     def window_problem(self, when: dt.datetime) -> str | None:
         """Why an upload at ``when`` is outside the phase's window, or None."""
         shown = when.isoformat(timespec="seconds")

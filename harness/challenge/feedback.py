@@ -41,16 +41,6 @@ def team_reasons(upload: dict) -> list[str]:
     return list(upload.get("reasons") or [])
 
 
-def _phase_registry(phase: PhaseSpec) -> dict:
-    """The phase's tasks (name -> TaskSpec), from its task registry."""
-    from harness.tasks import TaskSpecError, load_registry
-
-    try:
-        return load_registry(phase.tasks)
-    except TaskSpecError as e:
-        raise ChallengeError(f"phase {phase.name!r}: {e}") from None
-
-
 def team_feedback(
     challenge: Challenge, phase: PhaseSpec, team: str, record: dict, status, boards: dict, meta: dict, names
 ) -> dict:
@@ -73,7 +63,7 @@ def team_feedback(
         }
         for u in mine
     ]
-    tasks = _phase_registry(phase)
+    tasks = phase.task_registry()
     task_types = {name: task.type for name, task in tasks.items()}
     expected = [(name, fold) for name in sorted(tasks) for fold in tasks[name].fold_ids]  # every job an entry runs
     recipe = get_recipe(challenge.recipe)

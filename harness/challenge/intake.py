@@ -21,7 +21,11 @@ the words):
 5. ``invalid``    the submission validation (harness.submission.validate_submission, for the
                   manifest's track when it names one) finds an error;
 6. ``track``      a valid checkpoint of a track the challenge does not run;
-7. ``quota``      the team already has ``submission_limit`` accepted uploads of this track in this
+7. ``tasks``      a valid checkpoint that lacks what some of the phase's task types need under the
+                  challenge's recipe (a Primus without LayerScale against segmentation tasks): no
+                  job is dispatched that is known to fail, and the reason names the missing
+                  tensors and the task types it could run;
+8. ``quota``      the team already has ``submission_limit`` accepted uploads of this track in this
                   phase (rejected uploads do not use the quota; withdrawn ones do: ``uses_quota``).
 
 The entry id is ``<phase>-<team>-<first 12 hex digits of the sha256>`` (a second upload of the
@@ -33,7 +37,9 @@ results folder, the format `harness evaluate` writes, so `harness status` lists 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import functools
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +50,7 @@ from harness.challenge.teams import load_teams
 from harness.runs import ResultsLayout, read_json, write_json_atomic, write_text_atomic
 
 ACCEPTED, REJECTED = "accepted", "rejected"
-REJECTIONS = ("unusable", "window", "duplicate", "resubmission", "invalid", "track", "quota", "withdrawn")
+REJECTIONS = ("unusable", "window", "duplicate", "resubmission", "invalid", "track", "tasks", "quota", "withdrawn")
 #: The organizers' own verdict on an accepted upload (``withdraw``), never intake's.
 WITHDRAWN = "withdrawn"
 
@@ -138,6 +144,11 @@ def _run_intake(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout, l
     others = _other_phase_uploads(layout, challenge, phase)
     teams = load_teams(layout, challenge.name)
     teams_changed = False
+
+    @functools.cache
+    def task_types() -> list[str]:  # read only for a file that lacks something (its data may not exist yet)
+        return sorted({task.type for task in phase.task_registry().values()})
+
     from harness.submission.checkpoint import sha256_file
 
     for upload in discover(challenge, phase, warn=outcome.warnings.append):
@@ -148,7 +159,7 @@ def _run_intake(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout, l
             continue  # touched, not changed
         if upload.problem is None:
             teams_changed |= teams.meet(challenge, upload.team, upload.display_name, upload.submitted_at)
-        entry = decide(challenge, phase, upload, digest, uploads, others, log)
+        entry = decide(challenge, phase, upload, digest, uploads, others, log, task_types=task_types)
         write_entry_record(layout.phase(challenge.name, phase.name), entry)
         entry.pop("report", None)  # the whole report is in the entry's own record
         uploads.append(entry)
@@ -192,9 +203,13 @@ def decide(
     uploads: list[dict],
     others: list[dict],
     log: Callable[[str], None],
+    *,
+    task_types: Callable[[], Sequence[str]] = tuple,
 ) -> dict:
     """The verdict on one new upload, given the uploads already recorded (``uploads``: this
-    phase's, ``others``: the other phases')."""
+    phase's, ``others``: the other phases') and the task types of the phase's registry
+    (``task_types()``, asked only of a valid file that lacks a part some jobs need: it is rejected
+    when one of the phase's task types needs it)."""
     entry: dict[str, Any] = {
         "entry": entry_id(phase.name, upload.team, digest, {u["entry"] for u in uploads}),
         "team": upload.team,
@@ -262,6 +277,13 @@ def decide(
     track = entry["track"]
     if track not in challenge.tracks:
         return reject("track", f"a valid {track} checkpoint, but this challenge runs {', '.join(challenge.tracks)}")
+    from harness.recipes import get_recipe
+    from harness.submission import unrunnable_problem
+
+    lacks = entry["report"].get("lacks")
+    problem = unrunnable_problem(entry["report"], track, get_recipe(challenge.recipe), task_types()) if lacks else None
+    if problem is not None:
+        return reject("tasks", problem)
     used = [u for u in uploads if u["team"] == upload.team and u["track"] == track and uses_quota(u)]
     if len(used) >= phase.submission_limit:
         listed = ", ".join(f"{u['entry']} ({u['name']})" for u in used)

@@ -180,10 +180,12 @@ def duplicate_record(sub: Submitted) -> dict:
     }
 
 
-def intake(sub: Submitted, results: Path, *, write: bool, log) -> dict:
+def intake(sub: Submitted, results: Path, *, recipe, task_types, write: bool, log) -> dict:
     """``run_intake`` of a distinct file; the recorded rejection of a duplicate."""
     if sub.duplicate_of is None:
-        return run_intake(sub.entry, sub.path, sub.sha256, results, write=write, log=log)
+        return run_intake(
+            sub.entry, sub.path, sub.sha256, results, recipe=recipe, task_types=task_types, write=write, log=log
+        )
     record = duplicate_record(sub)
     log(f"intake {sub.entry}: REJECTED: {record['report']['errors'][0]}")
     if write:
@@ -193,26 +195,31 @@ def intake(sub: Submitted, results: Path, *, write: bool, log) -> dict:
     return record
 
 
-def run_intake(entry: str, path: Path, sha256: str, results: Path, *, write: bool, log) -> dict:
-    """Validate one submission (or reuse the verdict recorded for this very file and harness
-    version) and, unless ``write`` is False, record it (``ResultsLayout.intake_record`` and
-    ``intake_report``)."""
+def run_intake(entry: str, path: Path, sha256: str, results: Path, *, recipe, task_types, write: bool, log) -> dict:
+    """Validate one submission (or reuse the verdict recorded for this very file, harness
+    version, recipe and task types) and, unless ``write`` is False, record it
+    (``ResultsLayout.intake_record`` and ``intake_report``). A valid file that lacks what some
+    of the registry's ``task_types`` need under ``recipe`` is rejected: no job is dispatched that
+    is known to fail."""
     from harness import __version__
 
     layout = ResultsLayout(results)
     record_path = layout.intake_record(entry)
+    task_types = sorted(set(task_types))
     try:
         record = read_json(record_path)
         if (
             record.get("sha256") == sha256
             and record.get("harness_version") == __version__
+            and record.get("recipe") == recipe.name
+            and record.get("task_types") == task_types
             and not record.get("duplicate_of")
         ):
             log(f"intake {entry}: {'valid' if record['valid'] else 'REJECTED'} (recorded {record.get('checked')})")
             return record
     except (OSError, ValueError, AttributeError, KeyError):
         pass
-    from harness.submission import validate_submission
+    from harness.submission import unrunnable_problem, validate_submission
 
     log(f"intake {entry}: validating {path}")
     report = validate_submission(path)
@@ -223,16 +230,26 @@ def run_intake(entry: str, path: Path, sha256: str, results: Path, *, write: boo
         "valid": bool(report.valid),
         "track": report.track,
         "harness_version": __version__,
+        "recipe": recipe.name,
+        "task_types": task_types,
         "checked": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "report": report.to_dict(),
     }
+    text = report.format_text()
+    problems = []
     if report.sha256 and report.sha256 != sha256:
+        problems.append("the file changed during intake")
+    if report.valid:
+        problem = unrunnable_problem(record["report"], report.track, recipe, task_types)
+        problems += [problem] if problem else []
+    if problems:
         record["valid"] = False
-        record["report"]["errors"].append("the file changed during intake")
+        record["report"]["errors"] += problems
+        text += "".join(f"\nREJECTED: {p}" for p in problems)
     if write:
         write_json_atomic(record_path, record)
-        write_text_atomic(layout.intake_report(entry), report.format_text() + "\n")
-    verdict = "valid" if record["valid"] else "REJECTED: " + "; ".join(report.errors)[:300]
+        write_text_atomic(layout.intake_report(entry), text + "\n")
+    verdict = "valid" if record["valid"] else "REJECTED: " + "; ".join(record["report"]["errors"])[:300]
     log(f"intake {entry}: {verdict}")
     return record
 
@@ -500,7 +517,11 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
     def take_in(write: bool) -> list[dict]:
         if opts.records is not None:
             return [dict(r) for r in opts.records]
-        return [intake(sub, opts.results, write=write, log=progress_log) for sub in submissions]
+        recipe, task_types = get_recipe(opts.recipe), [t.type for t in tasks.values()]
+        return [
+            intake(sub, opts.results, recipe=recipe, task_types=task_types, write=write, log=progress_log)
+            for sub in submissions
+        ]
 
     if opts.dry_run:
         records = take_in(False)

@@ -6,6 +6,8 @@ Public API (imported lazily, so that ``harness --help`` does not pay for importi
   checks a fine-tuning job needs; raises ``SubmissionError``.
 * ``validate_submission(path, track=None, max_size=DEFAULT_MAX_SIZE, canary=True)
   -> ValidationReport``: every check, for ``harness validate``; never raises for a bad file.
+* ``unrunnable_problem(report, track, recipe, task_types) -> str | None``: why intake must
+  refuse a valid checkpoint for these tasks (it lacks what their jobs need), or None.
 * ``write_example_submission(out, track, seed=0, pretrain_patch=(160, 160, 160),
   dtype=torch.float32) -> Path``: a correctly formatted checkpoint with random weights.
 """
@@ -28,6 +30,7 @@ _EXPORTS = {
     "ValidationReport": "harness.submission.validate",
     "load_submission": "harness.submission.validate",
     "validate_submission": "harness.submission.validate",
+    "unrunnable_problem": "harness.submission.validate",
     "example_adaptation_plan": "harness.submission.example",
     "write_example_submission": "harness.submission.example",
 }

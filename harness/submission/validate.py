@@ -73,6 +73,18 @@ class ValidationReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     readable: bool = True
+    #: Parts some jobs need that the checkpoint lacks (``harness.recipes.LAYERSCALE``: a Primus
+    #: without LayerScale and inner attention norm); ``lacking_keys`` names the absent tensors.
+    lacks: list[str] = field(default_factory=list)
+    lacking_keys: list[str] = field(default_factory=list)
+
+    def runnable(self) -> dict[str, list[str]]:
+        """Per shipped recipe, the task types it can run this checkpoint for (none when invalid)."""
+        from harness.recipes import RECIPES
+
+        if not self.valid or self.track is None:
+            return {name: [] for name in RECIPES}
+        return {name: recipe.runnable_task_types(self.track, self.lacks) for name, recipe in RECIPES.items()}
 
     @property
     def valid(self) -> bool:
@@ -93,6 +105,9 @@ class ValidationReport:
             "checks": [c.to_dict() for c in self.checks],
             "errors": list(self.errors),
             "warnings": list(self.warnings),
+            "lacks": list(self.lacks),
+            "lacking_keys": list(self.lacking_keys),
+            "runnable": self.runnable(),
         }
 
     def format_text(self) -> str:
@@ -108,6 +123,9 @@ class ValidationReport:
         for check in self.checks:
             status = "SKIP" if check.skipped else ("OK" if check.ok else "FAIL")
             lines.append(f"  {status:<4}  {check.name:<{width}}  {check.detail}")
+        if self.valid:
+            lines.append("runs:")
+            lines += [f"  {name}: {', '.join(types) or 'no task type'}" for name, types in self.runnable().items()]
         for title, items in (("errors", self.errors), ("warnings", self.warnings)):
             if items:
                 lines.append(f"{title} ({len(items)}):")
@@ -156,6 +174,29 @@ def validate_submission(
     intake = _Intake(Path(path), track, max_size)
     intake.run(structural_only=False, canary=canary)
     return intake.report
+
+
+def unrunnable_problem(report: Mapping[str, Any], track: str | None, recipe, task_types) -> str | None:
+    """Why a valid checkpoint cannot be taken in for ``task_types`` under ``recipe`` (a
+    ``harness.recipes.Recipe``), or None when every one of them can run it. ``report`` is a
+    ``ValidationReport.to_dict()`` (as intake records keep it)."""
+    lacks = list(report.get("lacks") or [])
+    wanted = sorted(set(task_types))
+    if track is None or not lacks or not wanted:
+        return None
+    can = recipe.runnable_task_types(track, lacks, wanted)
+    cannot = [t for t in wanted if t not in can]
+    if not cannot:
+        return None
+    keys = list(report.get("lacking_keys") or [])
+    shown = f"{len(keys)} tensors, e.g. {keys[0]}" if keys else "tensors"
+    others = {name: types for name, types in (report.get("runnable") or {}).items() if types}
+    elsewhere = "; ".join(f"{', '.join(types)} under recipe {name}" for name, types in others.items())
+    return (
+        f"the {track} checkpoint lacks {', '.join(lacks)} ({shown}), which the {', '.join(cannot)} jobs of "
+        f"recipe {recipe.name} need; of these tasks it could run {', '.join(can) or 'none'}"
+        + (f" (in all: {elsewhere})" if elsewhere else "")
+    )
 
 
 def load_submission(path: str | Path, max_size: int = DEFAULT_MAX_SIZE, track: str | None = None) -> Submission:
@@ -376,18 +417,20 @@ class _Intake:
         mismatched = [k for k in ref_in if k in submitted and submitted[k] != reference[k]]
         prefixes = " / ".join(spec.transferred_prefixes)
         from harness.models.transfer import LAYERSCALE_KEY
+        from harness.recipes import LAYERSCALE
 
         layerscale_keys = [k for k in ref_in if LAYERSCALE_KEY.match(k)]
         if layerscale_keys and missing == layerscale_keys:
             # seen in the wild: a Primus built without LayerScale (gamma_1, gamma_2) and inner
             # attention norm. It fits the organizers' classification Eva, not PrimusM.
             self.layerscale = False
+            self.report.lacks, self.report.lacking_keys = [LAYERSCALE], layerscale_keys
             missing = []
             warnings.append(
                 f"the Primus has no LayerScale (gamma_1, gamma_2) or inner attention norm (attn.norm): "
                 f"{len(layerscale_keys)} PrimusM tensors absent. It fits the organizers' classification Eva "
-                "(recipe ssl3d-2025); jobs that need PrimusM's Eva (segmentation, ssl3d-2025-lossless "
-                "classification) fail, naming what is missing"
+                "(recipe ssl3d-2025) only; an intake whose tasks need PrimusM's Eva (segmentation, "
+                "ssl3d-2025-lossless classification) rejects it"
             )
         if missing:
             errors.append(
