@@ -77,6 +77,37 @@ def baseline_entry(track: str) -> str:
     return f"{BASELINE_PREFIX}{track}"
 
 
+#: One plain folder or file name: what a name a participant controls (team id, entry id) may
+#: become under a results folder. No separator, nothing starting with '.' (so no '.' or '..').
+_COMPONENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
+
+
+class UnsafePathError(ValueError):
+    """A name that would make a path outside its results folder (or no plain path at all): the
+    message names the value and what it is."""
+
+
+def path_component(value: str, what: str) -> str:
+    """``value`` as one path component under a results folder, unchanged; anything but a plain
+    name (letters, digits, '.', '_', '-', not starting with '.', at most 255) is an
+    ``UnsafePathError`` naming it, so that no team id or entry id can write outside the folder."""
+    if isinstance(value, str) and _COMPONENT.fullmatch(value):
+        return value
+    raise UnsafePathError(
+        f"{what} {value!r} cannot name a folder under the results folder: letters, digits, '.', '_' "
+        "and '-' only, not starting with '.'"
+    )
+
+
+def path_inside(root: Path, path: Path) -> Path:
+    """``path``, when it lies under ``root`` once '..' and '.' are resolved as written (symlinks
+    inside the results folder are the organizer's and stay allowed); else an ``UnsafePathError``."""
+    base, target = os.path.normpath(os.path.abspath(root)), os.path.normpath(os.path.abspath(path))
+    if os.path.commonpath([base, target]) != base:
+        raise UnsafePathError(f"{path} is not inside the results folder {root}")
+    return Path(path)
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, then move it into place: readers (and
     a kill at any moment) see either the old or the whole new file."""
@@ -243,12 +274,20 @@ class RunFolder:
 @dataclass(frozen=True)
 class ResultsLayout:
     """Every path under one results folder (the module docstring draws the tree). Only paths:
-    nothing is created or read here, except by the iterators, which list what exists."""
+    nothing is created or read here, except by the iterators, which list what exists. Every name
+    in a path that a participant or a file chooses (entry, team, task, ...) must be one plain name
+    (``path_component``) and every path lie under the root (``path_inside``): else an
+    ``UnsafePathError`` names the value."""
 
     root: Path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+
+    def _path(self, *parts: str) -> Path:
+        """``<root>/<parts>``, checked to lie under the root: every name of it that a participant
+        or a file can choose (entry, team, task, ...) has passed ``path_component`` first."""
+        return path_inside(self.root, self.root.joinpath(*parts))
 
     @classmethod
     def of_run(cls, run_path: str | Path) -> ResultsLayout:
@@ -266,7 +305,8 @@ class ResultsLayout:
         return self.root / "runs"
 
     def run(self, entry: str, task: str, setup: str, fold: int) -> RunFolder:
-        return RunFolder(self.runs_dir / entry / task / setup / f"fold_{int(fold)}")
+        names = (path_component(entry, "entry"), path_component(task, "task"), path_component(setup, "setup"))
+        return RunFolder(self._path("runs", *names, f"fold_{int(fold)}"))
 
     def run_folders(self) -> Iterator[RunFolder]:
         """Every run folder that has a job.json, in sorted path order."""
@@ -290,11 +330,11 @@ class ResultsLayout:
 
     def intake_record(self, entry: str) -> Path:
         """The intake verdict of ``entry`` (JSON, written by `harness evaluate`)."""
-        return self.submissions_dir / entry / "intake.json"
+        return self._path("submissions", path_component(entry, "entry"), "intake.json")
 
     def intake_report(self, entry: str) -> Path:
         """The validation report of ``entry``, as text."""
-        return self.submissions_dir / entry / "intake.txt"
+        return self._path("submissions", path_component(entry, "entry"), "intake.txt")
 
     def intake_records(self) -> list[Path]:
         """Every recorded intake verdict, sorted by entry."""
@@ -327,11 +367,11 @@ class ResultsLayout:
 
     def nnunet_cache(self, task: str, key: str) -> Path:
         """nnU-Net's raw and preprocessed dataset of ``task`` for the preprocessing ``key``."""
-        return self.cache_dir / "nnunet" / f"{task}-{key}"
+        return self._path("cache", "nnunet", path_component(f"{task}-{key}", "task"))
 
     def classification_cache(self, task: str, key: str) -> Path:
         """The preprocessed cases of classification ``task`` for the cache ``key``."""
-        return self.cache_dir / "classification" / task / key
+        return self._path("cache", "classification", path_component(task, "task"), path_component(key, "cache key"))
 
     @property
     def data_check_cache(self) -> Path:
@@ -341,12 +381,12 @@ class ResultsLayout:
     # -- leaderboard --------------------------------------------------------------------------
     def leaderboard_dir(self, recipe: str) -> Path:
         """`harness leaderboard`'s default output folder for ``recipe``."""
-        return self.root / "leaderboard" / recipe
+        return self._path("leaderboard", path_component(recipe, "recipe"))
 
     # -- challenges (harness/challenge) -------------------------------------------------------
     def challenge_dir(self, challenge: str) -> Path:
         """Everything of one challenge: its teams file and one folder per phase."""
-        return self.root / "challenges" / challenge
+        return self._path("challenges", path_component(challenge, "challenge"))
 
     def challenge_teams(self, challenge: str) -> Path:
         """The challenge's teams (JSON): team id -> display name, anonymous id, first seen."""
@@ -355,7 +395,9 @@ class ResultsLayout:
     def phase(self, challenge: str, phase: str) -> ResultsLayout:
         """The results folder of one phase (runs, per-entry intake records, caches, leaderboard):
         a phase's runs never meet another phase's."""
-        return ResultsLayout(self.challenge_dir(challenge) / phase)
+        return ResultsLayout(
+            self._path("challenges", path_component(challenge, "challenge"), path_component(phase, "phase"))
+        )
 
     def phase_intake(self, challenge: str, phase: str) -> Path:
         """The phase's intake record (JSON): every upload taken in, its entry id and verdict."""
@@ -363,7 +405,8 @@ class ResultsLayout:
 
     def phase_feedback(self, challenge: str, phase: str, team: str) -> Path:
         """The folder of one team's feedback in a phase (feedback.json, feedback.html)."""
-        return self.phase(challenge, phase).root / "feedback" / team
+        folder = self.phase(challenge, phase).root / "feedback" / path_component(team, "team id")
+        return path_inside(self.root, folder)
 
     def feedback_json(self, challenge: str, phase: str, team: str) -> Path:
         return self.phase_feedback(challenge, phase, team) / "feedback.json"
@@ -377,7 +420,8 @@ class ResultsLayout:
 
     def public_leaderboard(self, challenge: str, phase: str, track: str, suffix: str) -> Path:
         """``public/leaderboard_<track>.<suffix>`` (suffix ``csv`` or ``json``)."""
-        return self.phase_public(challenge, phase) / f"leaderboard_{track}.{suffix}"
+        name = path_component(f"leaderboard_{track}.{suffix}", "track")
+        return path_inside(self.root, self.phase_public(challenge, phase) / name)
 
     def public_page(self, challenge: str, phase: str) -> Path:
         return self.phase_public(challenge, phase) / "index.html"
@@ -508,6 +552,57 @@ class JobSpec:
 
 
 _KIND_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "an object"}
+
+
+# ----------------------------------------------------------------------------- CSV for people
+#: What a spreadsheet takes for the start of a formula (OWASP, "CSV injection"); "'" too, so that
+#: ``read_people_csv`` gives back exactly the text that was written.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def spreadsheet_text(value: Any) -> Any:
+    """A text cell a spreadsheet opens as text: one starting with ``_FORMULA_START`` gets a leading
+    "'" (a display name ``=HYPERLINK(...)`` is never a formula); anything but a string, a negative
+    number included, is returned as it is."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _unquote(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > 1 and value[0] == "'" and value[1] in _FORMULA_START:
+        return value[1:]
+    return value
+
+
+def people_csv_text(table: pd.DataFrame) -> str:
+    """The CSV text of a table meant for people (leaderboards, stability, significance, the
+    private case table, the public export): every text cell and column name through
+    ``spreadsheet_text``, numbers as numbers; no index. ``read_people_csv`` reads it back."""
+    safe = table.copy()
+    safe.columns = [spreadsheet_text(c) for c in safe.columns]
+    for n in range(safe.shape[1]):
+        if not _is_numeric(safe.iloc[:, n]):
+            safe.iloc[:, n] = safe.iloc[:, n].map(spreadsheet_text)
+    return safe.to_csv(index=False)
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+
+
+def read_people_csv(path: Path) -> pd.DataFrame:
+    """A table ``people_csv_text`` wrote, with the text it was given (the "'" taken off again)."""
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    frame.columns = [_unquote(c) for c in frame.columns]
+    for n in range(frame.shape[1]):
+        if not _is_numeric(frame.iloc[:, n]):
+            frame.iloc[:, n] = frame.iloc[:, n].map(_unquote)
+    return frame
 
 
 # ----------------------------------------------------------------------------- cases.csv, metrics.json

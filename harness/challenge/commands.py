@@ -89,6 +89,7 @@ def _error(command: str, exc: Exception) -> int:
 def _intake(args: argparse.Namespace) -> int:
     from harness.challenge.config import ChallengeError, load_challenge
     from harness.challenge.intake import take_in
+    from harness.runs import UnsafePathError
 
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     try:
@@ -96,7 +97,7 @@ def _intake(args: argparse.Namespace) -> int:
         if args.withdraw is not None or args.reason is not None:
             return _withdraw(challenge, args, log)
         outcomes = take_in(challenge, args.results, args.phase, log=log)
-    except ChallengeError as exc:
+    except (ChallengeError, UnsafePathError) as exc:
         return _error("intake", exc)
     if args.json:
         print(json.dumps([u for o in outcomes for u in o.new], indent=2))
@@ -121,11 +122,14 @@ def _withdraw(challenge, args: argparse.Namespace, log) -> int:
 def _feedback(args: argparse.Namespace) -> int:
     from harness.challenge.config import ChallengeError, load_challenge
     from harness.challenge.feedback import write_feedback
+    from harness.runs import UnsafePathError
 
     try:
         challenge = load_challenge(args.challenge)
-        written = write_feedback(challenge, args.phase, args.results, teams=args.team)
-    except ChallengeError as exc:
+        written = write_feedback(
+            challenge, args.phase, args.results, teams=args.team, warn=lambda m: print(m, file=sys.stderr)
+        )
+    except (ChallengeError, UnsafePathError) as exc:
         return _error("feedback", exc)
     for team, (json_path, html_path) in written.items():
         print(f"{team}: {html_path} ({json_path.name})")
@@ -136,6 +140,7 @@ def _feedback(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     from harness.challenge.config import ChallengeError, load_challenge
     from harness.challenge.public import NotPublicError, publish_phase
+    from harness.runs import UnsafePathError
 
     try:
         challenge = load_challenge(args.challenge)
@@ -143,7 +148,7 @@ def _publish(args: argparse.Namespace) -> int:
     except NotPublicError as exc:
         print(f"harness publish: {exc}", file=sys.stderr)
         return 1
-    except ChallengeError as exc:
+    except (ChallengeError, UnsafePathError) as exc:
         return _error("publish", exc)
     for path in files:
         print(f"wrote {path}")

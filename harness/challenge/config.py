@@ -195,7 +195,7 @@ class Challenge(_Frozen):
     def _team_ids(cls, value: dict[str, TeamSpec]) -> dict[str, TeamSpec]:
         import re
 
-        bad = [t for t in value if not re.match(NAME_PATTERN, t)]
+        bad = [t for t in value if not re.fullmatch(NAME_PATTERN, t)]
         if bad:
             raise ValueError(f"team id(s) {bad} are not names of letters, digits, '_' and '-'")
         return value

@@ -16,9 +16,11 @@ track ranks.
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Callable
 from pathlib import Path
 
-from harness.challenge.config import Challenge, ChallengeError, PhaseSpec
+from harness.challenge.config import NAME_PATTERN, Challenge, ChallengeError, PhaseSpec
 from harness.challenge.intake import ACCEPTED, require_phase_record, uses_quota
 from harness.challenge.pages import esc, page, read_phase_leaderboard, score_columns, table
 from harness.challenge.phases import counted_uploads, phase_leaderboard_dir, superseded_by
@@ -230,10 +232,27 @@ def render_feedback(data: dict) -> str:
     )
 
 
+def unusable_team(team: str) -> str | None:
+    """Why no feedback folder can be named after ``team`` (an id intake rejected as unusable:
+    ``../../x``, an absolute path), or None."""
+    if re.fullmatch(NAME_PATTERN, team):
+        return None
+    return (
+        f"team id {team!r} is no name (letters, digits, '_' and '-'), so it cannot name a feedback folder: "
+        "its uploads were rejected as unusable; no feedback is written for it"
+    )
+
+
 def write_feedback(
-    challenge: Challenge, phase_name: str, results: Path, teams: list[str] | None = None
+    challenge: Challenge,
+    phase_name: str,
+    results: Path,
+    teams: list[str] | None = None,
+    *,
+    warn: Callable[[str], None] = print,
 ) -> dict[str, tuple[Path, Path]]:
-    """Write the feedback of every team of the phase (or of ``teams``); team -> (json, html)."""
+    """Write the feedback of every team of the phase (or of ``teams``); team -> (json, html). A
+    team id that is no name gets none (``warn`` says so; asked for by ``teams``: an error)."""
     from harness.jobs.status import collect_status
 
     phase = challenge.get_phase(phase_name)
@@ -244,6 +263,12 @@ def write_feedback(
     unknown = [t for t in chosen if t not in known]
     if unknown:
         raise ChallengeError(f"phase {phase.name!r} has no upload of team(s) {unknown}; teams: {', '.join(known)}")
+    refused = [problem for problem in map(unusable_team, chosen) if problem is not None]
+    if refused and teams:
+        raise ChallengeError(f"phase {phase.name!r}: {'; '.join(refused)}")
+    for problem in refused:
+        warn(f"warning: phase {phase.name!r}: {problem}")
+    chosen = [t for t in chosen if unusable_team(t) is None]
     phase_root = layout.phase(challenge.name, phase.name).root
     status = collect_status(phase_root).jobs if phase_root.is_dir() else []
     boards, meta = read_phase_leaderboard(phase_leaderboard_dir(challenge, phase, results), challenge.tracks)

@@ -4,9 +4,10 @@ Uploads arrive either as files ``<inbox>/<phase>/<team>/<file>.pth`` (the team i
 name; only ``*.pth`` files directly in a team folder count, so a half-copied ``*.part`` or a
 README is never an upload), or as the rows of the phase's manifest CSV (columns ``team, file``
 required; ``track, submitted_at, display_name, method_name`` optional; ``file`` relative to the
-manifest's folder). A manifest row whose file does not exist yet is left for a later intake (a
-warning says so); a manifest without the required columns, or a row without team or file, or an
-unreadable ``submitted_at``, is a ``ChallengeError`` naming the line.
+manifest's folder; UTF-8, with or without the byte-order mark a spreadsheet writes). A manifest
+row whose file does not exist yet is left for a later intake (a warning says so); a manifest
+without the required columns, or a row without team or file, or an unreadable ``submitted_at``,
+is a ``ChallengeError`` naming the line.
 
 Order: by upload time (the manifest's ``submitted_at``, else the file's mtime), ties by team and
 file name, so the quota and duplicate decisions never depend on the file system's listing order.
@@ -78,8 +79,10 @@ def _stat_upload(team: str, path: Path, **kw) -> Upload:
     )
 
 
-def _team_problem(team: str) -> str | None:
-    if re.match(NAME_PATTERN, team) and not team.lower().startswith("baseline"):
+def team_problem(team: str) -> str | None:
+    """Why ``team`` cannot be a team id, or None. A team id becomes a folder and part of entry ids,
+    so it must be a whole plain name (``fullmatch``: ``$`` alone lets a trailing newline through)."""
+    if re.fullmatch(NAME_PATTERN, team) and not team.lower().startswith("baseline"):
         return None
     return (
         f"team id {team!r} is not usable: letters, digits, '_' and '-' only, at most 64, not starting with 'baseline'"
@@ -93,7 +96,7 @@ def _from_folders(challenge: Challenge, folder: Path) -> list[Upload]:
     for team_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in sorted(team_dir.iterdir()):
             if path.is_file() and path.suffix == UPLOAD_SUFFIX and not path.name.startswith("."):
-                out.append(_stat_upload(team_dir.name, path, problem=_team_problem(team_dir.name)))
+                out.append(_stat_upload(team_dir.name, path, problem=team_problem(team_dir.name)))
     return out
 
 
@@ -108,7 +111,9 @@ def parse_time(text: str, where: str) -> dt.datetime:
 
 def _from_manifest(challenge: Challenge, manifest: Path, warn) -> list[Upload]:
     try:
-        with open(manifest, encoding="utf-8", newline="") as f:
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, else the first
+        # column would be '\ufeffteam'
+        with open(manifest, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
             columns = [c.strip() for c in reader.fieldnames or []]
             rows = [{(k or "").strip(): v for k, v in row.items()} for row in reader]
@@ -119,10 +124,13 @@ def _from_manifest(challenge: Challenge, manifest: Path, warn) -> list[Upload]:
     known = ", ".join((*MANIFEST_REQUIRED, *MANIFEST_OPTIONAL))
     missing = [c for c in MANIFEST_REQUIRED if c not in columns]
     if missing:
-        raise ChallengeError(f"{manifest}: missing column(s) {missing}; columns: {known}")
+        raise ChallengeError(
+            f"{manifest}: missing column(s) {missing}; the header has {columns!r} (a character shown "
+            f"escaped is one a spreadsheet or editor put there); columns: {known}"
+        )
     unknown = [c for c in columns if c not in (*MANIFEST_REQUIRED, *MANIFEST_OPTIONAL)]
     if unknown:
-        raise ChallengeError(f"{manifest}: unknown column(s) {unknown}; columns: {known}")
+        raise ChallengeError(f"{manifest}: unknown column(s) {unknown!r}; columns: {known}")
     out = []
     for line, row in enumerate(rows, start=2):
         where = f"{manifest}: line {line}"
@@ -135,7 +143,7 @@ def _from_manifest(challenge: Challenge, manifest: Path, warn) -> list[Upload]:
             warn(f"{where}: {path} does not exist (yet): left for a later intake")
             continue
         track = (row.get("track") or "").strip() or None
-        problem = _team_problem(team)
+        problem = team_problem(team)
         if problem is None and track is not None and track not in challenge.tracks:
             problem = f"track {track!r} is not a track of challenge {challenge.name!r} ({', '.join(challenge.tracks)})"
         when_text = (row.get("submitted_at") or "").strip()

@@ -29,7 +29,8 @@ the words):
                   phase (rejected uploads do not use the quota; withdrawn ones do: ``uses_quota``).
 
 The entry id is ``<phase>-<team>-<first 12 hex digits of the sha256>`` (a second upload of the
-same bytes by the same team gets ``-2``, ...), stable across runs; it names the entry's run
+same bytes by the same team gets ``-2``, ...; a team id that is no name, refused as ``unusable``,
+is ``unusable`` in it, since the id becomes a folder), stable across runs; it names the entry's run
 folders and its per-entry intake record (``submissions/<entry>/intake.json`` in the phase's
 results folder, the format `harness evaluate` writes, so `harness status` lists the rejections).
 """
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.challenge.config import Challenge, ChallengeError, PhaseSpec
+from harness.challenge.config import NAME_PATTERN, Challenge, ChallengeError, PhaseSpec
 from harness.challenge.inbox import Upload, discover
 from harness.challenge.teams import load_teams
 from harness.runs import ResultsLayout, read_json, write_json_atomic, write_text_atomic
@@ -185,9 +186,16 @@ def _other_phase_uploads(layout: ResultsLayout, challenge: Challenge, phase: Pha
     return out
 
 
+#: What stands for the team in the entry id of an upload whose team id is not usable: the id
+#: names folders, and such a team id (``../../x``, an absolute path) must never become one.
+UNUSABLE_TEAM = "unusable"
+
+
 def entry_id(phase: str, team: str, sha256: str, taken: set[str]) -> str:
-    """``<phase>-<team>-<sha256[:12]>``, with ``-2``, ``-3``, ... when that id is ``taken``."""
-    base = f"{phase}-{team}-{sha256[:12]}"
+    """``<phase>-<team>-<sha256[:12]>``, with ``-2``, ``-3``, ... when that id is ``taken``; a team
+    id that is no name is ``UNUSABLE_TEAM`` in it (the record keeps the id as it came)."""
+    shown = team if re.fullmatch(NAME_PATTERN, team) else UNUSABLE_TEAM
+    base = f"{phase}-{shown}-{sha256[:12]}"
     name, n = base, 1
     while name in taken:
         n += 1

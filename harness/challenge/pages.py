@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.runs import ResultsLayout, read_json
+from harness.runs import ResultsLayout, read_json, read_people_csv
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #1a1a1a; }
@@ -64,13 +64,11 @@ def page(title: str, body: str) -> str:
 def read_phase_leaderboard(out: Path, tracks: Sequence[str]) -> tuple[dict[str, list[dict]], dict]:
     """The rows of each track's ``leaderboard_<track>.csv`` in a leaderboard folder (best first,
     as plain values) and its ``leaderboard.json``; tracks without a table are left out."""
-    import pandas as pd
-
     boards: dict[str, list[dict]] = {}
     for track in tracks:
         path = ResultsLayout.leaderboard_csv(out, track)
         if path.is_file():
-            frame = pd.read_csv(path)
+            frame = read_people_csv(path)  # the text as ranked, without a spreadsheet's quote
             boards[track] = [
                 {k: (None if isinstance(v, float) and math.isnan(v) else _plain(v)) for k, v in row.items()}
                 for row in frame.to_dict(orient="records")

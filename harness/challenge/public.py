@@ -7,6 +7,8 @@ Per track ``leaderboard_<track>.csv`` and ``leaderboard_<track>.json`` and one s
 ``--names anonymous``; a team with several ranked entries gets ``#1``, ``#2`` in upload order)
 and ``method`` (the manifest's method name, shown with display names only). A phase with
 ``public: false`` exports nothing unless --publish is given; nothing of private/ is ever read.
+In the CSV a text cell a spreadsheet would take for a formula (``=``, ``+``, ``-``, ``@``, ...)
+starts with a "'" (``harness.runs.people_csv_text``); the JSON holds the text as it is.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from harness.challenge.intake import require_phase_record
 from harness.challenge.pages import esc, page, read_phase_leaderboard, table
 from harness.challenge.phases import counted_uploads, phase_leaderboard_dir
 from harness.challenge.teams import load_teams
-from harness.runs import ResultsLayout, write_json_atomic, write_text_atomic
+from harness.runs import ResultsLayout, people_csv_text, write_json_atomic, write_text_atomic
 
 BASELINE_NAME = "from-scratch baseline"
 
@@ -101,7 +103,8 @@ def publish_phase(
         json_path = layout.public_leaderboard(challenge.name, phase.name, track, "json")
         import pandas as pd
 
-        write_text_atomic(csv_path, pd.DataFrame(public).to_csv(index=False))
+        # display and method names are the teams' words: never a formula in a spreadsheet
+        write_text_atomic(csv_path, people_csv_text(pd.DataFrame(public)))
         write_json_atomic(json_path, {**about, "track": track, "rows": public})
         written += [csv_path, json_path]
         columns = list(public[0]) if public else ["name"]

@@ -23,7 +23,7 @@ from harness.jobs.cost import format_cost_plan
 from harness.jobs.executors import Executor, LocalExecutor, SlurmConfig, SlurmExecutor, kill_orphan
 from harness.jobs.lock import ResultsLock
 from harness.jobs.matrix import Entry, PlannedJob, build_matrix, selected_folds
-from harness.jobs.slots import Slot, SlotError, plan_slots, visible_gpus
+from harness.jobs.slots import Slot, SlotError, check_visible, plan_slots, visible_gpus
 from harness.jobs.state import (
     CORRUPT,
     DONE,
@@ -478,6 +478,8 @@ def local_slots(opts: EvaluateOptions) -> list[Slot]:
     if opts.device == "cuda" and not gpus:
         raise EvaluateError("--device cuda, but no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi)")
     try:
+        if opts.gpus is not None:
+            check_visible(gpus)  # a GPU the node lacks: said now, not by every job that lands on it
         return plan_slots(opts.jobs, gpus)
     except SlotError as e:
         raise EvaluateError(str(e)) from None

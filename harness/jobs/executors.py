@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.jobs.matrix import PlannedJob
-from harness.jobs.slots import Slot, plan_slots
+from harness.jobs.slots import Slot, oversubscribed, plan_slots
 from harness.jobs.state import DONE, ERROR, FAILED, OUT_OF_MEMORY, TIMEOUT, JobState, job_state
 from harness.jobs.worker import PARENT_PID_ENV
 from harness.runs import read_json, write_json_atomic
@@ -171,7 +171,9 @@ class LocalExecutor(Executor):
             self._free.append(slot)
 
     def describe(self) -> list[str]:
-        return [f"local executor: {len(self.slots)} job(s) at once"] + [f"  {s.describe()}" for s in self.slots]
+        warning = oversubscribed(self.slots)
+        lines = [f"local executor: {len(self.slots)} job(s) at once"] + [f"  {s.describe()}" for s in self.slots]
+        return lines + ([warning] if warning else [])
 
     def environment(self, slot: Slot) -> dict[str, str]:
         """The whole environment of a job in ``slot``."""

@@ -31,7 +31,7 @@ from harness.leaderboard.read_runs import collect_runs
 from harness.leaderboard.report import leaderboard_table, render_html, significance_table, stability_table
 from harness.leaderboard.stability import TrackStability, bootstrap_track, significance_track
 from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
-from harness.runs import write_atomic, write_json_atomic, write_text_atomic
+from harness.runs import people_csv_text, write_atomic, write_json_atomic, write_text_atomic
 from harness.task_types import TASK_TYPES
 from harness.tracks import TRACKS
 
@@ -135,10 +135,10 @@ def build_leaderboard(
         stab = stability_table(ranking, stability)
         name = track.track
         text_files = {
-            out / f"leaderboard_{name}.csv": board.to_csv(index=False),
-            out / f"stability_{name}.csv": stab.to_csv(index=False),
-            out / f"significance_{name}.csv": significance_table(ranking, tests).to_csv(index=False),
-            out / PRIVATE_DIR / f"cases_{name}.csv": private_case_table(track).to_csv(index=False),
+            out / f"leaderboard_{name}.csv": people_csv_text(board),
+            out / f"stability_{name}.csv": people_csv_text(stab),
+            out / f"significance_{name}.csv": people_csv_text(significance_table(ranking, tests)),
+            out / PRIVATE_DIR / f"cases_{name}.csv": people_csv_text(private_case_table(track)),
         }
         for path, text in text_files.items():
             write_text_atomic(path, text)
