@@ -581,8 +581,14 @@ def test_the_organizers_withdraw_an_accepted_upload(world, ranked, tmp_path):
     ][0]
     out = harness("intake", *common, "--phase", "validation", "--withdraw", a2, "--reason", reason, check=2)
     assert "was not accepted (withdrawn)" in out.stderr
-    # last-valid: alpha's earlier upload counts again, in the matrix and in the ranking
+    # the old tables were ranked with a2 in the field: publishing them is refused
+    out = harness("publish", *common, "--phase", "validation", check=2)
+    assert "is older than the phase's entries" in out.stderr
+    assert f"no longer counted: {a2}" in out.stderr and f"counted now, not ranked: {a1}" in out.stderr
+    # last-valid: alpha's earlier upload counts again, in the matrix and in the ranking, even
+    # before it has a run (here its run folder is gone): listed, every job pending
     assert _dry_run_entries(world, "validation", results) == {a1, ups["beta/b1.pth"]["entry"], "baseline-ResEncL"}
+    shutil.rmtree(ResultsLayout(results).phase("toychal", "validation").runs_dir / a1)
     harness("leaderboard", *common, "--phase", "validation", "--bootstrap", "0")
     import pandas as pd
 
@@ -590,6 +596,8 @@ def test_the_organizers_withdraw_an_accepted_upload(world, ranked, tmp_path):
         ResultsLayout(results).phase("toychal", "validation").leaderboard_dir("ssl3d-2025") / "leaderboard_ResEncL.csv"
     )
     assert a1 in set(board["entry"]) and a2 not in set(board["entry"])
+    assert int(board.set_index("entry").loc[a1, "pending_jobs"]) == 1 and board["entry"].iloc[-1] == a1
+    harness("publish", *common, "--phase", "validation")  # the rebuilt tables are the phase's
     harness("feedback", *common, "--phase", "validation", "--team", "alpha")
     alpha = json.loads(ResultsLayout(results).feedback_json("toychal", "validation", "alpha").read_text())
     by_entry = {u["entry"]: u for u in alpha["uploads"]}

@@ -7,7 +7,9 @@ never revises it: a second intake finds nothing new and writes nothing (the file
 the same); an intake stopped halfway keeps the verdicts it reached. Only the organizers revise
 one, by withdrawing an accepted upload (``withdraw``: `harness intake --withdraw ENTRY --reason`).
 An upload is known by (team, file name, sha256); an unchanged file (same size and mtime) is not
-hashed again.
+hashed again. A new upload is hashed once (the validation takes that digest and only checks that
+the file did not change meanwhile); one over the size limit, or empty, is never read: it is
+rejected as ``invalid`` with ``sha256`` null and an entry id ending in ``unread``.
 
 Each new upload, in upload-time order (harness/challenge/inbox.py), is checked in this order and
 rejected at the first problem, with the reason recorded (``rejection``: the kind, ``reasons``:
@@ -49,6 +51,7 @@ from harness.challenge.config import NAME_PATTERN, Challenge, ChallengeError, Ph
 from harness.challenge.inbox import Upload, discover
 from harness.challenge.teams import load_teams
 from harness.runs import ResultsLayout, read_json, write_json_atomic, write_text_atomic
+from harness.submission import DEFAULT_MAX_SIZE
 
 ACCEPTED, REJECTED = "accepted", "rejected"
 REJECTIONS = ("unusable", "window", "duplicate", "resubmission", "invalid", "track", "tasks", "quota", "withdrawn")
@@ -155,8 +158,9 @@ def _run_intake(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout, l
     for upload in discover(challenge, phase, warn=outcome.warnings.append):
         if (upload.team, upload.name, upload.size, upload.mtime_ns) in by_stat:
             continue
-        digest = sha256_file(upload.path)
-        if (upload.team, upload.name, digest) in known:
+        # the size limit before any byte is read: an oversized upload is rejected unhashed
+        digest = sha256_file(upload.path) if 0 < upload.size <= DEFAULT_MAX_SIZE else None
+        if (upload.team, upload.name, digest) in known and digest is not None:
             continue  # touched, not changed
         if upload.problem is None:
             teams_changed |= teams.meet(challenge, upload.team, upload.display_name, upload.submitted_at)
@@ -191,11 +195,11 @@ def _other_phase_uploads(layout: ResultsLayout, challenge: Challenge, phase: Pha
 UNUSABLE_TEAM = "unusable"
 
 
-def entry_id(phase: str, team: str, sha256: str, taken: set[str]) -> str:
+def entry_id(phase: str, team: str, sha256: str | None, taken: set[str]) -> str:
     """``<phase>-<team>-<sha256[:12]>``, with ``-2``, ``-3``, ... when that id is ``taken``; a team
     id that is no name is ``UNUSABLE_TEAM`` in it (the record keeps the id as it came)."""
     shown = team if re.fullmatch(NAME_PATTERN, team) else UNUSABLE_TEAM
-    base = f"{phase}-{shown}-{sha256[:12]}"
+    base = f"{phase}-{shown}-{sha256[:12] if sha256 else 'unread'}"
     name, n = base, 1
     while name in taken:
         n += 1
@@ -207,7 +211,7 @@ def decide(
     challenge: Challenge,
     phase: PhaseSpec,
     upload: Upload,
-    digest: str,
+    digest: str | None,
     uploads: list[dict],
     others: list[dict],
     log: Callable[[str], None],
@@ -251,6 +255,14 @@ def decide(
     window = phase.window_problem(upload.submitted_at)
     if window is not None:
         return reject("window", window)
+    if digest is None:  # over the size limit or empty (see _run_intake): never read
+        from harness.submission.checkpoint import SubmissionError, check_file
+
+        try:
+            check_file(upload.path, DEFAULT_MAX_SIZE)
+        except SubmissionError as e:
+            return reject("invalid", str(e).removeprefix(f"{upload.path}: "))
+        return reject("invalid", "the file changed during intake: upload it again")
     same = [u for u in uploads + others if u["sha256"] == digest]
     theirs = [u for u in same if u["team"] != upload.team]
     if theirs:
@@ -273,15 +285,15 @@ def decide(
     from harness.submission import validate_submission
 
     log(f"intake {phase.name}: validating {upload.name}")
-    report = validate_submission(upload.path, track=upload.track)
+    report = validate_submission(
+        upload.path, track=upload.track, max_size=DEFAULT_MAX_SIZE, sha256=digest
+    )  # hashed once, above
     entry["track"] = report.track or upload.track
     entry["warnings"] = list(report.warnings)
     entry["report"] = report.to_dict()
     if not report.valid:
         entry["reasons"] = list(report.errors) or ["the file could not be read"]
         return reject("invalid", report.errors[0] if report.errors else "the file could not be read")
-    if report.sha256 and report.sha256 != digest:
-        return reject("invalid", "the file changed during intake: upload it again")
     track = entry["track"]
     if track not in challenge.tracks:
         return reject("track", f"a valid {track} checkpoint, but this challenge runs {', '.join(challenge.tracks)}")

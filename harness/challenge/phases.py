@@ -75,10 +75,12 @@ def plan_phase(challenge: Challenge, phase_name: str, results: Path) -> PhasePla
     return PhasePlan(challenge, phase, layout.phase(challenge.name, phase.name).root, records)
 
 
-def ranked_entries(challenge: Challenge, phase: PhaseSpec, results: Path) -> list[str]:
-    """The entries a phase's leaderboard ranks (besides the baselines): those that count now."""
+def ranked_entries(challenge: Challenge, phase: PhaseSpec, results: Path) -> dict[str, str]:
+    """The entries a phase's leaderboard ranks (besides the baselines), those that count now, with
+    their tracks: one without runs yet (an earlier upload that counts again after a withdrawal)
+    is listed with every job pending, never left out."""
     record = require_phase_record(ResultsLayout(results), challenge, phase)
-    return [u["entry"] for u in counted_uploads(phase, record)]
+    return {u["entry"]: u["track"] for u in counted_uploads(phase, record)}
 
 
 def phase_leaderboard_dir(challenge: Challenge, phase: PhaseSpec, results: Path) -> Path:

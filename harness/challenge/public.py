@@ -7,6 +7,8 @@ Per track ``leaderboard_<track>.csv`` and ``leaderboard_<track>.json`` and one s
 ``--names anonymous``; a team with several ranked entries gets ``#1``, ``#2`` in upload order)
 and ``method`` (the manifest's method name, shown with display names only). A phase with
 ``public: false`` exports nothing unless --publish is given; nothing of private/ is ever read.
+Tables older than the phase's entries (built before a withdrawal or a new accepted upload: their
+ranks were computed with another field) are refused, naming what changed.
 In the CSV a text cell a spreadsheet would take for a formula (``=``, ``+``, ``-``, ``@``, ...)
 starts with a "'" (``harness.runs.people_csv_text``); the JSON holds the text as it is.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 from harness.challenge.config import Challenge, ChallengeError
 from harness.challenge.intake import require_phase_record
 from harness.challenge.pages import esc, page, read_phase_leaderboard, table
-from harness.challenge.phases import counted_uploads, phase_leaderboard_dir
+from harness.challenge.phases import counted_uploads, phase_leaderboard_dir, ranked_entries
 from harness.challenge.teams import load_teams
 from harness.runs import ResultsLayout, people_csv_text, write_json_atomic, write_text_atomic
 
@@ -82,6 +84,26 @@ def publish_phase(
         raise ChallengeError(
             f"phase {phase.name!r} has no leaderboard in {board_dir}: run `harness leaderboard --challenge "
             f"{challenge.source} --phase {phase.name}` first"
+        )
+    ranked, counted = meta.get("entries_filter"), sorted(ranked_entries(challenge, phase, results))
+    if ranked != counted:
+        gone = sorted(set(ranked or []) - set(counted))
+        new = sorted(set(counted) - set(ranked or []))
+        changes = (
+            "; ".join(
+                part
+                for part in (
+                    f"no longer counted: {', '.join(gone)}" if gone else "",
+                    f"counted now, not ranked: {', '.join(new)}" if new else "",
+                )
+                if part
+            )
+            or "it was not built for this phase's entries"
+        )
+        raise ChallengeError(
+            f"phase {phase.name!r}: the leaderboard in {board_dir} ({meta.get('created', 'no date')}) is older than "
+            f"the phase's entries ({changes}): its ranks were computed with another field. Rebuild it with "
+            f"`harness leaderboard --challenge {challenge.source} --phase {phase.name}`, then publish"
         )
     labels = entry_labels(challenge, phase, record, load_teams(layout, challenge.name), mode)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

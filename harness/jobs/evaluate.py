@@ -222,7 +222,7 @@ def run_intake(entry: str, path: Path, sha256: str, results: Path, *, recipe, ta
     from harness.submission import unrunnable_problem, validate_submission
 
     log(f"intake {entry}: validating {path}")
-    report = validate_submission(path)
+    report = validate_submission(path, sha256=sha256)  # hashed once, by resolve_submissions
     record = {
         "entry": entry,
         "file": str(Path(path).resolve()),
@@ -237,8 +237,6 @@ def run_intake(entry: str, path: Path, sha256: str, results: Path, *, recipe, ta
     }
     text = report.format_text()
     problems = []
-    if report.sha256 and report.sha256 != sha256:
-        problems.append("the file changed during intake")
     if report.valid:
         problem = unrunnable_problem(record["report"], report.track, recipe, task_types)
         problems += [problem] if problem else []

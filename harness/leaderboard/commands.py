@@ -103,7 +103,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _challenge_phase(args: argparse.Namespace) -> tuple[Path, Path, str, list[str]]:
+def _challenge_phase(args: argparse.Namespace) -> tuple[Path, Path, str, dict[str, str]]:
     """(results folder, output folder, recipe, entries to rank) of `leaderboard --challenge
     --phase`: the phase's folder, and the entries that count for it (the baselines are ranked too)."""
     from harness.challenge.config import ChallengeError, load_challenge

@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -265,12 +265,16 @@ def _run_folders(layout: ResultsLayout) -> list[RunFolder]:
     return [runs[path] for path in sorted(runs)]
 
 
-def collect_runs(results: Path, recipe=None, entries: Collection[str] | None = None) -> list[TrackData]:
+def collect_runs(
+    results: Path, recipe=None, entries: Collection[str] | Mapping[str, str] | None = None
+) -> list[TrackData]:
     """Every track found under ``results/runs``, sorted by track name. With ``recipe`` (a
     ``harness.recipes.Recipe``), only the runs that recipe makes (its ``setup_name`` per task type
     and track: a ResEnc-L run two recipes share counts for both). With ``entries``, only the runs
     of those entries (as their folders ``runs/<entry>`` name them) and of the baselines: a
     challenge phase ranks the uploads that count, while the runs of a replaced upload stay on disk.
+    ``entries`` as a mapping (entry -> track) also lists an entry that has no run yet in its
+    track, every job of it pending: a ranking never drops an entry that counts.
 
     A run whose files cannot be read is a failed run of its entry, never an error (module doc);
     ``LeaderboardInputError`` only when no run can be ranked at all.
@@ -323,8 +327,16 @@ def collect_runs(results: Path, recipe=None, entries: Collection[str] | None = N
             seen[key] = job
     jobs = _mark_stale(list(seen.values()), layout)
     tracks = sorted({job.track for job in jobs})
+    expected = entries if isinstance(entries, Mapping) else {}
     return [
-        _track_from_jobs(track, [j for j in jobs if j.track == track], str(results), tuple(notes)) for track in tracks
+        _track_from_jobs(
+            track,
+            [j for j in jobs if j.track == track],
+            str(results),
+            tuple(notes),
+            expected=tuple(e for e, t in expected.items() if t == track),
+        )
+        for track in tracks
     ]
 
 
@@ -396,7 +408,9 @@ def _fail_dissent(jobs: list[_Job], dissent: dict[Path, str]) -> list[_Job]:
     return [job.failed(dissent[job.run.path]) if job.run.path in dissent else job for job in jobs]
 
 
-def _track_from_jobs(track: str, jobs: list[_Job], source: str, notes: tuple[str, ...] = ()) -> TrackData:
+def _track_from_jobs(
+    track: str, jobs: list[_Job], source: str, notes: tuple[str, ...] = (), expected: tuple[str, ...] = ()
+) -> TrackData:
     task_types: dict[str, str] = {}
     for task in sorted({j.task for j in jobs}):
         claims = [(j, j.task_type) for j in jobs if j.task == task]
@@ -409,7 +423,7 @@ def _track_from_jobs(track: str, jobs: list[_Job], source: str, notes: tuple[str
         jobs = _fail_dissent(jobs, dissent)
         if is_baseline:
             baselines.add(entry)
-    entries = tuple(sorted({j.entry for j in jobs}))
+    entries = tuple(sorted({j.entry for j in jobs} | set(expected)))  # an expected entry without runs: pending
     problems: list[JobProblem] = []
     tasks: list[TaskData] = []
     for task in sorted(task_types):

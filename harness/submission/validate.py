@@ -11,6 +11,7 @@ size (file-backed pages) plus the canary network's decoder.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,17 +162,22 @@ def validate_submission(
     track: str | None = None,
     max_size: int = DEFAULT_MAX_SIZE,
     canary: bool = True,
+    *,
+    sha256: str | None = None,
 ) -> ValidationReport:
     """Run every intake check on ``path`` and report; never raises for a bad file.
 
     ``track`` (ResEncL / PrimusM) validates for that track; by default the plan's
-    ``arch_class_name`` decides. ``canary=False`` skips the forward pass.
+    ``arch_class_name`` decides. ``canary=False`` skips the forward pass. ``sha256``: the digest
+    the caller has just computed (an intake hashes each upload once, to know whether it is new):
+    the file is not hashed again, and a file whose size or modification time changes during the
+    checks is an error ("the file changed during intake").
     """
     if track is not None:
         from harness.models import get_track
 
         track = get_track(track).name
-    intake = _Intake(Path(path), track, max_size)
+    intake = _Intake(Path(path), track, max_size, known_sha256=sha256)
     intake.run(structural_only=False, canary=canary)
     return intake.report
 
@@ -232,8 +238,10 @@ def load_submission(path: str | Path, max_size: int = DEFAULT_MAX_SIZE, track: s
 class _Intake:
     """Runs the checks in order, keeping what later checks need (weights, plan, track, patch)."""
 
-    def __init__(self, path: Path, requested_track: str | None, max_size: int):
+    def __init__(self, path: Path, requested_track: str | None, max_size: int, known_sha256: str | None = None):
         self.path = path
+        self.known_sha256 = known_sha256
+        self.stat_before: tuple[int, int] | None = None
         self.requested_track = requested_track
         self.max_size = int(max_size)
         self.report = ValidationReport(file=str(path))
@@ -269,6 +277,7 @@ class _Intake:
     def run(self, *, structural_only: bool, canary: bool) -> None:
         try:
             self._run(structural_only=structural_only, canary=canary)
+            self._check_unchanged()
         finally:
             wanted = CHECK_NAMES[:5] if structural_only else CHECK_NAMES
             for name in wanted:
@@ -305,11 +314,29 @@ class _Intake:
             return self._record("file", [str(exc)], [], "")
         self.report.size_bytes = size
         try:
-            self.report.sha256 = sha256_file(self.path)
+            if self.known_sha256 is not None:  # hashed by the caller: the file is read once
+                info = os.stat(self.path)
+                self.stat_before = (info.st_size, info.st_mtime_ns)
+                self.report.sha256 = self.known_sha256
+            else:
+                self.report.sha256 = sha256_file(self.path)
         except OSError as exc:
             self.report.readable = False
             return self._record("file", [f"{self.path}: cannot read the file ({exc.strerror or exc})"], [], "")
         return self._record("file", [], [], f"regular file, {format_bytes(size)} (limit {format_bytes(self.max_size)})")
+
+    def _check_unchanged(self) -> None:
+        """With a digest from the caller: the file still has the size and time it was hashed with."""
+        if self.stat_before is None:
+            return
+        try:
+            info = os.stat(self.path)
+            now: tuple[int, int] | None = (info.st_size, info.st_mtime_ns)
+        except OSError:
+            now = None
+        if now != self.stat_before:
+            self.errors_by_check.setdefault("file", []).append("the file changed during intake")
+            self.checks["file"] = Check("file", False, "the file changed during intake")
 
     # -- 2. safe load ------------------------------------------------------------------------
     def _check_safe_load(self) -> bool:
