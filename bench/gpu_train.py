@@ -181,7 +181,8 @@ def main(argv=None) -> int:
     for record in runs:
         if record["trainer"].startswith("harness "):
             record["ratio_vs_anchor"] = ratio(record)
-    # what the cost plan reads: the best harness rate per track
+    # the best harness rate per track (the cost plan reads "runs" instead: the rate at the
+    # precision and compile setting the jobs train with, harness.jobs.cost.job_settings)
     results = {}
     for track in tracks:
         mine = [r for r in runs if r["trainer"] == f"harness {track}"]

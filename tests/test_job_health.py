@@ -135,6 +135,29 @@ def test_status_lists_corrupt_runs_with_the_command_that_reruns_them(tmp_path):
     json.dumps(data)
 
 
+def test_status_gives_failed_jobs_the_command_that_retries_them(tmp_path, capsys):
+    """As the README says: a failed job is listed with its message, log and the command that
+    reruns it, which for a failed job needs --retry-failed (evaluate skips it otherwise)."""
+    from harness.cli import main
+
+    results = tmp_path / "results"
+    failed = fake_run(results, "primus", submission="/subs/my primus.pth", done=False)
+    failed.mark_failed("abc", ERROR, f"{failed.folder}/x.nii.gz: cannot read")
+    fake_run(results, "primus", task="Fine")
+    assert main(["status", "--results", str(results)]) == 0
+    text = capsys.readouterr().out
+    cmd = f"harness evaluate '/subs/my primus.pth' --tasks /registry --results {results} --retry-failed"
+    lines = text.splitlines()
+    at = lines.index(f"  primus / T / ssl3d-2025 / fold 0: error: {failed.folder}/x.nii.gz: cannot read")
+    assert lines[at + 1 : at + 3] == [
+        f"      log: {failed.worker_log if failed.worker_log.is_file() else failed.run.log}",
+        f"      rerun: {cmd}",
+    ]
+    assert main(["status", "--results", str(results), "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["failed"]
+    assert entry["command"] == cmd
+
+
 def _planned_job(tmp_path, task_name: str = "Good", data: str = "Seg"):
     """A PlannedJob of the tiny segmentation task's PrimusM baseline (no submission needed)."""
     from harness.finetune.job import FinetuneJob
@@ -259,7 +282,7 @@ def test_disk_full_inside_a_job_names_the_file_and_free_space(tmp_path, monkeypa
         ),
         files.folder,
     )
-    assert (cls, message.split(" (")[0]) == (ERROR, f"disk full: {files.folder}, 1 MB free")
+    assert (cls, message.split(" (")[0]) == (ERROR, f"disk full: {files.folder}, 1.0 MB free")
 
 
 def test_a_failed_that_cannot_be_written_is_said_on_stderr(tmp_path, monkeypatch, capsys):
@@ -293,7 +316,7 @@ def test_worker_checks_free_space_before_the_job_starts(tmp_path, monkeypatch):
     state = job_state(files, "abc")
     assert state.state == FAILED and state.error_class == ERROR
     assert state.message == (
-        f"DiskSpaceError: {files.folder}: only 300 MB free on its file system, the job "
+        f"DiskSpaceError: {files.folder}: only 300.0 MB free on its file system, the job "
         f"{files.folder} needs at least 5.0 GB (free some space, or set "
         "HARNESS_MIN_FREE_GB to change the threshold)"
     )

@@ -214,6 +214,32 @@ def test_dry_run_prints_matrix_and_runs_nothing(world, tmp_path, capsys):
     assert [p.relative_to(results) for p in results.rglob("*") if p.is_file()] == [Path("cache/data-check.json")]
 
 
+def test_dry_run_beside_a_live_evaluate_says_its_job_is_running(world, tmp_path, capsys):
+    """A dry run takes no lock: a job whose RUNNING marker names a live worker, while an evaluate
+    holds the folder, is that evaluate's (running, which one); with no evaluate it is an orphan."""
+    from harness.cli import main
+    from harness.jobs.state import this_process
+    from harness.runs import write_json_atomic
+
+    results = tmp_path / "results"
+    files = run_folder(results, "baseline-PrimusM", "Good")
+    files.folder.mkdir(parents=True)
+    write_json_atomic(files.running_marker, {**this_process(), "job_id": "x", "slurm_job_id": None})
+    args = ["evaluate", world["sub"], "--tasks", world["root"] / "reg_good", "--results", results, "--dry-run"]
+
+    def row() -> str:
+        assert main([*map(str, args)]) == 0
+        (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("baseline-PrimusM")]
+        return line
+
+    me = f"pid {os.getpid()} on {this_process()['host']}"
+    with ResultsLock(results):  # this process plays the evaluate (and its worker)
+        live = row()
+    assert "running" in live and f"none (running: worker {me}, of the evaluate {me})" in live, live
+    assert "restart" not in live
+    assert "restart (worker of a dead evaluate)" in row()  # the lock released: nobody owns it
+
+
 def test_second_evaluate_fails_at_once_naming_the_holder(world, tmp_path):
     results = tmp_path / "results"
     with ResultsLock(results):
@@ -356,6 +382,34 @@ def test_leaderboard_ranks_the_run_folders_a_real_evaluate_wrote(failure_run):
                 note.startswith(f"{entry}: {task} fold 0 is failed_job") for note in notes
             ), (entry, task, notes)
     assert any("Slow fold 0 is failed_job (timeout" in note for note in notes), notes
+
+
+@pytest.mark.slow
+def test_the_cost_plan_predicts_the_wall_time_of_real_jobs(failure_run, world):
+    """Each finished Good job's cost estimated from the other one's measurements only, never its
+    own: by the other job's wall time (same task) and, with that left out, from its parts (train +
+    validation rate, prediction per case, the rest); both within 25 % of the measured wall time."""
+    from harness.finetune.job import FinetuneJob
+    from harness.jobs.cost import Measurements, estimate
+    from harness.jobs.matrix import PlannedJob
+    from harness.runs import read_metrics_json
+    from harness.tasks import load_task_file
+
+    results = failure_run["results"]
+    task = load_task_file(world["root"] / "reg_all" / "Good.yaml")
+    for entry, other in (ENTRIES, ENTRIES[::-1]):
+        truth = read_metrics_json(run_folder(results, entry, "Good").run.metrics_json)["wall_seconds"]
+        found = Measurements()
+        found.add_run(run_folder(results, other, "Good").run)
+        job = FinetuneJob(task=task, fold=0, track="PrimusM", results=results, device="cpu", entry=entry)
+        planned = PlannedJob(job, job.job_id())
+        by_wall = estimate(planned, found)
+        assert by_wall.source == "1 finished job(s) of this task"
+        found.wall.clear()  # as for a task nothing ran of yet: from the parts
+        by_parts = estimate(planned, found)
+        assert "train+val iterations" in by_parts.source and "not counted" not in by_parts.source, by_parts.source
+        for est in (by_wall, by_parts):
+            assert est.seconds == pytest.approx(truth, rel=0.25), (entry, est, truth)
 
 
 @pytest.mark.slow

@@ -100,6 +100,28 @@ def test_failed_jobs_count_only_jobs_that_ran_and_failed(results, board):
     assert "pending_jobs: jobs without a result yet" in html
 
 
+def test_a_partial_leaderboard_says_so_first_and_last(results, tmp_path, capsys):
+    """Unfinished jobs (an evaluate killed half-way): the report's first paragraph and the
+    command's last line name the pending and failed jobs per track; a complete ranking says nothing."""
+    from harness.cli import main
+
+    warning = "partial results: track ResEncL: 2 pending, 1 failed job(s)."
+    out = tmp_path / "board"
+    assert main(["leaderboard", "--results", str(results), "--out", str(out), "--bootstrap", "0"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1].startswith(f"warning: {warning}"), printed[-3:]
+    page = (out / "report.html").read_text()
+    first = re.search(r"<h1>[^<]*</h1>\s*<p([^>]*)>(.*?)</p>", page, re.S)
+    assert first is not None and "warning" in first.group(1) and warning in first.group(2), page[:800]
+
+    complete = tmp_path / "complete"  # every job done: no warning anywhere
+    for entry in ("subA", "baseline-ResEncL"):
+        shutil.copytree(results / "runs" / entry, complete / "runs" / entry)
+    assert main(["leaderboard", "--results", str(complete), "--out", str(tmp_path / "b2"), "--bootstrap", "0"]) == 0
+    assert not [line for line in capsys.readouterr().out.splitlines() if "partial results" in line]
+    assert "partial results" not in (tmp_path / "b2" / "report.html").read_text()
+
+
 def test_an_entry_without_rows_in_a_long_table_is_pending_not_failed():
     t1 = long_table({"A": [0.5, 0.5], "B": [0.4, 0.4]}, task="t1")
     t2 = long_table({"A": [0.5, 0.5]}, task="t2")

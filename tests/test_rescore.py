@@ -5,9 +5,11 @@ its task's metrics rescores it from them instead of training again. One real nnU
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 from jobs_helpers import lean_env, write_tiny_dataset, write_tiny_task
@@ -63,6 +65,34 @@ def test_a_metric_change_rescores_the_kept_predictions(tmp_path, primus64_checkp
     assert read_json(run.done_marker)["job_id"] == new_spec.job_id == metrics["job_id"] != old_spec.job_id
     row = _baseline_row(harness(*dry).stdout)
     assert " done" in row and "rerun" not in row, row  # evaluate counts it as done: nothing to train
+
+    # broken kept predictions, in copies of the run: one overwritten with other bytes (SimpleITK
+    # raises), one cut to 45 % (SimpleITK reads zeros): both left as they are, named, the rest rescored
+    (prediction,) = run.predictions_dir.glob("*.nii.gz")
+    copies = {}
+    for name, damage in (
+        ("copy-overwritten", lambda b: np.random.default_rng(0).integers(0, 256, len(b), np.uint8).tobytes()),
+        ("copy-truncated", lambda b: b[: int(len(b) * 0.45)]),
+    ):
+        copy = ResultsLayout(results).run(name, "Tiny", "ssl3d-2025", 0)
+        shutil.copytree(run.path, copy.path)
+        broken = copy.predictions_dir / prediction.name
+        broken.write_bytes(damage(broken.read_bytes()))
+        copies[name] = (copy, broken, {f.name: f.read_bytes() for f in copy.path.iterdir() if f.is_file()})
+    data["metrics"] = [{"name": "dice"}, {"name": "nsd", "tolerance_mm": 2.0}]
+    task_file.write_text(yaml.safe_dump(data))
+    out = harness("rescore", "--results", results, check=1)
+    assert "rescored 1 of 3 finished run(s)" in out.stdout and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert json.loads(run.metrics_json.read_text())["nsd_tolerance_mm"] == 2.0  # the intact run: rescored
+    problems = {"copy-overwritten": "not a readable image", "copy-truncated": "truncated: the gzip stream ends early"}
+    for name, (copy, broken, files) in copies.items():
+        (line,) = [line for line in out.stdout.splitlines() if str(copy.path) in line]
+        assert line.startswith("skipped") and f"kept prediction {broken}: {problems[name]}" in line, line
+        assert {f.name: f.read_bytes() for f in copy.path.iterdir() if f.is_file()} == files  # untouched
+        assert copy.is_done() and JobSpec.read(copy).job_id == new_spec.job_id
+    for copy, _, _ in copies.values():
+        shutil.rmtree(copy.path)
+    new_spec = JobSpec.read(run)
 
     # a change beyond the metrics is not rescored: evaluate must train it again
     data["schedule"]["PrimusM"]["epochs"] = 3

@@ -62,8 +62,8 @@ def rescore_run(run: RunFolder) -> RescoreOutcome:
         return skip(f"task file {spec.task_file} changed beyond its scoring fields; `harness evaluate` reruns it")
     try:
         cases, changed = get_task_type(task.type, str(task.source)).load("rescorer")(task, run, old.metrics)
-    except (OSError, ValueError, KeyError) as e:
-        return skip(f"cannot rescore: {e}")
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: what SimpleITK raises
+        return skip(f"cannot rescore: {e}; its files are left as they were")
 
     new_id = job_id_of(replace(spec, task_spec_hash=task.spec_hash()).as_dict())
     new_spec = replace(spec, task_spec_hash=task.spec_hash(), job_id=new_id)

@@ -126,6 +126,15 @@ def held_out_cases(task: SegmentationTask, dataset_json: dict) -> list[tuple[str
     return out
 
 
+def held_out_count(task: SegmentationTask) -> int | None:
+    """How many held-out cases a job of ``task`` predicts (the cost plan's count); None when its
+    dataset cannot tell (the data check names the problem)."""
+    try:
+        return len(held_out_cases(task, _dataset_json(task)))
+    except (SegmentationDataError, OSError):
+        return None
+
+
 # ------------------------------------------------------------------------------ preprocessing
 @dataclass(frozen=True)
 class PreparedDataset:
@@ -504,6 +513,28 @@ def _nanmean(values) -> float | None:
     return float(np.nanmean(arr))
 
 
+class KeptPredictionError(ValueError):
+    """A kept prediction fails the data check's integrity read; the message names the file."""
+
+
+def check_kept_predictions(task: SegmentationTask, dataset_json: dict, predictions: Path) -> None:
+    """Every kept prediction read in full by the data check's reader (gzip + nibabel), because
+    SimpleITK reads a truncated file as zero-filled voxels and would rescore it silently; a file
+    that fails is a ``KeptPredictionError`` naming it and the problem (a missing one is left to
+    ``score_predictions``)."""
+    from harness.tasks.datafiles import read_facts
+
+    ending = dataset_json["file_ending"]
+    for case, _, _ in held_out_cases(task, dataset_json):
+        path = Path(predictions) / f"{case}{ending}"
+        if not path.is_file():
+            continue
+        facts = read_facts(path, "label")
+        problem = facts.error or (f"{facts.nonfinite} voxels are NaN or infinite" if facts.nonfinite else None)
+        if problem is not None:
+            raise KeptPredictionError(f"kept prediction {path}: {problem}")
+
+
 def rescore_segmentation(task: SegmentationTask, run, metrics: dict) -> tuple[pd.DataFrame, dict]:
     """A finished run's kept predictions (``run.predictions_dir``) scored again with the task's
     metric settings as they are now (`harness rescore`). Returns (cases, the metrics.json fields
@@ -511,6 +542,7 @@ def rescore_segmentation(task: SegmentationTask, run, metrics: dict) -> tuple[pd
     if not run.predictions_dir.is_dir():
         raise FileNotFoundError(f"{run.predictions_dir}: no predictions kept; `harness evaluate` reruns it")
     dataset_json = _dataset_json(task)
+    check_kept_predictions(task, dataset_json, run.predictions_dir)
     cases = score_predictions(task, dataset_json, run.predictions_dir)
     changed = {
         "aggregates": aggregate_segmentation(cases, foreground_labels(dataset_json)),

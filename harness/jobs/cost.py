@@ -5,10 +5,16 @@ results keep, from what was measured, never from a guess:
 
 * the wall time of finished jobs of the same task, track, recipe values and device kind in this
   results folder (the best estimate: the same job for another entry);
-* else, for segmentation, the schedule's iterations at a measured rate in iterations per second
-  for the same track, patch, batch size and device kind: from finished jobs of any task here, or
-  from the GPU benchmark's report (``results/bench/gpu_train.json``, `make bench-gpu`); training
-  only, prediction not counted;
+* else, for segmentation, everything such a job does, each part from what was measured: its
+  training and validation iterations (epochs x (iterations_per_epoch + val_iterations_per_epoch))
+  at a rate in iterations per second for the same track, patch, batch size and device kind (from
+  finished jobs of any task here, whose train_seconds hold both; or from the GPU benchmark's report,
+  ``results/bench/gpu_train.json`` of `make bench-gpu`, at the precision and compile setting the
+  jobs run with, ``job_settings``, a validation iteration counted as a training one), the
+  prediction of its held-out cases (seconds per case of finished jobs at that track, patch and
+  device) and the rest of a job (preprocessing, loading, scoring: wall less training and
+  prediction of finished segmentation jobs on that device kind); a part nothing measured is named
+  in the estimate's source as not counted;
 * else unknown, and said so.
 
 The disk a finished job keeps (its run folder: result files, logs, kept predictions) is taken
@@ -19,6 +25,7 @@ from finished jobs of the same task and track; the free space a job needs while 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -37,6 +44,21 @@ def _device_kind(device: str | None) -> str:
     return "cuda" if str(device or "").startswith("cuda") else "cpu"
 
 
+def job_settings() -> dict[str, str]:
+    """The GPU settings a segmentation job trains with, as the benchmark records them: float16
+    autocast (``SSL3DFinetuneTrainer.amp_dtype``; the runner never switches to bfloat16) and
+    nnU-Net's torch.compile default, on unless ``nnUNet_compile`` (which the workers inherit) says
+    otherwise. A rate measured at other settings does not predict the jobs."""
+    compiled = os.environ.get("nnUNet_compile", "true").lower() in ("true", "1", "t")
+    return {"precision": "fp16", "compile": "on" if compiled else "off"}
+
+
+def _iterations(schedule) -> int:
+    """Training plus validation iterations of a schedule (a model or its JSON dump)."""
+    get = schedule.get if isinstance(schedule, dict) else lambda k: getattr(schedule, k)
+    return int(get("epochs")) * (int(get("iterations_per_epoch")) + int(get("val_iterations_per_epoch")))
+
+
 @dataclass
 class Measurements:
     """What finished jobs (and the benchmark) measured."""
@@ -47,6 +69,10 @@ class Measurements:
     rate: dict[tuple, list[tuple[float, str]]] = field(default_factory=lambda: defaultdict(list))
     #: (task, track) -> bytes a finished job keeps
     kept: dict[tuple, list[int]] = field(default_factory=lambda: defaultdict(list))
+    #: (track, patch, device kind) -> seconds of prediction per held-out case
+    predict: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
+    #: device kind -> seconds of a segmentation job beside training and prediction
+    other: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def add_run(self, run: RunFolder) -> None:
         try:
@@ -58,27 +84,44 @@ class Measurements:
         wall = metrics.get("wall_seconds")
         if isinstance(wall, (int, float)) and wall > 0:
             self.wall[spec.task, spec.track, spec.recipe_values_hash, device].append(float(wall))
-        schedule, patch, train = metrics.get("schedule") or {}, metrics.get("patch_size"), metrics.get("train_seconds")
-        if spec.task_type == "segmentation" and patch and isinstance(train, (int, float)) and train > 0:
-            try:
-                iterations = int(schedule["epochs"]) * int(schedule["iterations_per_epoch"])
-                key = (spec.track, tuple(int(p) for p in patch), int(schedule["batch_size"]), device)
-            except (KeyError, TypeError, ValueError):
-                return
-            self.rate[key].append((iterations / train, "finished jobs"))
         self.kept[spec.task, spec.track].append(_kept_bytes(run))
+        schedule, patch, train = metrics.get("schedule") or {}, metrics.get("patch_size"), metrics.get("train_seconds")
+        if spec.task_type != "segmentation" or not patch or not isinstance(train, (int, float)) or train <= 0:
+            return
+        try:
+            iterations = _iterations(schedule)
+            patch = tuple(int(p) for p in patch)
+            key = (spec.track, patch, int(schedule["batch_size"]), device)
+        except (KeyError, TypeError, ValueError):
+            return
+        self.rate[key].append((iterations / train, "finished jobs"))
+        predict, cases = metrics.get("predict_seconds"), (metrics.get("aggregates") or {}).get("num_cases")
+        if isinstance(predict, (int, float)) and predict >= 0 and isinstance(cases, int) and cases > 0:
+            self.predict[spec.track, patch, device].append(predict / cases)
+            if isinstance(wall, (int, float)) and wall >= train + predict:
+                self.other[device].append(wall - train - predict)
 
-    def add_bench(self, path: Path) -> None:
-        """The GPU benchmark's report: iterations per second per track at its patch and batch."""
+    def add_bench(self, path: Path, settings: dict[str, str] | None = None) -> None:
+        """The GPU benchmark's report: per track, the harness trainer's iterations per second at
+        its patch and batch, from its run at ``settings`` (default ``job_settings()``), not its
+        best one (``results``, which may be bfloat16 or compiled where the jobs are not). A report
+        without a run at those settings gives no rate."""
+        settings = job_settings() if settings is None else settings
         try:
             report = json.loads(Path(path).read_text(encoding="utf-8"))
             patch, batch = tuple(int(p) for p in report["patch"]), int(report["batch_size"])
             device = _device_kind(report.get("device"))
-            for track, figures in report["results"].items():
-                rate = figures.get("iterations_per_second")
-                if isinstance(rate, (int, float)) and rate > 0:
-                    self.rate[track, patch, batch, device].append((float(rate), f"benchmark {Path(path).name}"))
-        except (OSError, ValueError, KeyError, TypeError):
+            records = [r for r in report.get("runs") or [] if str(r.get("trainer", "")).startswith("harness ")]
+            records += [{**figures, "track": track} for track, figures in (report.get("results") or {}).items()]
+            for track in dict.fromkeys(r.get("track") for r in records):
+                same = [
+                    r for r in records if r.get("track") == track and all(r.get(k) == v for k, v in settings.items())
+                ]
+                rate = same[0].get("iterations_per_second") if same else None
+                if track and isinstance(rate, (int, float)) and rate > 0:
+                    where = f"benchmark {Path(path).name}, {settings['precision']}, compile {settings['compile']}"
+                    self.rate[track, patch, batch, device].append((float(rate), where))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return
 
 
@@ -126,14 +169,30 @@ def estimate(job: PlannedJob, found: Measurements) -> JobCost:
     if same:
         return cost(statistics.median(same), f"{len(same)} finished job(s) of this task")
     if task.type == "segmentation":
-        schedule = fj.schedule
-        key = (track, tuple(task.patch_for(track)), int(schedule.batch_size), device)
-        rates = found.rate.get(key)
+        schedule, patch = fj.schedule, tuple(task.patch_for(track))
+        rates = found.rate.get((track, patch, int(schedule.batch_size), device))
         if rates:
+            from harness.finetune.segmentation import held_out_count
+
             rate = statistics.median(r for r, _ in rates)
-            sources = sorted({s for _, s in rates})
-            iterations = schedule.epochs * schedule.iterations_per_epoch
-            return cost(iterations / rate, f"{rate:.2f} it/s ({', '.join(sources)}), training only")
+            iterations = _iterations(schedule)
+            seconds = iterations / rate
+            parts = [
+                f"{iterations} train+val iterations at {rate:.3g} it/s ({', '.join(sorted({s for _, s in rates}))})"
+            ]
+            per_case, n_cases = found.predict.get((track, patch, device)), held_out_count(task)
+            if per_case and n_cases is not None:
+                seconds += n_cases * statistics.median(per_case)
+                parts.append(f"{n_cases} case(s) predicted at {statistics.median(per_case):.1f} s")
+            else:
+                parts.append("prediction not measured, not counted")
+            other = found.other.get(device)
+            if other:
+                seconds += statistics.median(other)
+                parts.append(f"{statistics.median(other):.0f} s preprocessing and the rest")
+            else:
+                parts.append("preprocessing not measured, not counted")
+            return cost(seconds, "; ".join(parts))
     patch = "x".join(str(p) for p in task.patch_for(track))
     return cost(None, f"unknown: no finished job of this task, no measured rate for {track} at {patch} on {device}")
 
@@ -149,21 +208,20 @@ def format_cost_plan(jobs: Iterable[PlannedJob], results: Path, bench: Path | No
     costs = [estimate(job, found) for job in jobs]
     if not costs:
         return "cost plan: nothing to run"
-    groups: dict[tuple[str, str], list[JobCost]] = defaultdict(list)
+    groups: dict[tuple, list[JobCost]] = defaultdict(list)  # jobs of one estimate: one row, true for each
     for c in costs:
-        groups[c.track, c.task].append(c)
+        groups[c.track, c.task, c.seconds is None, c.seconds or 0.0, c.source, c.kept_bytes or -1].append(c)
     devices = sorted({c.device for c in costs})
     unit = "GPU hours" if devices == ["cuda"] else f"{'/'.join(devices)} hours"
     header = ("track", "task", "jobs", f"{unit} per job", unit, "kept per job", "from")
     table: list[Sequence[str]] = [header]
-    for (track, task), group in sorted(groups.items()):
+    for _, group in sorted(groups.items()):
         first = group[0]
-        known = [c.seconds for c in group if c.seconds is not None]
-        total = sum(known) if len(known) == len(group) else None
+        total = None if first.seconds is None else first.seconds * len(group)
         table.append(
             (
-                track,
-                task,
+                first.track,
+                first.task,
                 str(len(group)),
                 _hours(first.seconds),
                 _hours(total),

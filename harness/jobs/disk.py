@@ -36,12 +36,15 @@ class DiskSpaceError(OSError):
 
 
 def format_bytes(n: int | float | None) -> str:
-    """``12.3 GB``, ``340 MB`` (decimal units); ``unknown`` for None."""
+    """``12.3 GB`` (decimal, as ``HARNESS_MIN_FREE_GB`` is); below a GB the submission checks'
+    human sizes (``60.2 kB``, ``340.0 MB``), so a small run is not "0 MB"; ``unknown`` for None."""
+    from harness.submission.checkpoint import format_bytes as human_bytes
+
     if n is None:
         return "unknown"
     if abs(n) >= GB:
         return f"{n / GB:.1f} GB"
-    return f"{n / 1e6:.0f} MB"
+    return human_bytes(int(n)) if n >= 0 else "-" + human_bytes(int(-n))
 
 
 def job_need_bytes(task_type: str | None) -> int:

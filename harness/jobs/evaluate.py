@@ -21,7 +21,7 @@ from harness.finetune.job import KEEP_CHECKPOINTS_ENV, collect_provenance
 from harness.jobs import EXECUTORS
 from harness.jobs.cost import format_cost_plan
 from harness.jobs.executors import Executor, LocalExecutor, SlurmConfig, SlurmExecutor, kill_orphan
-from harness.jobs.lock import ResultsLock
+from harness.jobs.lock import ResultsLock, live_holder
 from harness.jobs.matrix import Entry, PlannedJob, build_matrix, selected_folds
 from harness.jobs.slots import Slot, SlotError, check_visible, plan_slots, visible_gpus
 from harness.jobs.state import (
@@ -366,6 +366,10 @@ def _row(job: PlannedJob, opts: EvaluateOptions, executor: Executor | None, log)
             row.to_run, row.action = opts.executor == "slurm", "resume (its Slurm job ended)"
             if opts.executor != "slurm":
                 row.action = "skip (belongs to a Slurm job; use --executor slurm)"
+        elif opts.dry_run and (holder := live_holder(opts.results)) is not None:
+            # a dry run takes no lock: a live evaluate beside it owns this worker
+            where = f"pid {holder.get('pid')} on {holder.get('host')}"
+            row.action = f"none (running: worker {state.detail}, of the evaluate {where})"
         elif opts.dry_run:
             row.to_run, row.action = True, "restart (worker of a dead evaluate)"
         elif kill_orphan(job):

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.jobs.state import this_process
+from harness.jobs.state import process_alive, this_process
 
 LOCK_NAME = ".evaluate.lock"
 
@@ -59,6 +59,19 @@ class ResultsLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def live_holder(results: Path) -> dict | None:
+    """The evaluate holding ``results`` as it wrote itself into the lock file (pid, host, started,
+    argv), read without taking the lock (a dry run must not block a starting evaluate); None when
+    none does: the file is empty once released, and a killed holder's process is gone."""
+    try:
+        info = json.loads((Path(results) / LOCK_NAME).read_text() or "{}")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not info or process_alive(info) is False:
+        return None
+    return info
 
 
 def _describe(path: Path) -> str:

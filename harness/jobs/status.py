@@ -5,7 +5,8 @@ Every run folder (one with a job.json) is a job; a submission that failed intake
 data has changed since it ran (``harness.tasks.preflight.CurrentTasks``) is reported as pending,
 naming the changed files: the next evaluate reruns it. A done job
 whose result files do not parse is ``corrupt``, listed with the file, the problem and the
-`harness evaluate` command that reruns it. A running job is listed with its elapsed time, the
+`harness evaluate` command that reruns it; a failed job with its message, log and the command
+with ``--retry-failed``. A running job is listed with its elapsed time, the
 last ``epoch N/M`` line of its train.log and an ETA from the epoch lines' timestamps.
 """
 
@@ -49,7 +50,7 @@ class JobStatus:
     folder: str | None = None
     setup: str | None = None
     file: str | None = None  # corrupt: the result file that does not parse
-    command: str | None = None  # corrupt: what reruns it
+    command: str | None = None  # corrupt, failed: what reruns it
     progress: dict | None = None  # running: see ``training_progress``
 
 
@@ -88,6 +89,7 @@ class StatusReport:
                     "error_class": j.error_class,
                     "message": j.message,
                     "log": j.log,
+                    "command": j.command,
                     "folder": j.folder,
                 }
                 for j in self.failed
@@ -135,6 +137,7 @@ class StatusReport:
                 lines.append(f"  {_label(j)}: {j.error_class}: {first}")
                 lines += [f"      {m}" for m in more[:MESSAGE_LINES]]
                 lines.append(f"      log: {j.log}")
+                lines.append(f"      rerun: {j.command}")
         if self.corrupt:
             lines.append("corrupt results (done, but a result file does not parse; evaluate reruns them):")
             for j in self.corrupt:
@@ -171,10 +174,10 @@ def collect_status(results: Path, now: float | None = None) -> StatusReport:
             if stale:  # the next evaluate reruns it
                 state = JobState(PENDING, f"stale: {stale}")
         command = progress = None
-        if state.state == CORRUPT:
+        if state.state in (CORRUPT, FAILED):
             if by_track is None:
                 by_track = _submissions_by_track(results)
-            command = rerun_command(spec, results, by_track)
+            command = rerun_command(spec, results, by_track, retry_failed=state.state == FAILED)
         elif state.state == RUNNING:
             progress = running_progress(files, now)
         jobs.append(
@@ -229,10 +232,11 @@ def _submissions_by_track(results: Path) -> dict[str, str]:
     return out
 
 
-def rerun_command(spec: JobSpec, results: Path, by_track: dict[str, str]) -> str:
+def rerun_command(spec: JobSpec, results: Path, by_track: dict[str, str], retry_failed: bool = False) -> str:
     """The `harness evaluate` command that reruns the job of ``spec`` (its job.json): its
     submission (a baseline: any submission of its track), the registry holding its task file and
-    ``results``; a corrupt job reruns without --retry-failed."""
+    ``results``; a failed job needs ``--retry-failed`` (evaluate skips it otherwise), a corrupt
+    one does not."""
     from harness.recipes import DEFAULT_RECIPE
 
     submission = spec.submission or by_track.get(spec.track or "")
@@ -248,6 +252,8 @@ def rerun_command(spec: JobSpec, results: Path, by_track: dict[str, str]) -> str
     ]
     if spec.recipe and spec.recipe != DEFAULT_RECIPE:
         args += ["--recipe", shlex.quote(str(spec.recipe))]
+    if retry_failed:
+        args.append("--retry-failed")
     return " ".join(args)
 
 

@@ -68,6 +68,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from harness.challenge.config import ChallengeError
     from harness.leaderboard.build import build_leaderboard
     from harness.leaderboard.model import LeaderboardInputError
+    from harness.leaderboard.report import unfinished_warning
     from harness.runs import ResultsLayout
 
     try:
@@ -100,6 +101,9 @@ def _leaderboard(args: argparse.Namespace) -> int:
         for note in track.notes:
             print(f"  note: {note}")
     print(f"wrote {len(outcome.files)} files to {outcome.out}; report: {outcome.report}")
+    warning = unfinished_warning({track.track: track.leaderboard for track in outcome.tracks})
+    if warning:  # last, where a reader of a partial ranking looks
+        print(f"warning: {warning}")
     return 0
 
 

@@ -59,6 +59,26 @@ def pending_jobs(track: TrackData) -> dict[str, int]:
     return counts
 
 
+def unfinished_warning(boards: dict[str, pd.DataFrame]) -> str | None:
+    """One sentence naming, per track, the pending and failed jobs of its leaderboard table
+    (``failed_jobs``/``pending_jobs``), None when there are none: a ranking of partial results
+    (an evaluate killed half-way) says so at the top of the report and as the command's last line,
+    not only in two columns."""
+    parts = []
+    for track, board in boards.items():
+        pending = int(board["pending_jobs"].sum()) if "pending_jobs" in board else 0
+        failed = int(board["failed_jobs"].sum()) if "failed_jobs" in board else 0
+        if pending or failed:
+            parts.append(f"track {track}: {pending} pending, {failed} failed job(s)")
+    if not parts:
+        return None
+    return (
+        "partial results: "
+        + "; ".join(parts)
+        + ". Their cases count as the worst value; `harness status` lists them, `harness evaluate` finishes them."
+    )
+
+
 def leaderboard_table(ranking: TrackRanking, stability: TrackStability) -> pd.DataFrame:
     track = ranking.track
     table = pd.DataFrame(
@@ -163,6 +183,7 @@ tr.baseline td { background: #f6f6f6; font-style: italic; }
 pre { max-width: 100%; overflow-x: auto; }
 img { max-width: 100%; height: auto; display: block; margin: 1em 0; }
 .notes li { font-size: 13px; }
+.warning { border: 2px solid #b00; background: #fee; padding: 0.5em 1em; }
 """
 
 #: What the job and case counts of the main table mean (shown under it).
@@ -234,6 +255,12 @@ def render_html(sections: list[dict], meta: dict) -> str:
         )
         + "</p>",
     ]
+    warning = unfinished_warning({section["track"]: section["leaderboard"] for section in sections})
+    if warning:  # first thing under the title: a reader of a partial ranking must not miss it
+        parts.insert(
+            parts.index("<h1>SSL3D leaderboard</h1>") + 1,
+            f"<p class='warning' role='alert'><strong>{html.escape(warning)}</strong></p>",
+        )
     recipe = meta.get("recipe")
     if recipe:
         parts.append(
