@@ -55,8 +55,11 @@ def job_settings() -> dict[str, str]:
 
 def _iterations(schedule) -> int:
     """Training plus validation iterations of a schedule (a model or its JSON dump)."""
-    get = schedule.get if isinstance(schedule, dict) else lambda k: getattr(schedule, k)
-    return int(get("epochs")) * (int(get("iterations_per_epoch")) + int(get("val_iterations_per_epoch")))
+
+    def get(name: str) -> int:
+        return int(schedule[name] if isinstance(schedule, dict) else getattr(schedule, name))
+
+    return get("epochs") * (get("iterations_per_epoch") + get("val_iterations_per_epoch"))
 
 
 @dataclass
@@ -193,8 +196,8 @@ def estimate(job: PlannedJob, found: Measurements) -> JobCost:
             else:
                 parts.append("preprocessing not measured, not counted")
             return cost(seconds, "; ".join(parts))
-    patch = "x".join(str(p) for p in task.patch_for(track))
-    return cost(None, f"unknown: no finished job of this task, no measured rate for {track} at {patch} on {device}")
+    shown = "x".join(str(p) for p in task.patch_for(track))
+    return cost(None, f"unknown: no finished job of this task, no measured rate for {track} at {shown} on {device}")
 
 
 def _hours(seconds: float | None) -> str:

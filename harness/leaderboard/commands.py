@@ -101,9 +101,9 @@ def _leaderboard(args: argparse.Namespace) -> int:
         for note in track.notes:
             print(f"  note: {note}")
     print(f"wrote {len(outcome.files)} files to {outcome.out}; report: {outcome.report}")
-    warning = unfinished_warning({track.track: track.leaderboard for track in outcome.tracks})
-    if warning:  # last, where a reader of a partial ranking looks
-        print(f"warning: {warning}")
+    partial = unfinished_warning({track.track: track.leaderboard for track in outcome.tracks})
+    if partial:  # last, where a reader of a partial ranking looks
+        print(f"warning: {partial}")
     return 0
 
 
