@@ -267,9 +267,6 @@ class RunFolder:
         self.failed_marker.unlink(missing_ok=True)
         write_json_atomic(self.done_marker, summary or {})
 
-    def mark_failed(self, error_class: str, message: str) -> None:
-        write_json_atomic(self.failed_marker, {"error_class": error_class, "message": message, "log": str(self.log)})
-
 
 @dataclass(frozen=True)
 class ResultsLayout:

@@ -260,7 +260,9 @@ def write_run(
     }
     write_json_atomic(run.job_json, job)
     if state == "failed":
-        run.mark_failed("RuntimeError", "CUDA out of memory")
+        from harness.jobs.state import OUT_OF_MEMORY, JobFiles
+
+        JobFiles.at(run.path).mark_failed(None, OUT_OF_MEMORY, "CUDA out of memory")  # the one FAILED writer
         return run
     if state == "unfinished":
         return run

@@ -67,3 +67,20 @@ def test_the_graph_is_read_from_the_sources():
     assert ("harness.jobs", "harness.finetune") in edges  # module level (jobs.worker)
     assert ("harness.leaderboard", "harness.tasks") in edges  # inside a function (read_runs._mark_stale)
     assert ("CLI", "harness.challenge") in edges
+
+
+def test_no_module_imports_itself_round_a_circle():
+    """Within a layer too: no module reaches itself through the imports of others (module level
+    or inside a function), e.g. the toy tasks build on harness.tasks.toy_volumes, not on each other."""
+    import graphlib
+
+    modules = {importer for importer, _, _ in imports()}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for importer, imported, _ in imports():
+        target = imported if imported in modules else imported.rsplit(".", 1)[0]
+        if target in modules and target != importer and not target.endswith("__init__"):
+            graph[importer].add(target)
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        raise AssertionError(f"import circle: {' -> '.join(e.args[1])}") from None

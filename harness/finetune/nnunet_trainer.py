@@ -216,13 +216,15 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self):
         s = self.schedule
+        assert s is not None  # configure_finetuning ran before initialize
         params = self.network.parameters()
+        optimizer: torch.optim.Optimizer
         if s.optimizer == "sgd":
             optimizer = torch.optim.SGD(
                 params, self.initial_lr, weight_decay=s.weight_decay, momentum=s.momentum, nesterov=True
             )
         else:
-            optimizer = torch.optim.AdamW(params, self.initial_lr, weight_decay=s.weight_decay, betas=tuple(s.betas))
+            optimizer = torch.optim.AdamW(params, self.initial_lr, weight_decay=s.weight_decay, betas=s.betas)
         scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, s.warmup_epochs, s.poly_exponent)
         return optimizer, scheduler
 

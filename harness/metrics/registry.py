@@ -163,11 +163,6 @@ def metrics_for(task_type: str, kind: str | None = None) -> tuple[Metric, ...]:
     return tuple(m for m in METRICS.values() if m.task_type == task_type and kind in (None, m.kind))
 
 
-def find_metric(name: str) -> Metric | None:
-    """The registry's record of ``name`` (any task type), or None."""
-    return METRICS.get(name)
-
-
 def get_metric(name: str, task_type: str | None = None) -> Metric:
     """The record of ``name``, which must be a ``task_type`` metric when that is given.
 

@@ -12,35 +12,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
-#: Toy voxel spacing in SimpleITK (x, y, z) order, mm.
-TOY_SPACING = (1.2, 1.2, 2.5)
-#: Array shape in numpy (z, y, x) order: about 58 x 58 x 60 mm.
-TOY_SHAPE = (24, 48, 48)
+from harness.tasks.toy_classification import write_toy_classification
+from harness.tasks.toy_volumes import TOY_SHAPE, TOY_SPACING, ellipsoid, grid, smooth_noise, write_volume
+
+__all__ = ["TOY_SHAPE", "TOY_SPACING", "synth_case", "write_segmentation_dataset", "write_toy_data"]
 
 SEG_ONE_CHANNEL = "ToySegOneChannel"
 SEG_TWO_CHANNEL = "ToySegTwoChannel"
-
-
-def _grid(shape: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
-    """Physical coordinates (mm) of every voxel centre, z/y/x arrays."""
-    sz, sy, sx = TOY_SPACING[2], TOY_SPACING[1], TOY_SPACING[0]
-    z, y, x = np.meshgrid(np.arange(shape[0]) * sz, np.arange(shape[1]) * sy, np.arange(shape[2]) * sx, indexing="ij")
-    return z, y, x
-
-
-def _ellipsoid(coords, centre, radii) -> np.ndarray:
-    z, y, x = coords
-    return ((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + (
-        (x - centre[2]) / radii[2]
-    ) ** 2 <= 1.0
-
-
-def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-    return field / (np.abs(field).max() + 1e-8)
 
 
 def synth_case(rng: np.random.Generator, n_labels: int, contrasts: list[tuple[float, ...]]):
@@ -49,33 +29,25 @@ def synth_case(rng: np.random.Generator, n_labels: int, contrasts: list[tuple[fl
     ``contrasts[c]`` gives, for channel c, the mean intensity of (background tissue, label 1,
     label 2, ...), so channels can disagree the way T1 and T2 do.
     """
-    coords = _grid(TOY_SHAPE)
+    coords = grid(TOY_SHAPE)
     extent = np.array([TOY_SHAPE[i] * TOY_SPACING[2 - i] for i in range(3)])
-    head = _ellipsoid(coords, extent / 2, extent * rng.uniform(0.38, 0.45, 3))
+    head = ellipsoid(coords, extent / 2, extent * rng.uniform(0.38, 0.45, 3))
     labels = np.zeros(TOY_SHAPE, np.uint8)
     for lab in range(1, n_labels + 1):
         radii = rng.uniform(7.0, 11.0, 3) if lab == 1 else rng.uniform(4.5, 6.5, 3)
         centre = extent / 2 + rng.uniform(-0.18, 0.18, 3) * extent
-        labels[_ellipsoid(coords, centre, radii) & head & (labels == 0)] = lab
-    bias = 1.0 + 0.15 * _smooth_noise(rng, TOY_SHAPE, 8)
+        labels[ellipsoid(coords, centre, radii) & head & (labels == 0)] = lab
+    bias = 1.0 + 0.15 * smooth_noise(rng, TOY_SHAPE, 8)
     images = []
     for contrast in contrasts:
         img = np.where(head, contrast[0], 0.0)
         for lab in range(1, n_labels + 1):
             img = np.where(labels == lab, contrast[lab], img)
         img = ndimage.gaussian_filter(img, 0.6) * bias
-        texture = 0.08 * contrast[0] * _smooth_noise(rng, TOY_SHAPE, 1.5)
+        texture = 0.08 * contrast[0] * smooth_noise(rng, TOY_SHAPE, 1.5)
         noise = rng.normal(0, 0.05 * max(contrast), TOY_SHAPE)
         images.append(np.abs(img + texture * head + noise).astype(np.float32))
     return images, labels
-
-
-def _write(array: np.ndarray, path: Path) -> None:
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing(TOY_SPACING)
-    img.SetOrigin((0.0, 0.0, 0.0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(img, str(path), useCompression=True)
 
 
 def write_segmentation_dataset(
@@ -97,8 +69,8 @@ def write_segmentation_dataset(
             case = f"{prefix}_{i:03d}"
             images, seg = synth_case(rng, n_fg, contrasts)
             for c, img in enumerate(images):
-                _write(img, out / f"images{split}" / f"{case}_{c:04d}.nii.gz")
-            _write(seg, out / f"labels{split}" / f"{case}.nii.gz")
+                write_volume(img, out / f"images{split}" / f"{case}_{c:04d}.nii.gz")
+            write_volume(seg, out / f"labels{split}" / f"{case}.nii.gz")
     dataset_json = {
         "channel_names": channel_names,
         "labels": labels,
@@ -134,7 +106,5 @@ def write_toy_data(out: Path, seed: int = 0) -> list[Path]:
             seed=seed + 1,
         ),
     ]
-    from harness.tasks.toy_classification import write_toy_classification  # it builds on this module
-
     written.append(write_toy_classification(out, seed=seed + 2))
     return written

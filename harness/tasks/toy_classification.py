@@ -1,6 +1,6 @@
 """The toy classification task: is the bright-or-dark structure inside the head a sphere or a cube?
 
-Same synthetic MRI-like volumes as the segmentation toy data (harness/tasks/toy.py: head-like
+Same synthetic MRI-like volumes as the segmentation toy data (harness/tasks/toy_volumes.py: head-like
 ellipsoid, slow bias field, noise, anisotropic 1.2 x 1.2 x 2.5 mm voxels), each with one
 structure near the centre. The two classes differ in shape (ball vs axis-aligned cube) and, so
 that a freshly initialised network separates them within a handful of iterations, in contrast
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.tasks.toy import TOY_SHAPE, TOY_SPACING, _ellipsoid, _grid, _smooth_noise, _write
+from harness.tasks.toy_volumes import TOY_SHAPE, TOY_SPACING, ellipsoid, grid, smooth_noise, write_volume
 
 CLS_SHAPE = "ToyClsShape"
 CLASSES = ("sphere", "cube")
@@ -36,7 +36,7 @@ def _structure(rng: np.random.Generator, coords, centre: np.ndarray, label: str)
     """Boolean (z, y, x) mask of a ball (radius 7-10 mm) or cube (half edge 6-8.5 mm) at ``centre`` (mm)."""
     if label == "sphere":
         r = rng.uniform(7.0, 10.0)
-        return _ellipsoid(coords, centre, (r, r, r))
+        return ellipsoid(coords, centre, (r, r, r))
     h = rng.uniform(6.0, 8.5)
     z, y, x = coords
     return (np.abs(z - centre[0]) <= h) & (np.abs(y - centre[1]) <= h) & (np.abs(x - centre[2]) <= h)
@@ -48,16 +48,16 @@ def synth_cls_case(rng: np.random.Generator, label: str) -> tuple[np.ndarray, np
 
     if label not in CLASSES:
         raise ValueError(f"unknown toy class {label!r}; classes: {', '.join(CLASSES)}")
-    coords = _grid(TOY_SHAPE)
+    coords = grid(TOY_SHAPE)
     extent = np.array([TOY_SHAPE[i] * TOY_SPACING[2 - i] for i in range(3)])
-    head = _ellipsoid(coords, extent / 2, extent * rng.uniform(0.40, 0.46, 3))
+    head = ellipsoid(coords, extent / 2, extent * rng.uniform(0.40, 0.46, 3))
     centre = extent / 2 + rng.uniform(-0.08, 0.08, 3) * extent
     mask = _structure(rng, coords, centre, label) & head
     img = np.where(head, _TISSUE, 0.0)
     img = np.where(mask, _SPHERE if label == "sphere" else _CUBE, img)
-    bias = 1.0 + 0.15 * _smooth_noise(rng, TOY_SHAPE, 8)
+    bias = 1.0 + 0.15 * smooth_noise(rng, TOY_SHAPE, 8)
     img = ndimage.gaussian_filter(img, 0.6) * bias
-    texture = 0.08 * _smooth_noise(rng, TOY_SHAPE, 1.5)
+    texture = 0.08 * smooth_noise(rng, TOY_SHAPE, 1.5)
     noise = rng.normal(0, 0.05 * _SPHERE, TOY_SHAPE)
     image = np.abs(img + texture * head + noise).astype(np.float32)
     return image, mask.astype(np.uint8)
@@ -73,8 +73,8 @@ def write_toy_classification(out: Path, seed: int = 0) -> Path:
     for i, label in enumerate(labels):
         case = f"case_{i:03d}"
         image, mask = synth_cls_case(rng, str(label))
-        _write(image, root / "imagesTr" / f"{case}_0000.nii.gz")
-        _write(mask, root / "masksTr" / f"{case}.nii.gz")
+        write_volume(image, root / "imagesTr" / f"{case}_0000.nii.gz")
+        write_volume(mask, root / "masksTr" / f"{case}.nii.gz")
         rows.append(f"{case},{label}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     return root

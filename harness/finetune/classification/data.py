@@ -209,7 +209,8 @@ def crop_or_pad(volume: np.ndarray, centre: Sequence[int], patch: Sequence[int])
             return out
         src.append(slice(lo, hi))
         dst.append(slice(lo - start, hi - start))
-    out[(slice(None), *dst)] = volume[(slice(None), *src)]
+    to, of = (slice(None), *dst), (slice(None), *src)
+    out[to] = volume[of]
     return out
 
 
