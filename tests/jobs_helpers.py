@@ -98,3 +98,34 @@ def write_failing_classification(registry: Path, name: str, data_root: Path) -> 
     path = registry / f"{name}.yaml"
     path.write_text(FAILING_CLASSIFICATION_YAML.format(name=name, data=name))
     return path
+
+
+def write_finished_run(
+    results: Path, entry: str, task: str, dice: list[float], *, track: str = "ResEncL", case_prefix: str = "c"
+) -> None:
+    """A finished segmentation run folder written by hand (job.json, cases.csv with one label's
+    Dice per case ``<case_prefix><i>``, metrics.json, DONE): what the leaderboard, feedback and
+    publish read, without training."""
+    import pandas as pd
+
+    from harness.runs import JobSpec, RunFolder, RunResult
+
+    run = RunFolder.of(results, entry, task, 0, "ssl3d-2025")
+    JobSpec(
+        entry=entry,
+        track=track,
+        is_baseline=entry.startswith("baseline-"),
+        task=task,
+        task_type="segmentation",
+        fold=0,
+        recipe="ssl3d-2025",
+    ).write(run)
+    cases = pd.DataFrame(
+        [
+            {"case": f"{case_prefix}{i:03d}", "label": 1, "dice": d, "nsd": d, "ref_voxels": 10, "pred_voxels": 10}
+            for i, d in enumerate(dice)
+        ]
+    )
+    metrics = {"ranking_metrics": [{"name": "dice", "higher_is_better": True}], "aggregates": {}}
+    RunResult(metrics, cases).write(run)
+    run.mark_done()

@@ -20,10 +20,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from jobs_helpers import write_finished_run
 
 from harness.challenge.config import ChallengeError, load_challenge
 from harness.cli import main
-from harness.runs import JobSpec, ResultsLayout, RunFolder, RunResult
+from harness.runs import ResultsLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -371,27 +372,7 @@ HIDDEN = "hidden_case_"
 
 
 def _fake_run(phase_root: Path, entry: str, task: str, dice: list[float], track: str = "ResEncL") -> None:
-    import pandas as pd
-
-    run = RunFolder.of(phase_root, entry, task, 0, "ssl3d-2025")
-    JobSpec(
-        entry=entry,
-        track=track,
-        is_baseline=entry.startswith("baseline-"),
-        task=task,
-        task_type="segmentation",
-        fold=0,
-        recipe="ssl3d-2025",
-    ).write(run)
-    cases = pd.DataFrame(
-        [
-            {"case": f"{HIDDEN}{i:03d}", "label": 1, "dice": d, "nsd": d, "ref_voxels": 10, "pred_voxels": 10}
-            for i, d in enumerate(dice)
-        ]
-    )
-    metrics = {"ranking_metrics": [{"name": "dice", "higher_is_better": True}], "aggregates": {}}
-    RunResult(metrics, cases).write(run)
-    run.mark_done()
+    write_finished_run(phase_root, entry, task, dice, track=track, case_prefix=HIDDEN)
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from jobs_helpers import write_tiny_dataset, write_tiny_task
+from jobs_helpers import write_finished_run, write_tiny_dataset, write_tiny_task
 
 from harness.cli import main
-from harness.runs import JobSpec, ResultsLayout, RunFolder, RunResult
+from harness.runs import ResultsLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_750_000_000  # 2025-06-15
@@ -75,26 +75,7 @@ def _files(root: Path) -> set[Path]:
 
 
 def _fake_run(phase_root: Path, entry: str, dice: list[float]) -> None:
-    import pandas as pd
-
-    run = RunFolder.of(phase_root, entry, "Tiny", 0, "ssl3d-2025")
-    JobSpec(
-        entry=entry,
-        track="ResEncL",
-        is_baseline=entry.startswith("baseline-"),
-        task="Tiny",
-        task_type="segmentation",
-        fold=0,
-        recipe="ssl3d-2025",
-    ).write(run)
-    cases = pd.DataFrame(
-        [
-            {"case": f"c{i}", "label": 1, "dice": d, "nsd": d, "ref_voxels": 10, "pred_voxels": 10}
-            for i, d in enumerate(dice)
-        ]
-    )
-    RunResult({"ranking_metrics": [{"name": "dice", "higher_is_better": True}], "aggregates": {}}, cases).write(run)
-    run.mark_done()
+    write_finished_run(phase_root, entry, "Tiny", dice, case_prefix="c")
 
 
 @pytest.fixture(scope="module")
