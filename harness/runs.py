@@ -398,7 +398,17 @@ class ResultsLayout:
 
     def phase_intake(self, challenge: str, phase: str) -> Path:
         """The phase's intake record (JSON): every upload taken in, its entry id and verdict."""
-        return self.phase(challenge, phase).root / "inbox.json"
+        return self.phase(challenge, phase).phase_record
+
+    @property
+    def phase_record(self) -> Path:
+        """In a phase's results folder (``phase()``): its intake record (``phase_intake``)."""
+        return self.root / "inbox.json"
+
+    def reference_fingerprints(self, challenge: str) -> Path:
+        """The fingerprints of the challenge's ``reference_checkpoints`` (JSON), made once per
+        file (path, size, mtime) and kept: every intake compares its uploads with them."""
+        return self.challenge_dir(challenge) / "reference-fingerprints.json"
 
     def phase_feedback(self, challenge: str, phase: str, team: str) -> Path:
         """The folder of one team's feedback in a phase (feedback.json, feedback.html)."""

@@ -502,9 +502,10 @@ def test_cli_exit_codes_and_json(resencl_checkpoint, resencl_report, derive_chec
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {
         *("file", "sha256", "size_bytes", "valid", "track", "checks", "errors", "warnings"),
-        *("lacks", "lacking_keys", "runnable"),
+        *("lacks", "lacking_keys", "runnable", "fingerprint"),
     }
     assert out["valid"] is False and out["track"] is None and out["file"] == str(bad)
+    assert out["fingerprint"] is None  # only a file whose values passed has one
     assert out["runnable"] == {"ssl3d-2025": [], "ssl3d-2025-lossless": []}  # an invalid file runs nothing
     assert out["sha256"] == sha256(bad) and out["size_bytes"] == bad.stat().st_size
     assert [c["name"] for c in out["checks"]] == list(CHECK_NAMES)

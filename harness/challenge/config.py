@@ -164,6 +164,9 @@ class Challenge(_Frozen):
     public_names: Literal["display", "anonymous"] = "display"
     teams: dict[str, TeamSpec] = Field(default_factory=dict)
     phases: tuple[PhaseSpec, ...] = Field(min_length=1)
+    #: Checkpoints every accepted upload is compared with (public pre-trained weights, say): an
+    #: upload derived from one is listed for the organizers (harness/submission/fingerprint.py).
+    reference_checkpoints: tuple[Path, ...] = ()
     _source: Path | None = PrivateAttr(default=None)
 
     @field_validator("tracks")
@@ -189,6 +192,21 @@ class Challenge(_Frozen):
     @classmethod
     def _inbox(cls, value: Any, info: Any) -> Any:
         return _resolve(value, info)
+
+    @field_validator("reference_checkpoints", mode="before")
+    @classmethod
+    def _references(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(_resolve(v, info) for v in value)
+        return value
+
+    @field_validator("reference_checkpoints")
+    @classmethod
+    def _references_exist(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        missing = [str(p) for p in value if not p.is_file()]
+        if missing:
+            raise ValueError(f"reference checkpoint(s) {', '.join(missing)} do not exist")
+        return value
 
     @field_validator("teams")
     @classmethod

@@ -30,6 +30,12 @@ the words):
 8. ``quota``      the team already has ``submission_limit`` accepted uploads of this track in this
                   phase (rejected uploads do not use the quota; withdrawn ones do: ``uses_quota``).
 
+An accepted upload is also compared with every accepted upload of the other teams (in all phases)
+and with the challenge's ``reference_checkpoints`` by the fingerprint its validation took
+(harness/submission/fingerprint.py); the pairs above the thresholds are its ``similar`` list, in
+the phase record and its own intake record, and `harness status` lists them. They are for the
+organizers to judge: nothing is rejected for them and a team's feedback never shows them.
+
 The entry id is ``<phase>-<team>-<first 12 hex digits of the sha256>`` (a second upload of the
 same bytes by the same team gets ``-2``, ...; a team id that is no name, refused as ``unusable``,
 is ``unusable`` in it, since the id becomes a folder), stable across runs; it names the entry's run
@@ -148,6 +154,7 @@ def _run_intake(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout, l
     others = _other_phase_uploads(layout, challenge, phase)
     teams = load_teams(layout, challenge.name)
     teams_changed = False
+    similar = _Similarity(layout, challenge)
 
     @functools.cache
     def task_types() -> list[str]:  # read only for a file that lacks something (its data may not exist yet)
@@ -165,6 +172,8 @@ def _run_intake(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout, l
         if upload.problem is None:
             teams_changed |= teams.meet(challenge, upload.team, upload.display_name, upload.submitted_at)
         entry = decide(challenge, phase, upload, digest, uploads, others, log, task_types=task_types)
+        if entry["status"] == ACCEPTED:
+            entry["similar"] = similar.check(phase.name, entry, log)
         write_entry_record(layout.phase(challenge.name, phase.name), entry)
         entry.pop("report", None)  # the whole report is in the entry's own record
         uploads.append(entry)
@@ -187,6 +196,119 @@ def _other_phase_uploads(layout: ResultsLayout, challenge: Challenge, phase: Pha
     for other in challenge.phases:
         if other.name != phase.name:
             out += (read_phase_record(layout, challenge, other) or {"uploads": []})["uploads"]
+    return out
+
+
+class _Similarity:
+    """Compares each newly accepted upload's fingerprint (in its validation report) with every
+    accepted upload of the other teams, in all phases, and with the challenge's
+    ``reference_checkpoints``; the flagged pairs go to the organizers only (the entry's
+    ``similar`` list, its intake record, `harness status`), never to a team's feedback, and
+    nothing is rejected for them. Everything is read when the first accepted upload needs it."""
+
+    def __init__(self, layout: ResultsLayout, challenge: Challenge):
+        self.layout, self.challenge = layout, challenge
+        self.known: list[tuple[str, dict, Any]] | None = None  # (phase, upload, decoded print)
+        self.references: list[tuple[str, Any]] | None = None
+
+    def _entry_print(self, phase: str, upload: dict) -> Any:
+        from harness.submission.fingerprint import decode
+
+        path = self.layout.phase(self.challenge.name, phase).intake_record(upload["entry"])
+        try:
+            fp = (read_json(path).get("report") or {}).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return None  # an unreadable record: `harness status` reports it; nothing to compare
+        return decode(fp) if isinstance(fp, dict) and fp.get("tensors") else None
+
+    def _load(self) -> None:
+        from harness.submission.fingerprint import decode
+
+        self.known = []
+        for phase in self.challenge.phases:
+            for upload in (read_phase_record(self.layout, self.challenge, phase) or {"uploads": []})["uploads"]:
+                if upload["status"] == ACCEPTED:
+                    decoded = self._entry_print(phase.name, upload)
+                    if decoded is not None:
+                        self.known.append((phase.name, upload, decoded))
+        prints = reference_fingerprints(self.layout, self.challenge)
+        self.references = [(str(p), decode(fp)) for p, fp in prints.items()]
+
+    def check(self, phase: str, entry: dict, log: Callable[[str], None]) -> list[dict]:
+        """The flagged pairs of a newly accepted ``entry`` (whose report is still attached)."""
+        from harness.submission.fingerprint import compare, decode
+
+        fp = (entry.get("report") or {}).get("fingerprint")
+        if not isinstance(fp, dict) or not fp.get("tensors"):
+            return []
+        if self.known is None or self.references is None:
+            self._load()
+        assert self.known is not None and self.references is not None
+        mine = decode(fp)
+        found = []
+        for other_phase, other, theirs in self.known:
+            if other["team"] == entry["team"] or other.get("track") != entry["track"]:
+                continue
+            figures = compare(mine, theirs)
+            if figures.pop("similar"):
+                found.append(
+                    {
+                        "entry": other["entry"],
+                        "team": other["team"],
+                        "phase": other_phase,
+                        "file": other["file"],
+                        **figures,
+                    }
+                )
+        for path, theirs in self.references:
+            figures = compare(mine, theirs)
+            if figures.pop("similar"):
+                found.append({"reference": path, "file": path, **figures})
+        for pair in found:
+            what = (
+                f"reference checkpoint {pair['file']}"
+                if "reference" in pair
+                else f"entry {pair['entry']} of team {pair['team']!r}"
+            )
+            log(
+                f"intake {phase}: {entry['entry']} is similar to {what}: {pair['share']:.0%} of {pair['compared']} "
+                f"stem/encoder tensors alike (median r {pair['median']}); for the organizers to judge, not rejected"
+            )
+        self.known.append((phase, entry, mine))
+        return found
+
+
+def reference_fingerprints(layout: ResultsLayout, challenge: Challenge) -> dict[Path, dict]:
+    """path -> fingerprint of each of the challenge's ``reference_checkpoints``, made once per
+    file (its size and mtime) and kept in ``ResultsLayout.reference_fingerprints``; a reference
+    that does not load is a ``ChallengeError`` naming it."""
+    if not challenge.reference_checkpoints:
+        return {}
+    import os
+
+    from harness.submission import SubmissionError, load_submission
+    from harness.submission.fingerprint import VERSION, fingerprint
+
+    cache_path = layout.reference_fingerprints(challenge.name)
+    try:
+        cache = read_json(cache_path) if cache_path.is_file() else {}
+    except (OSError, ValueError):
+        cache = {}  # a cache: made again
+    out, changed = {}, False
+    for path in challenge.reference_checkpoints:
+        info = os.stat(path)
+        stamp = [info.st_size, info.st_mtime_ns, VERSION]
+        kept = cache.get(str(path)) if isinstance(cache, dict) else None
+        if not (isinstance(kept, dict) and kept.get("stamp") == stamp and isinstance(kept.get("fingerprint"), dict)):
+            try:
+                sub = load_submission(path)
+            except SubmissionError as e:
+                raise ChallengeError(f"{challenge.source}: reference_checkpoints: {e}") from None
+            kept = {"stamp": stamp, "track": sub.track, "fingerprint": fingerprint(sub.weights, sub.track)}
+            cache[str(path)], changed = kept, True
+        out[path] = kept["fingerprint"]
+    if changed:
+        write_json_atomic(cache_path, cache)
     return out
 
 
@@ -339,6 +461,8 @@ def write_entry_record(phase_layout: ResultsLayout, entry: dict) -> None:
         "checked": entry["checked"],
         "rejection": entry["rejection"],
         "duplicate_of": entry["duplicate_of"],
+        # organizers only: uploads and reference checkpoints its weights look derived from
+        "similar": list(entry.get("similar") or []),
         "report": report,
     }
     write_json_atomic(phase_layout.intake_record(entry["entry"]), record)

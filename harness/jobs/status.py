@@ -16,7 +16,7 @@ import re
 import shlex
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -58,6 +58,9 @@ class JobStatus:
 class StatusReport:
     results: Path
     jobs: list[JobStatus]
+    #: A challenge phase's uploads whose weights look derived from another's (intake's
+    #: ``similar`` pairs): ``{entry, file, other: {...}, share, median, ...}``.
+    similar: list[dict] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -120,6 +123,7 @@ class StatusReport:
                 for j in self.running
             ],
             "jobs": [asdict(j) for j in self.jobs],
+            "similar": list(self.similar),
         }
 
     def format_text(self) -> str:
@@ -146,6 +150,15 @@ class StatusReport:
         rejected = sorted({j.entry for j in self.jobs if j.state == REJECTED})
         for entry in rejected:
             lines.append(f"rejected at intake: {entry} (report: {ResultsLayout(self.results).intake_report(entry)})")
+        if self.similar:
+            lines.append("similar weights (derived from another upload or a reference? not rejected: judge them):")
+            for pair in self.similar:
+                other = pair["other"]
+                what = f"reference {other['file']}" if "reference" in other else f"{other['entry']} ({other['file']})"
+                lines.append(
+                    f"  {pair['entry']} ({pair['file']}) ~ {what}: {pair['share']:.0%} of {pair['compared']} "
+                    f"stem/encoder tensors alike, median r {pair['median']}"
+                )
         return "\n".join(lines)
 
 
@@ -214,7 +227,27 @@ def collect_status(results: Path, now: float | None = None) -> StatusReport:
                         log=str(record_path),
                     )
                 )
-    return StatusReport(results, jobs)
+    return StatusReport(results, jobs, similar_pairs(layout))
+
+
+def similar_pairs(layout: ResultsLayout) -> list[dict]:
+    """The ``similar`` pairs intake recorded in a phase's results folder (none elsewhere)."""
+    path = layout.phase_record
+    if not path.is_file():
+        return []
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return []  # intake and evaluate name an unreadable record; status shows the jobs
+    out = []
+    for upload in (record.get("uploads") or []) if isinstance(record, dict) else []:
+        for pair in upload.get("similar") or []:
+            figures = {k: pair.get(k) for k in ("compared", "share", "median", "min")}
+            other = {k: v for k, v in pair.items() if k not in figures}
+            out.append(
+                {"entry": upload["entry"], "team": upload["team"], "file": upload["file"], "other": other, **figures}
+            )
+    return out
 
 
 def _label(j: JobStatus) -> str:

@@ -28,6 +28,7 @@ from harness.submission.checkpoint import (
     load_checkpoint_safely,
     sha256_file,
 )
+from harness.submission.fingerprint import distinct_tensors, fingerprint
 from harness.submission.plan import PLAN_KEY, check_adaptation_plan
 
 WEIGHTS_KEY = "network_weights"
@@ -78,6 +79,9 @@ class ValidationReport:
     #: without LayerScale and inner attention norm); ``lacking_keys`` names the absent tensors.
     lacks: list[str] = field(default_factory=list)
     lacking_keys: list[str] = field(default_factory=list)
+    #: The stem and encoder's fingerprint (harness/submission/fingerprint.py) of a file whose
+    #: values passed; intake compares it with the other uploads' to find derived weights.
+    fingerprint: dict[str, Any] | None = None
 
     def runnable(self) -> dict[str, list[str]]:
         """Per shipped recipe, the task types it can run this checkpoint for (none when invalid)."""
@@ -109,6 +113,7 @@ class ValidationReport:
             "lacks": list(self.lacks),
             "lacking_keys": list(self.lacking_keys),
             "runnable": self.runnable(),
+            "fingerprint": self.fingerprint,
         }
 
     def format_text(self) -> str:
@@ -302,6 +307,9 @@ class _Intake:
         elif self.shapes_ok:
             self._check_canary()
         self._check_tensor_values()
+        if self.shapes_ok and self.track is not None and not any(self.errors_by_check.values()):
+            # from the mapped weights the checks have just read: the pages are in the page cache
+            self.report.fingerprint = fingerprint(self.weights or {}, self.track)
 
     # -- 1. file -----------------------------------------------------------------------------
     def _check_file(self) -> bool:
@@ -393,7 +401,7 @@ class _Intake:
             self.plan = plan
         detail = ""
         if self.weights is not None:
-            distinct = _distinct_tensors(self.weights)
+            distinct = distinct_tensors(self.weights)
             data = sum(t.untyped_storage().nbytes() for t in _distinct_storages(self.weights))
             others = [k for k in ckpt if k not in (WEIGHTS_KEY, PLAN_KEY)]
             detail = (
@@ -516,7 +524,7 @@ class _Intake:
         if self.weights is None:
             return self._skip(name, f"no usable '{WEIGHTS_KEY}'")
         bad_dtype, non_finite, unusable = [], [], []
-        distinct = _distinct_tensors(self.weights)
+        distinct = distinct_tensors(self.weights)
         n_float = 0
         for key, tensor in distinct.items():
             if tensor.device.type != "cpu" or tensor.layout != torch.strided or tensor.is_quantized:
@@ -633,23 +641,6 @@ def _all_finite(tensor: torch.Tensor) -> bool:
     if bool(torch.isfinite(tensor.sum())):
         return True
     return bool(torch.isfinite(tensor).all())
-
-
-def _distinct_tensors(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """First key of every distinct tensor (aliases, e.g. ResEnc-L's ``decoder.encoder.*`` and
-    ``all_modules.N``, share a storage, offset, shape and stride)."""
-    seen: dict[tuple, str] = {}
-    out: dict[str, torch.Tensor] = {}
-    for key, t in weights.items():
-        ident = (
-            (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
-            if t.device.type == "cpu" and t.layout == torch.strided
-            else (id(t),)
-        )
-        if ident not in seen:
-            seen[ident] = key
-            out[key] = t
-    return out
 
 
 def _distinct_storages(weights: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
