@@ -36,7 +36,9 @@ and the job matrix's own files beside them (harness/jobs/state.py says what they
     attempts.jsonl  one line per worker start and end
 
 job.json has one writer (``JobSpec.write``) and one reader (``JobSpec.read``); cases.csv and
-metrics.json have one writer (``RunResult.write``) and one reader (``RunResult.read``). Every
+metrics.json have one writer (``RunResult.write``) and one reader (``RunResult.read``) of their
+files, on which their typed records stand (``harness.metrics.run_records``: ``RunMetrics``, the
+cases.csv columns per task type, ``write_run_records`` and ``RunRecords.read``). Every
 reader raises ``ResultsFileError`` (a ValueError) naming the file and the problem. cases.csv's
 NaN policy: written as ``nan``; read back as NaN from ``nan`` or an empty field (older runs).
 Nothing outside this module spells a results file or folder name.

@@ -39,8 +39,9 @@ class TaskType:
     #: ``run(job: FinetuneJob) -> dict``: fine-tunes, predicts the held-out cases and writes the
     #: run folder through ``harness.finetune.job.finish_run``.
     runner: str
-    #: ``rescore(task, run, metrics) -> (cases, changed metrics.json fields)``: a finished run
-    #: scored again from what it kept, without training (`harness rescore`).
+    #: ``rescore(task, run, old) -> (cases, changed metrics.json fields)``: a finished run scored
+    #: again from what it kept (``old``: its ``harness.metrics.run_records.RunRecords``), without
+    #: training (`harness rescore`).
     rescorer: str
     #: A ``harness.leaderboard.read_runs.ResultsReader``: its runs' cases.csv into a task of the
     #: leaderboard that scores itself.

@@ -233,7 +233,7 @@ def test_leaderboard_csvs_neutralise_text_and_read_back_as_written(tmp_path):
     board = (out / "leaderboard_ResEncL.csv").read_text()
     assert "'=cmd|x" in board and "'-minus" in board
     boards, _ = read_phase_leaderboard(out, ["ResEncL"])
-    assert [r["entry"] for r in boards["ResEncL"]] == ["=cmd|x", "b", "-minus"]
+    assert [r.entry for r in boards["ResEncL"]] == ["=cmd|x", "b", "-minus"]
 
 
 def _number(cell: str) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from harness.challenge.config import NAME_PATTERN, Challenge, ChallengeError, PhaseSpec
 from harness.challenge.intake import ACCEPTED, require_phase_record, uses_quota
-from harness.challenge.pages import esc, page, read_phase_leaderboard, score_columns, table
+from harness.challenge.pages import esc, page, read_phase_leaderboard, table
 from harness.challenge.phases import counted_uploads, phase_leaderboard_dir, superseded_by
 from harness.challenge.teams import load_teams
 from harness.recipes import get_recipe
@@ -99,24 +99,24 @@ def team_feedback(
         if u["entry"] not in counted or u["track"] not in boards:
             continue
         rows = boards[u["track"]]
-        row = next((r for r in rows if r.get("entry") == u["entry"]), None)
-        baseline = next((r for r in rows if r.get("is_baseline")), None)
+        row = next((r for r in rows if r.entry == u["entry"]), None)
+        baseline = next((r for r in rows if r.is_baseline), None)
         if row is None:
             continue
         results.append(
             {
                 "entry": u["entry"],
                 "track": u["track"],
-                "rank": row.get("rank"),
-                "rank_lo": row.get("rank_lo"),
-                "rank_hi": row.get("rank_hi"),
+                "rank": row.rank,
+                "rank_lo": row.rank_lo,
+                "rank_hi": row.rank_hi,
                 "entries_ranked": len(rows),
-                "mean_task_rank": row.get("mean_task_rank"),
-                "failed_jobs": row.get("failed_jobs"),
-                "pending_jobs": row.get("pending_jobs"),
-                "missing_cases": row.get("missing_cases"),
-                "scores": {c: row[c] for c in score_columns(row)},
-                "baseline_scores": None if baseline is None else {c: baseline.get(c) for c in score_columns(row)},
+                "mean_task_rank": row.mean_task_rank,
+                "failed_jobs": row.failed_jobs,
+                "pending_jobs": row.pending_jobs,
+                "missing_cases": row.missing_cases,
+                "scores": dict(row.scores),
+                "baseline_scores": None if baseline is None else {c: baseline.scores.get(c) for c in row.scores},
             }
         )
     return {

@@ -9,7 +9,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.runs import ResultsLayout, read_json, read_people_csv
+from harness.leaderboard.rows import LeaderboardRow, read_leaderboard
+from harness.runs import ResultsLayout, read_json
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #1a1a1a; }
@@ -61,34 +62,15 @@ def page(title: str, body: str) -> str:
     )
 
 
-def read_phase_leaderboard(out: Path, tracks: Sequence[str]) -> tuple[dict[str, list[dict]], dict]:
-    """The rows of each track's ``leaderboard_<track>.csv`` in a leaderboard folder (best first,
-    as plain values) and its ``leaderboard.json``; tracks without a table are left out."""
-    boards: dict[str, list[dict]] = {}
+def read_phase_leaderboard(out: Path, tracks: Sequence[str]) -> tuple[dict[str, list[LeaderboardRow]], dict]:
+    """The rows of each track's ``leaderboard_<track>.csv`` in a leaderboard folder (best first:
+    ``harness.leaderboard.rows.read_leaderboard``) and its ``leaderboard.json``; tracks without a
+    table are left out."""
+    boards: dict[str, list[LeaderboardRow]] = {}
     for track in tracks:
         path = ResultsLayout.leaderboard_csv(out, track)
         if path.is_file():
-            frame = read_people_csv(path)  # the text as ranked, without a spreadsheet's quote
-            boards[track] = [
-                {k: (None if isinstance(v, float) and math.isnan(v) else _plain(v)) for k, v in row.items()}
-                for row in frame.to_dict(orient="records")
-            ]
+            boards[track] = read_leaderboard(path)
     meta_path = ResultsLayout.leaderboard_meta(out)
     meta = read_json(meta_path) if meta_path.is_file() else {}
     return boards, meta
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars to Python values (JSON-ready)."""
-    item = getattr(value, "item", None)
-    return item() if callable(item) else value
-
-
-#: Leaderboard columns that are about the ranking, not a score: kept out of score tables.
-RANK_COLUMNS = ("rank", "entry", "is_baseline", "mean_task_rank", "rank_lo", "rank_hi", "rank_median")
-COUNT_COLUMNS = ("failed_jobs", "pending_jobs", "missing_cases")
-
-
-def score_columns(row: dict) -> list[str]:
-    """The per-task columns of a leaderboard row (task ranks, scores, gains), in table order."""
-    return [c for c in row if c not in RANK_COLUMNS and c not in COUNT_COLUMNS]

@@ -23,6 +23,7 @@ from harness.challenge.intake import require_phase_record
 from harness.challenge.pages import esc, page, read_phase_leaderboard, table
 from harness.challenge.phases import counted_uploads, phase_leaderboard_dir, ranked_entries
 from harness.challenge.teams import load_teams
+from harness.leaderboard.rows import LeaderboardRow
 from harness.runs import ResultsLayout, people_csv_text, write_json_atomic, write_text_atomic
 
 BASELINE_NAME = "from-scratch baseline"
@@ -32,21 +33,19 @@ class NotPublicError(ChallengeError):
     """The phase's results are not public (``public: false``) and --publish was not given."""
 
 
-def public_rows(rows: list[dict], labels: dict[str, tuple[str, str | None]]) -> list[dict]:
-    """A leaderboard table's rows with ``entry`` replaced by ``name`` and ``method``; an entry
-    without a label (not counted for the phase) is left out."""
+def public_rows(rows: list[LeaderboardRow], labels: dict[str, tuple[str, str | None]]) -> list[dict]:
+    """A leaderboard table's rows (plain values) with ``entry`` replaced by ``name`` and
+    ``method``; an entry without a label (not counted for the phase) is left out."""
     out = []
     for row in rows:
-        entry = row.get("entry")
-        if row.get("is_baseline"):
+        if row.is_baseline:
             name, method = BASELINE_NAME, None
-        elif entry in labels:
-            name, method = labels[entry]
+        elif row.entry in labels:
+            name, method = labels[row.entry]
         else:
             continue
-        out.append(
-            {"rank": row.get("rank"), "name": name, "method": method, **{k: v for k, v in row.items() if k != "entry"}}
-        )
+        values = {k: v for k, v in row.as_dict().items() if k != "entry"}
+        out.append({"rank": row.rank, "name": name, "method": method, **values})
     return out
 
 

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.metrics.run_records import RunMetrics, write_run_records
 from harness.recipes import RECIPES, SSL3D_2025, Recipe, fingerprint
-from harness.runs import JobSpec, ResultsLayout, RunFolder, RunResult, baseline_entry, entry_name
+from harness.runs import JobSpec, ResultsLayout, RunFolder, baseline_entry, entry_name
 from harness.tasks.preflight import TaskData
 
 
@@ -232,33 +233,33 @@ def finish_run(
     job: FinetuneJob,
     cases: pd.DataFrame,
     aggregates: dict,
-    ranking_metrics: Sequence[tuple[str, bool]],
+    classes: Sequence[str] = (),
     extra: dict | None = None,
     started: float | None = None,
 ) -> dict:
-    """Write cases.csv and metrics.json (``RunResult``) and read them back, drop the scratch
+    """Write cases.csv and metrics.json (``write_run_records``: the task's ranking metrics, the
+    run's ``classes``, the job's description and provenance) and read them back, drop the scratch
     folder (checkpoints are big; kept as ``checkpoints/`` when ``HARNESS_KEEP_CHECKPOINTS`` is
     set, as `harness evaluate --keep-checkpoints` does), then DONE."""
     run = job.run
-    metrics = {
+    fields = {
         **job.description(),
         "job_id": job.job_id(),
-        "aggregates": aggregates,
-        "ranking_metrics": [{"name": n, "higher_is_better": bool(h)} for n, h in ranking_metrics],
         "provenance": collect_provenance(job.device),
         **(extra or {}),
     }
     if started is not None:
-        metrics["wall_seconds"] = round(time.time() - started, 1)
-    RunResult(metrics, cases).write(run)
-    written = RunResult.read(run)  # before DONE: a done run is one its readers accept
+        fields["wall_seconds"] = round(time.time() - started, 1)
+    metrics = RunMetrics.of_task(job.task, classes, aggregates, fields)
+    # read back before DONE: a done run is one its readers accept
+    written = write_run_records(run, job.task.type, metrics, cases)
     shutil.rmtree(run.checkpoints_dir, ignore_errors=True)  # an earlier attempt's
     if os.environ.get(KEEP_CHECKPOINTS_ENV) and run.work_dir.is_dir():
         run.work_dir.rename(run.checkpoints_dir)
     else:
         shutil.rmtree(run.work_dir, ignore_errors=True)
     run.mark_done({"job_id": job.job_id(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    return written.metrics  # exactly what readers of the run folder will see
+    return written.metrics.as_dict()  # exactly what readers of the run folder will see
 
 
 def collect_provenance(device: str = "cpu") -> dict:

@@ -23,7 +23,6 @@ from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from harness.finetune.cache import build_once
@@ -36,6 +35,7 @@ from harness.finetune.job import (
     run_logged,
     seed_everything,
 )
+from harness.metrics.run_records import MEAN_DEFINITION, SEGMENTATION_CASES, RunRecords, reported_mean
 from harness.recipes import SSL3D_2025, SegmentationRecipe
 from harness.tasks.spec import SegmentationTask
 
@@ -403,7 +403,6 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
         job,
         cases,
         aggregates,
-        ranking_metrics=[(m.name, m.higher_is_better) for m in task.metrics],
         extra={
             "labels": {str(v): k for k, v in prepared.dataset_json["labels"].items()},
             "patch_size": list(patch),
@@ -488,29 +487,18 @@ def score_predictions(task: SegmentationTask, dataset_json: dict, predictions: P
             tolerance_mm=task.nsd_tolerance_mm,
         ):
             rows.append({"case": case, **row})
-    return pd.DataFrame(rows, columns=["case", "label", "dice", "nsd", "ref_voxels", "pred_voxels"])
+    return pd.DataFrame(rows, columns=list(SEGMENTATION_CASES.columns()))
 
 
 def aggregate_segmentation(cases: pd.DataFrame, labels: list[int]) -> dict:
-    """Reported means as the organizers compute them: per label the nan-mean over cases, then the
-    foreground mean is the mean of those label means (background is never scored). NaN means
-    reference and prediction were both empty, which is excluded, as nnU-Net does; a label NaN in
-    every case is left out of the mean over labels."""
-    out: dict = {
-        "num_cases": int(cases["case"].nunique()),
-        "mean_definition": "per label the nan-mean over cases, then the mean over labels",
-    }
-    for metric in ("dice", "nsd"):
-        per_label = {str(lb): _nanmean(cases.loc[cases["label"] == lb, metric]) for lb in labels}
-        out[metric] = {"mean": _nanmean([v for v in per_label.values() if v is not None]), "per_label": per_label}
+    """Reported means of every per-case metric of the cases table, as the organizers compute them
+    (``harness.metrics.run_records.reported_mean``) over the foreground ``labels`` (background is
+    never scored)."""
+    out: dict = {"num_cases": int(cases["case"].nunique()), "mean_definition": MEAN_DEFINITION}
+    for metric in SEGMENTATION_CASES.metric_columns:
+        label_means, mean = reported_mean(cases.loc[cases["label"] == lb, metric] for lb in labels)
+        out[metric] = {"mean": mean, "per_label": {str(lb): m for lb, m in zip(labels, label_means)}}
     return out
-
-
-def _nanmean(values) -> float | None:
-    arr = np.asarray(values, dtype=float)
-    if arr.size == 0 or np.all(np.isnan(arr)):
-        return None
-    return float(np.nanmean(arr))
 
 
 class KeptPredictionError(ValueError):
@@ -535,7 +523,7 @@ def check_kept_predictions(task: SegmentationTask, dataset_json: dict, predictio
             raise KeptPredictionError(f"kept prediction {path}: {problem}")
 
 
-def rescore_segmentation(task: SegmentationTask, run, metrics: dict) -> tuple[pd.DataFrame, dict]:
+def rescore_segmentation(task: SegmentationTask, run, old: RunRecords) -> tuple[pd.DataFrame, dict]:
     """A finished run's kept predictions (``run.predictions_dir``) scored again with the task's
     metric settings as they are now (`harness rescore`). Returns (cases, the metrics.json fields
     that change)."""

@@ -29,9 +29,10 @@ from harness.leaderboard.ranking import TrackRanking, check_scheme, rank_track
 from harness.leaderboard.read_csv import collect_csv
 from harness.leaderboard.read_runs import collect_runs
 from harness.leaderboard.report import leaderboard_table, render_html, significance_table, stability_table
+from harness.leaderboard.rows import write_leaderboard
 from harness.leaderboard.stability import TrackStability, bootstrap_track, significance_track
 from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
-from harness.runs import people_csv_text, write_atomic, write_json_atomic, write_text_atomic
+from harness.runs import ResultsLayout, people_csv_text, write_atomic, write_json_atomic, write_text_atomic
 from harness.task_types import TASK_TYPES
 from harness.tracks import TRACKS
 
@@ -135,11 +136,13 @@ def build_leaderboard(
         stab = stability_table(ranking, stability)
         name = track.track
         text_files = {
-            out / f"leaderboard_{name}.csv": people_csv_text(board),
             out / f"stability_{name}.csv": people_csv_text(stab),
             out / f"significance_{name}.csv": people_csv_text(significance_table(ranking, tests)),
             out / PRIVATE_DIR / f"cases_{name}.csv": people_csv_text(private_case_table(track)),
         }
+        board_csv = ResultsLayout.leaderboard_csv(out, name)
+        write_leaderboard(board_csv, board)
+        outcome.files.append(board_csv)
         for path, text in text_files.items():
             write_text_atomic(path, text)
             outcome.files.append(path)

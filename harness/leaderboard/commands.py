@@ -69,6 +69,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from harness.leaderboard.build import build_leaderboard
     from harness.leaderboard.model import LeaderboardInputError
     from harness.leaderboard.report import unfinished_warning
+    from harness.leaderboard.rows import COUNT_COLUMNS, INTERVAL_COLUMNS, LEADING_COLUMNS
     from harness.runs import ResultsLayout
 
     try:
@@ -96,7 +97,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     for track in outcome.tracks:
         print(f"== {track.track} ({outcome.scheme}, {track.stability.n_bootstrap} bootstrap resamples)")
-        shown = ["rank", "entry", "is_baseline", "mean_task_rank", "rank_lo", "rank_hi", "failed_jobs", "pending_jobs"]
+        shown = [*LEADING_COLUMNS, *INTERVAL_COLUMNS[:2], *COUNT_COLUMNS[:2]]  # the median and case count left out
         print(track.leaderboard[shown].head(20).to_string(index=False))
         for note in track.notes:
             print(f"  note: {note}")

@@ -18,8 +18,9 @@ ranks and the other runs tell its track and task type; otherwise it is skipped w
 arguments.
 
 The files are read through the results contract (``harness.runs``: ``JobSpec.read``,
-``read_metrics_json``, ``read_cases_csv``, whose errors name the file and whose NaN policy is the
-leaderboard's: ``nan`` or an empty field is NaN; a header without cases does not parse).
+``read_cases_csv``) and the run records (``harness.metrics.run_records``: ``RunMetrics.read``, the
+cases.csv columns of each task type), whose errors name the file and whose NaN policy is the
+leaderboard's: ``nan`` or an empty field is NaN; a header without cases does not parse.
 
 A segmentation task becomes a ``PerCaseTask`` (a case's value: the nan-mean over its labels), a
 classification task a ``PooledTask``; a classification run may rank only by the registry's
@@ -53,11 +54,19 @@ from harness.leaderboard.model import (
     TrackData,
     check_metric_values,
     check_track_name,
-    input_metric,
     unit_name,
 )
 from harness.leaderboard.text_tables import line_numbers
 from harness.metrics.registry import POOLED, Metric, metrics_for
+from harness.metrics.run_records import (
+    CLASSES,
+    CLASSIFICATION_CASES,
+    SEGMENTATION_CASES,
+    CasesSchema,
+    RunMetrics,
+    prob_column,
+    reported_mean,
+)
 from harness.runs import (
     BASELINE_PREFIX,
     JobSpec,
@@ -66,7 +75,6 @@ from harness.runs import (
     RunFolder,
     read_cases_csv,
     read_json,
-    read_metrics_json,
 )
 from harness.task_types import TASK_TYPES
 
@@ -125,24 +133,16 @@ def _read_job(run: RunFolder) -> _Job:
 
 
 def _ranking_metrics(job: _Job, pooled: bool) -> tuple[tuple[Metric, ...], tuple[str, ...]]:
-    """The metrics.json's ranking metrics (and, for a task ranked on pooled cases, its classes)."""
+    """The metrics.json's ranking metrics (and, for a task ranked on pooled cases, its classes):
+    ``RunMetrics.read``, and the metrics checked to be ones the leaderboard can recompute."""
     where = str(job.run.metrics_json)
     try:
-        data = read_metrics_json(job.run.metrics_json)
+        found = RunMetrics.read(job.run)
+        if pooled and not found.classes:
+            raise ResultsFileError(where, f"field {CLASSES!r} must list at least two distinct classes")
     except ResultsFileError as exc:
         raise LeaderboardInputError(str(exc)) from None
-    listed = data.get("ranking_metrics")
-    if not isinstance(listed, list) or not listed:
-        raise LeaderboardInputError(f"{where}: field 'ranking_metrics' must be a non-empty list")
-    metrics = []
-    for item in listed:
-        if not isinstance(item, dict) or "name" not in item:
-            raise LeaderboardInputError(f"{where}: each ranking_metrics item needs a 'name', got {item!r}")
-        metrics.append(input_metric(item["name"], item.get("higher_is_better"), where))
-    names = [m.name for m in metrics]
-    if len(set(names)) != len(names):
-        raise LeaderboardInputError(f"{where}: ranking_metrics lists a metric twice: {names}")
-    classes: tuple[str, ...] = ()
+    metrics = found.ranking_metrics
     if pooled:
         supported = metrics_for(job.task_type, POOLED)
         unsupported = [m.name for m in metrics if m not in supported]
@@ -151,27 +151,22 @@ def _ranking_metrics(job: _Job, pooled: bool) -> tuple[tuple[Metric, ...], tuple
                 f"{where}: {job.task_type} ranking metrics {unsupported} cannot be recomputed on "
                 f"resampled cases; supported: {', '.join(m.name for m in supported)}"
             )
-        raw = data.get("classes")
-        if not isinstance(raw, list) or len(raw) < 2 or len({str(c) for c in raw}) != len(raw):
-            raise LeaderboardInputError(f"{where}: field 'classes' must list at least two distinct classes")
-        classes = tuple(str(c) for c in raw)
-    return tuple(metrics), classes
+    return metrics, (found.classes if pooled else ())
 
 
 # --------------------------------------------------------------------------- cases.csv
 
 
-def _cases_table(path: Path, required: list[str]) -> pd.DataFrame:
+def _cases_table(path: Path, schema: CasesSchema, metrics: tuple[Metric, ...], classes=()) -> pd.DataFrame:
     """A run's cases.csv (``harness.runs.read_cases_csv``: ids and labels text, the rest numbers,
-    NaN from ``nan`` or an empty field) with the ``required`` columns and a case id on every line;
-    a problem is a ``LeaderboardInputError`` naming the file."""
+    NaN from ``nan`` or an empty field) with the columns its task type's ``schema`` needs to rank
+    by ``metrics`` and a case id on every line; a problem is a ``LeaderboardInputError`` naming
+    the file."""
     try:
         frame = read_cases_csv(path)
+        schema.check(frame, path, schema.ranked_columns(metrics, classes))
     except ResultsFileError as exc:
         raise LeaderboardInputError(str(exc)) from None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise LeaderboardInputError(f"{path}: missing column(s) {missing}; has {list(frame.columns)}")
     empty = frame["case"].str.strip() == ""
     if empty.any():
         raise LeaderboardInputError(f"{path}: empty 'case' on line(s) {line_numbers(empty)}")
@@ -180,7 +175,7 @@ def _cases_table(path: Path, required: list[str]) -> pd.DataFrame:
 
 def _segmentation_cases(path: Path, metrics: tuple[Metric, ...]) -> pd.DataFrame:
     """Per (case, label) values, checked: one row per pair, numbers in range."""
-    frame = _cases_table(path, ["case", "label", *(m.name for m in metrics)])
+    frame = _cases_table(path, SEGMENTATION_CASES, metrics)
     duplicated = frame.duplicated(["case", "label"], keep=False)
     if duplicated.any():
         raise LeaderboardInputError(f"{path}: duplicate (case, label) on line(s) {line_numbers(duplicated)}")
@@ -200,8 +195,8 @@ def _case_means(numbers: pd.DataFrame, metrics: tuple[Metric, ...]) -> pd.DataFr
 
 
 def _reported_means(per_label: dict, entries, units, status, metrics: tuple[Metric, ...]) -> np.ndarray:
-    """(M, E) per label the nan-mean over every (fold, case) unit, then the mean over labels (a
-    label NaN everywhere is left out). A unit or label an entry lacks counts as the worst value."""
+    """(M, E) the reported mean (``harness.metrics.run_records.reported_mean``) over every (fold,
+    case) unit. A unit or label an entry lacks counts as the worst value."""
     labels = sorted({label for table in per_label.values() for label in table["label"]})
     indexed = {key: table.set_index(["case", "label"]) for key, table in per_label.items()}
     out = np.full((len(metrics), len(entries)), np.nan)
@@ -216,17 +211,14 @@ def _reported_means(per_label: dict, entries, units, status, metrics: tuple[Metr
                 for label_index, label in enumerate(labels):
                     if (case, label) in table.index:
                         grid[label_index, u] = table.at[(case, label), metric.name]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                label_means = np.nanmean(grid, axis=1)
-            valid = label_means[~np.isnan(label_means)]
-            out[m, e] = float(valid.mean()) if valid.size else np.nan
+            mean = reported_mean(grid)[1]
+            out[m, e] = np.nan if mean is None else mean
     return out
 
 
 def _classification_cases(path: Path, classes: tuple[str, ...]) -> pd.DataFrame:
-    prob_columns = [f"prob_{c}" for c in classes]
-    frame = _cases_table(path, ["case", "true_label", "pred_label", *prob_columns])
+    prob_columns = [prob_column(c) for c in classes]
+    frame = _cases_table(path, CLASSIFICATION_CASES, (), classes)
     duplicated = frame.duplicated(["case"], keep=False)
     if duplicated.any():
         raise LeaderboardInputError(f"{path}: duplicate case on line(s) {line_numbers(duplicated)}")
@@ -566,7 +558,7 @@ def _classification_task(task, entries, metrics, classes, per_run, status) -> Po
     probs = np.broadcast_to(worst_probs, (len(entries), len(units), n_classes)).copy()
     pred = np.broadcast_to((y_true + 1) % max(n_classes, 1), (len(entries), len(units))).copy()
     flags = np.full((len(entries), len(units)), FLAG_OK, dtype=object)
-    prob_columns = [f"prob_{c}" for c in classes]
+    prob_columns = [prob_column(c) for c in classes]
     for e, entry in enumerate(entries):
         for u, (fold, case) in enumerate(units):
             state = status[entry, fold]

@@ -1,7 +1,8 @@
 """Public tables (aggregates only) and the self-contained HTML report.
 
 Nothing here emits a per-case value: the per-case table is written by ``build`` under
-``private/``. Columns of ``leaderboard_<track>.csv``, best first::
+``private/``. Columns of ``leaderboard_<track>.csv`` (``harness.leaderboard.rows`` names them
+once, and writes and reads the file), best first::
 
     rank, entry, is_baseline, mean_task_rank, rank_<task>...,
     reported_<task>_<metric>... and ranked_mean_<task>_<metric>...   (segmentation)
@@ -37,6 +38,7 @@ import pandas as pd
 
 from harness.leaderboard.model import FLAG_FAILED_JOB, TrackData
 from harness.leaderboard.ranking import TrackRanking
+from harness.leaderboard.rows import COUNT_COLUMNS, INTERVAL_COLUMNS, LEADING_COLUMNS, gain_column, task_rank_column
 from harness.leaderboard.stability import PairwiseTests, TrackStability, tau_summary
 
 
@@ -80,35 +82,38 @@ def unfinished_warning(boards: dict[str, pd.DataFrame]) -> str | None:
 
 
 def leaderboard_table(ranking: TrackRanking, stability: TrackStability) -> pd.DataFrame:
+    """The track's ``leaderboard_<track>.csv`` table (``harness.leaderboard.rows``), best first."""
     track = ranking.track
+    rank, entry, is_baseline, mean_task_rank = LEADING_COLUMNS
     table = pd.DataFrame(
         {
-            "rank": ranking.final_rank.astype(int),
-            "entry": track.entries,
-            "is_baseline": [e in track.baselines for e in track.entries],
-            "mean_task_rank": ranking.mean_task_rank,
+            rank: ranking.final_rank.astype(int),
+            entry: track.entries,
+            is_baseline: [e in track.baselines for e in track.entries],
+            mean_task_rank: ranking.mean_task_rank,
         }
     )
     for t in ranking.tasks:
-        table[f"rank_{t.task.task}"] = t.rank.astype(int)
+        table[task_rank_column(t.task.task)] = t.rank.astype(int)
     for t in ranking.tasks:
         for name, column in t.task.score_columns(t.scores).items():
             table[name] = column
     lo, median, hi = stability.rank_quantiles
-    table["rank_lo"], table["rank_hi"], table["rank_median"] = lo, hi, median
-    failed = track.failed_jobs()
-    table["failed_jobs"] = [failed[e] for e in track.entries]
-    pending = pending_jobs(track)
-    table["pending_jobs"] = [pending[e] for e in track.entries]
-    table["missing_cases"] = missing_cases(ranking)
+    rank_lo, rank_hi, rank_median = INTERVAL_COLUMNS
+    table[rank_lo], table[rank_hi], table[rank_median] = lo, hi, median
+    failed, pending = track.failed_jobs(), pending_jobs(track)
+    failed_jobs, pending_jobs_column, missing = COUNT_COLUMNS
+    table[failed_jobs] = [failed[e] for e in track.entries]
+    table[pending_jobs_column] = [pending[e] for e in track.entries]
+    table[missing] = missing_cases(ranking)
     baseline = track.baseline()
     for t in ranking.tasks:
         if baseline is None or not t.task.metrics:
-            table[f"gain_{t.task.task}"] = np.nan
+            table[gain_column(t.task.task)] = np.nan
             continue
         b = track.entries.index(baseline)
-        table[f"gain_{t.task.task}"] = t.task.metrics[0].sign * (t.scores[0] - t.scores[0][b])
-    return table.sort_values(["rank", "entry"], kind="stable").reset_index(drop=True)
+        table[gain_column(t.task.task)] = t.task.metrics[0].sign * (t.scores[0] - t.scores[0][b])
+    return table.sort_values([rank, entry], kind="stable").reset_index(drop=True)
 
 
 def stability_table(ranking: TrackRanking, stability: TrackStability) -> pd.DataFrame:

@@ -158,8 +158,3 @@ def score_classification(
         n_cases=n,
         class_counts={name: int((y == k).sum()) for k, name in enumerate(classes)},
     )
-
-
-def prob_column(name: str) -> str:
-    """The ``cases.csv`` column holding the probability of class ``name``."""
-    return f"prob_{name}"

@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from harness.metrics.run_records import SEGMENTATION_CASES
 from harness.metrics.surface import surface_agreement
 
 if TYPE_CHECKING:  # pandas is imported when a table is built, not with this module
     import pandas as pd
 
-CASE_COLUMNS: tuple[str, ...] = ("case", "label", "dice", "nsd", "ref_voxels", "pred_voxels")
+#: The columns of a segmentation cases.csv (``harness.metrics.run_records.SEGMENTATION_CASES``).
+CASE_COLUMNS: tuple[str, ...] = SEGMENTATION_CASES.columns()
 #: File endings of label maps in a folder, longest first; a case is the file name without it.
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 #: Relative difference above which a prediction's spacing is not the reference's.

@@ -50,9 +50,10 @@ from harness.finetune.job import (
     run_logged,
     seed_everything,
 )
-from harness.metrics.classification import prob_column, score_classification
+from harness.metrics.classification import score_classification
+from harness.metrics.run_records import RunRecords, prob_column
 from harness.recipes import ClassificationSchedule
-from harness.runs import read_cases_csv, write_atomic
+from harness.runs import write_atomic
 from harness.tasks.spec import ClassificationTask
 
 
@@ -519,9 +520,8 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
         job,
         cases_df,
         scores.aggregates,
-        ranking_metrics=[(m.name, m.higher_is_better) for m in task.metrics],
+        classes=classes,
         extra={
-            "classes": classes,
             "per_class": scores.per_class,
             "undefined_metrics": scores.undefined,
             "class_counts": scores.class_counts,
@@ -541,14 +541,16 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
     )
 
 
-def rescore_classification(task: ClassificationTask, run, metrics: dict) -> tuple[pd.DataFrame, dict]:
+def rescore_classification(task: ClassificationTask, run, old: RunRecords) -> tuple[pd.DataFrame, dict]:
     """A finished run scored again from its own cases.csv (the test cases' probabilities): the
     same cases, the aggregates and what ``metrics.json`` says of them recomputed (`harness
     rescore`). Returns (cases, the metrics.json fields that change)."""
-    cases = read_cases_csv(run.cases_csv)
+    cases = old.cases
     classes = list(task.classes)
-    if list(metrics.get("classes") or []) != classes:
-        raise ValueError(f"the run's classes {metrics.get('classes')} are not the task's {classes}")
+    if list(old.metrics.classes) != classes:
+        raise ValueError(
+            f"{run.metrics_json}: the run's classes {list(old.metrics.classes)} are not the task's {classes}"
+        )
     y_true = np.array([classes.index(label) for label in cases["true_label"]], dtype=np.int64)
     probs = cases[[prob_column(c) for c in classes]].to_numpy(dtype=float)
     scores = score_classification(y_true, probs, classes)
