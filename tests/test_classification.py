@@ -598,3 +598,23 @@ def test_metrics_bad_inputs_and_table():
         score_classification([0, 1], np.array([[0.5, 0.5]]), ["a", "b"])
     with pytest.raises(ClassificationMetricsError, match="outside 0..1"):
         score_classification([0, 2], _probs([0.5, 0.5]), ["a", "b"])
+
+
+def test_rescoring_recomputes_from_the_runs_records(fast_task, tmp_path):
+    """`harness rescore`'s classification part: the probabilities of the run's cases.csv scored
+    again, with the classes its metrics.json lists (another order is refused, naming the file)."""
+    from harness.finetune.classification.train import rescore_classification
+    from harness.metrics.run_records import RunMetrics, RunRecords, prob_column
+
+    task = fast_task
+    classes = list(task.classes)
+    run = ResultsLayout(tmp_path).run("sub", task.name, "ssl3d-2025", 0)
+    cases = pd.DataFrame({"case": ["a", "b"], "true_label": classes[:2], "pred_label": classes[:2]})
+    for k, name in enumerate(classes):
+        cases[prob_column(name)] = [1.0 if k == row else 0.0 for row in range(2)]
+    records = RunRecords(RunMetrics.of_task(task, classes), cases)
+    again, changed = rescore_classification(task, run, records)
+    assert again is cases and changed["aggregates"]["balanced_accuracy"] == 1.0
+    swapped = RunRecords(RunMetrics.of_task(task, classes[::-1]), cases)
+    with pytest.raises(ValueError, match=r"metrics.json: the run's classes"):
+        rescore_classification(task, run, swapped)
