@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         with nnunet_paths(raw=prepared.raw, preprocessed=prepared.preprocessed, results=root / "out"):
             trainer = SSL3DFinetuneTrainer(plans, CONFIGURATION, 0, prepared.dataset_json, torch.device("cpu"))
             trainer.configure_finetuning(
-                track="ResEncL", schedule=task.schedule_for("ResEncL"), recipe=SSL3D_2025.segmentation
+                track="ResEncL", schedule=task.schedule_for("ResEncL"), recipe=SSL3D_2025.part("segmentation")
             )
             trainer.initialize()  # what the job does before training: batch size, network, loss
             train, val = trainer.get_dataloaders()

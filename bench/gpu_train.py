@@ -165,7 +165,7 @@ def main(argv=None) -> int:
                     def make_harness(plans, track=track, precision=precision):
                         trainer = SSL3DFinetuneTrainer(plans, CONFIGURATION, 0, prepared.dataset_json, device)
                         trainer.configure_finetuning(
-                            track=track, schedule=task.schedule_for(track), recipe=SSL3D_2025.segmentation
+                            track=track, schedule=task.schedule_for(track), recipe=SSL3D_2025.part("segmentation")
                         )
                         if precision == "bf16":
                             trainer.use_bfloat16()

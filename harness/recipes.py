@@ -1,9 +1,10 @@
 """Recipes: every choice fine-tuning makes, named and versioned.
 
-A recipe fixes the network initialisation, the Primus token geometry, preprocessing, the per-track
-default schedules, augmentation, the cross-validation split and how reported means are taken. A
-task file overrides single schedule (and augmentation) fields on top of the recipe it is run
-with; a recipe may fix fields no task can change (``fixed_fields``).
+A recipe fixes the network initialisation, a transformer's token geometry, preprocessing, the
+per-track default schedules, augmentation, the cross-validation split and how reported means are
+taken, in one part per task type (``Recipe.part``; the part's class is the task type's ``recipe``
+entry in ``harness.task_types``). A task file overrides single schedule (and augmentation) fields
+on top of the recipe it is run with; a recipe may fix fields no task can change (``fixed_fields``).
 
 Two recipes ship (docs/recipes.md has every value with its source):
 
@@ -13,8 +14,10 @@ Two recipes ship (docs/recipes.md has every value with its source):
   pre-trained information (``LOSSLESS_DIFFERENCES`` lists each change with its reason).
 
 A job's identity holds only the recipe values that apply to it (``applicable_values``): nothing
-Primus-specific for a ResEnc-L job. Two recipes that agree on everything a job uses share its run
-folder (``setup_name``), so the lossless recipe re-trains only the Primus jobs.
+transformer-specific for a ResEnc-L job. Two recipes that agree on everything a job uses share its
+run folder (``setup_name``), so the lossless recipe re-trains only the Primus jobs. The fields of
+those values keep the names they had in job.json when the transformer choices were named for
+Primus (``IDENTITY_NAMES``), so the runs made before the rename keep their identities.
 
 Torch-free: the CLI and the task registry import it before any network exists.
 """
@@ -24,11 +27,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import Any, Literal
+from functools import cache
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
-from harness.task_types import TASK_TYPES
+from harness.task_types import CLASSIFICATION, SEGMENTATION, TASK_TYPES, TaskType, UnknownTaskTypeError, get_task_type
 from harness.tracks import TRACKS, get_track
 
 DEFAULT_RECIPE = "ssl3d-2025"
@@ -47,7 +51,7 @@ class RecipeError(ValueError):
 #: without them is seen in the wild (``ValidationReport.lacks``); it fits the organizers'
 #: classification Eva, not PrimusM.
 LAYERSCALE = "layerscale"
-#: The recipe's Primus classification encoders that have LayerScale and the inner attention norm.
+#: The recipe's transformer classification encoders that have LayerScale and the inner attention norm.
 ENCODERS_WITH_LAYERSCALE = frozenset({"primus-m"})
 
 
@@ -125,14 +129,41 @@ class ClassificationAugmentation(_Frozen):
 
 
 # ----------------------------------------------------------------------------- recipe parts
-class SegmentationRecipe(_Frozen):
+class RecipePart(_Frozen):
+    """What a recipe fixes for the jobs of one task type: their per-track schedules and the
+    choices they make. Each task type names its subclass (its ``recipe`` entry); the subclass's
+    defaults, with each track's default schedule (``Track.schedules``), are the part of every
+    recipe that does not list the type."""
+
+    #: The schedule model of the type (a frozen pydantic model whose fields a task may override).
+    schedule_model: ClassVar[type[BaseModel]]
+    #: Fields that only a transformer (token) track's job uses: not part of a CNN job's identity.
+    token_only_fields: ClassVar[tuple[str, ...]] = ()
+    schedules: dict[str, Any]
+    #: Schedule fields a task may not override under this recipe.
+    fixed_fields: tuple[str, ...] = ()
+
+    def needs(self, track: str) -> frozenset[str]:
+        """What a job of ``track`` needs of a checkpoint beyond its reference keys (``LAYERSCALE``)."""
+        return frozenset()
+
+    @classmethod
+    def track_defaults(cls, task_type: str) -> dict[str, Any]:
+        """``schedules`` from each track's defaults for ``task_type`` (``Track.schedules``)."""
+        return {name: cls.schedule_model(**track.schedules.get(task_type, {})) for name, track in TRACKS.items()}
+
+
+class SegmentationRecipe(RecipePart):
+    schedule_model = SegmentationSchedule
+    token_only_fields = ("token_order",)
     #: ``nnunet``: ``network.apply(network.initialize)`` where the class defines it (He init with
     #: slope 1e-2, last norm of each residual block zeroed), before the encoder is loaded.
     network_init: Literal["nnunet"] = "nnunet"
-    #: Primus: ``as-is`` feeds Eva dynamic-network-architectures' ``(w h d)`` token order with the
-    #: checkpoint's pos_embed copied unchanged; ``nnssl`` feeds the ``(h w d)`` order of nnssl's
-    #: pre-training, so pos_embed and RoPE mean what they meant there.
-    primus_token_order: Literal["as-is", "nnssl"] = "as-is"
+    #: The sequence a tokenising (transformer) encoder is fed: ``as-is`` feeds Eva
+    #: dynamic-network-architectures' ``(w h d)`` token order with the checkpoint's pos_embed copied
+    #: unchanged; ``nnssl`` feeds the ``(h w d)`` order of nnssl's pre-training, so pos_embed and
+    #: RoPE mean what they meant there.
+    token_order: Literal["as-is", "nnssl"] = "as-is"
     #: nnU-Net's planned ``use_mask_for_norm`` and ``transpose_forward``/``_backward`` are kept.
     keep_planned_mask_for_norm: bool = True
     keep_planned_transpose: bool = True
@@ -146,8 +177,6 @@ class SegmentationRecipe(_Frozen):
     #: default that differs between the two versions.
     training_transforms: Literal["nnunetv2-2.6.1", "installed"] = "nnunetv2-2.6.1"
     schedules: dict[str, SegmentationSchedule]
-    #: Schedule fields a task may not override under this recipe.
-    fixed_fields: tuple[str, ...] = ()
 
     def needs(self, track: str) -> frozenset[str]:
         """What a job of ``track`` needs of a checkpoint beyond its reference keys: the track's
@@ -155,15 +184,21 @@ class SegmentationRecipe(_Frozen):
         return frozenset({LAYERSCALE}) if get_track(track).tokens else frozenset()
 
 
-class ClassificationRecipe(_Frozen):
-    #: Primus encoder: ``eva-no-layerscale`` is the organizers' Eva (no LayerScale gamma, no inner
-    #: attention norm: those checkpoint weights are dropped); ``primus-m`` keeps PrimusM's Eva whole.
-    primus_encoder: Literal["eva-no-layerscale", "primus-m"] = "eva-no-layerscale"
-    #: Both recipes show Eva the tokens in nnssl's pre-training order.
-    primus_token_order: Literal["nnssl"] = "nnssl"
-    #: ``tokens-1..N``: the organizers' mean over all tokens but the first (their config claims a
-    #: class token their Eva does not have); ``all-tokens``: the mean over every patch token.
-    primus_pooling: Literal["tokens-1..N", "all-tokens"] = "tokens-1..N"
+class ClassificationRecipe(RecipePart):
+    schedule_model = ClassificationSchedule
+    token_only_fields = ("transformer_encoder", "token_order", "token_pooling")
+
+    #: The transformer encoder class: ``eva-no-layerscale`` is the organizers' Eva (no LayerScale
+    #: gamma, no inner attention norm: those checkpoint weights are dropped); ``primus-m`` keeps
+    #: PrimusM's Eva whole.
+    transformer_encoder: Literal["eva-no-layerscale", "primus-m"] = "eva-no-layerscale"
+    #: The sequence the tokenising encoder is fed: both recipes show Eva the tokens in nnssl's
+    #: pre-training order.
+    token_order: Literal["nnssl"] = "nnssl"
+    #: The pooling over tokens: ``tokens-1..N``, the organizers' mean over all tokens but the first
+    #: (their config claims a class token their Eva does not have); ``all-tokens``: the mean over
+    #: every patch token.
+    token_pooling: Literal["tokens-1..N", "all-tokens"] = "tokens-1..N"
     #: ``ssl3d-2025``: nnU-Net's He init for the from-scratch ResEnc-L encoder, timm's for Eva,
     #: torch's default for the linear head (see docs/recipes.md).
     network_init: Literal["ssl3d-2025"] = "ssl3d-2025"
@@ -188,20 +223,31 @@ class ClassificationRecipe(_Frozen):
     cuda_precision: Literal["fp16", "bf16"] = "fp16"
     schedules: dict[str, ClassificationSchedule]
     augmentation: ClassificationAugmentation = ClassificationAugmentation()
-    fixed_fields: tuple[str, ...] = ()
 
     def needs(self, track: str) -> frozenset[str]:
         """What a job of ``track`` needs of a checkpoint beyond its reference keys: LayerScale
-        only with an Eva that has it (``primus_encoder``)."""
-        layerscale = get_track(track).tokens and self.primus_encoder in ENCODERS_WITH_LAYERSCALE
+        only with an Eva that has it (``transformer_encoder``)."""
+        layerscale = get_track(track).tokens and self.transformer_encoder in ENCODERS_WITH_LAYERSCALE
         return frozenset({LAYERSCALE}) if layerscale else frozenset()
 
 
-#: Recipe fields that only a transformer (token) track's job uses: not part of a CNN job's identity.
-TOKEN_ONLY_FIELDS = {
-    "segmentation": ("primus_token_order",),
-    "classification": ("primus_encoder", "primus_token_order", "primus_pooling"),
+#: The names the renamed recipe fields have in a job's identity (job.json's ``recipe_values``,
+#: hashed into ``recipe_values_hash`` and so the job id): those of recipe version 2, when these
+#: transformer choices were named for Primus. Kept, so the runs made before the rename stay done
+#: (``tests/test_recipes.py`` pins the hashes); the rename changed no value.
+IDENTITY_NAMES = {
+    "token_order": "primus_token_order",
+    "transformer_encoder": "primus_encoder",
+    "token_pooling": "primus_pooling",
 }
+
+Part = TypeVar("Part", bound=RecipePart)
+
+
+@cache
+def _default_part(entry: TaskType) -> RecipePart:
+    cls = entry.load("recipe")
+    return cls(schedules=cls.track_defaults(entry.name))
 
 
 class Recipe(_Frozen):
@@ -209,15 +255,29 @@ class Recipe(_Frozen):
     #: Bump when a change of the harness changes what this recipe computes.
     version: int = Field(ge=1)
     description: str
-    segmentation: SegmentationRecipe
-    classification: ClassificationRecipe
+    #: Its part per task type (``part``); a type not listed runs with its part's defaults.
+    parts: dict[str, SerializeAsAny[RecipePart]]
     #: How this recipe differs from ``ssl3d-2025`` and why (empty for ``ssl3d-2025`` itself).
     differences: tuple[str, ...] = ()
 
-    def part(self, task_type: str) -> SegmentationRecipe | ClassificationRecipe:
-        if task_type not in TASK_TYPES:
-            raise RecipeError(f"unknown task type {task_type!r}; known: {', '.join(TASK_TYPES)}")
-        return getattr(self, task_type)  # one recipe part per task type, named after it
+    @overload
+    def part(self, task_type: str) -> RecipePart: ...
+    @overload
+    def part(self, task_type: str, kind: type[Part]) -> Part: ...
+    def part(self, task_type: str, kind: type[RecipePart] = RecipePart) -> RecipePart:
+        """This recipe's part for ``task_type`` jobs, an instance of the type's ``recipe`` class
+        (and of ``kind``, for a caller that needs that class's fields); an unknown type or a part
+        of another class is a ``RecipeError``."""
+        try:
+            entry = get_task_type(task_type, f"recipe {self.name}")
+        except UnknownTaskTypeError as e:
+            raise RecipeError(str(e)) from None
+        part = self.parts[task_type] if task_type in self.parts else _default_part(entry)
+        expected = entry.load("recipe")
+        if not isinstance(part, expected) or not isinstance(part, kind):
+            want = expected.__name__ if kind is RecipePart else f"{expected.__name__} and {kind.__name__}"
+            raise RecipeError(f"recipe {self.name}: its {task_type} part is a {type(part).__name__}, not a {want}")
+        return part
 
     def runnable_task_types(
         self, track: str, lacks: Iterable[str], task_types: Iterable[str] = TASK_TYPES
@@ -232,8 +292,9 @@ class Recipe(_Frozen):
         part = self.part(task_type)
         values = part.model_dump(mode="json", exclude={"schedules"})
         if not get_track(track).tokens:
-            for name in TOKEN_ONLY_FIELDS[task_type]:
+            for name in part.token_only_fields:
                 values.pop(name, None)
+        values = {IDENTITY_NAMES.get(name, name): value for name, value in values.items()}
         values["schedule"] = part.schedules[track].model_dump(mode="json")
         return values
 
@@ -252,9 +313,7 @@ def fingerprint(values: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- the shipped recipes
-_SEGMENTATION_SCHEDULES = {name: SegmentationSchedule(**t.segmentation_schedule) for name, t in TRACKS.items()}
 _SEGMENTATION_FIXED = ("optimizer", "momentum", "betas", "poly_exponent")
-_CLASSIFICATION_SCHEDULES = {name: ClassificationSchedule(**t.classification_schedule) for name, t in TRACKS.items()}
 
 SSL3D_2025 = Recipe(
     name="ssl3d-2025",
@@ -262,12 +321,18 @@ SSL3D_2025 = Recipe(
     # transforms, the organizers' rotation value (docs/recipes.md)
     version=2,
     description="the SSL3D 2025 organizers' fine-tuning as their public code runs it, quirks included",
-    segmentation=SegmentationRecipe(
-        primus_token_order="as-is", schedules=_SEGMENTATION_SCHEDULES, fixed_fields=_SEGMENTATION_FIXED
-    ),
-    classification=ClassificationRecipe(
-        primus_encoder="eva-no-layerscale", primus_pooling="tokens-1..N", schedules=_CLASSIFICATION_SCHEDULES
-    ),
+    parts={
+        SEGMENTATION: SegmentationRecipe(
+            token_order="as-is",
+            schedules=SegmentationRecipe.track_defaults(SEGMENTATION),
+            fixed_fields=_SEGMENTATION_FIXED,
+        ),
+        CLASSIFICATION: ClassificationRecipe(
+            transformer_encoder="eva-no-layerscale",
+            token_pooling="tokens-1..N",
+            schedules=ClassificationRecipe.track_defaults(CLASSIFICATION),
+        ),
+    },
 )
 
 LOSSLESS_DIFFERENCES = (
@@ -285,10 +350,12 @@ SSL3D_2025_LOSSLESS = Recipe(
     name="ssl3d-2025-lossless",
     version=2,  # 2: as ssl3d-2025's version 2
     description="ssl3d-2025, except where the organizers' code loses or scrambles pre-trained information",
-    segmentation=SSL3D_2025.segmentation.model_copy(update={"primus_token_order": "nnssl"}),
-    classification=SSL3D_2025.classification.model_copy(
-        update={"primus_encoder": "primus-m", "primus_pooling": "all-tokens"}
-    ),
+    parts={
+        SEGMENTATION: SSL3D_2025.parts[SEGMENTATION].model_copy(update={"token_order": "nnssl"}),
+        CLASSIFICATION: SSL3D_2025.parts[CLASSIFICATION].model_copy(
+            update={"transformer_encoder": "primus-m", "token_pooling": "all-tokens"}
+        ),
+    },
     differences=LOSSLESS_DIFFERENCES,
 )
 

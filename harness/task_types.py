@@ -2,19 +2,23 @@
 
 A task type is made of a YAML schema (``spec``), the data check's plan of what its jobs read
 (``data_check``), the job that fine-tunes and scores it (``runner``), the scoring of a finished
-job again (``rescorer``), the leaderboard's reader of its run folders (``results``) and the free
-disk one job needs. The parts live in the stage they
+job again (``rescorer``), the leaderboard's reader of its run folders (``results``), the recipe
+part of its choices and schedules (``recipe``), how the cost of a job is estimated (``cost``) and
+the free disk one job needs. The parts live in the stage they
 belong to; the entry names them as ``"module:attribute"`` and each stage imports only the part it
 uses, when it uses it (a runner pulls in torch, nnU-Net's training stack for segmentation). So
 this module imports nothing, any layer may read it, and a task file of a type not listed here is
 an error naming the file.
 
-Adding a type: ``docs/extending.md``.
+Adding a type: ``docs/extending.md``. A type the harness does not ship is registered from its
+own module (``register_task_type``); ``HARNESS_TASK_TYPE_MODULES`` names such modules, which the
+CLI and every job's worker import before they read a task (``import_task_type_modules``).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,16 +50,26 @@ class TaskType:
     #: A ``harness.leaderboard.read_runs.ResultsReader``: its runs' cases.csv into a task of the
     #: leaderboard that scores itself.
     results: str
+    #: A ``harness.recipes.RecipePart`` subclass: the choices and per-track schedules a recipe
+    #: fixes for its jobs; a recipe that does not list the type runs it with the class's defaults.
+    recipe: str
     #: Free space one job needs on its results file system before it starts, a lower bound
     #: (``harness.jobs.disk``). A Primus-M checkpoint with its AdamW state is 1.7 GB (ResEnc-L
     #: 1.1 GB); a classification job writes one every epoch beside the previous one before
     #: replacing it, nnU-Net keeps its latest and final ones, and a segmentation job's predictions
     #: come on top. The preprocessed data is built once per task and is not counted.
     min_free_bytes: int
+    #: A ``harness.jobs.cost.CostModel``: how a job's device time follows from a measured rate
+    #: of training iterations (what `make bench-gpu` measures); None: only finished jobs of the
+    #: same task estimate it.
+    cost: str | None = None
 
     def load(self, part: str) -> Any:
         """The object ``part`` (``"spec"``, ``"runner"``, ...) names, imported now."""
-        module, _, attribute = getattr(self, part).partition(":")
+        name = getattr(self, part)
+        if name is None:
+            raise ValueError(f"task type {self.name!r} has no {part}")
+        module, _, attribute = name.partition(":")
         return getattr(importlib.import_module(module), attribute)
 
 
@@ -67,7 +81,9 @@ TASK_TYPES: dict[str, TaskType] = {
         runner="harness.finetune.segmentation:run_segmentation",
         rescorer="harness.finetune.segmentation:rescore_segmentation",
         results="harness.leaderboard.read_runs:SEGMENTATION_RESULTS",
+        recipe="harness.recipes:SegmentationRecipe",
         min_free_bytes=5 * GB,
+        cost="harness.jobs.cost:SEGMENTATION_COST",
     ),
     CLASSIFICATION: TaskType(
         CLASSIFICATION,
@@ -76,6 +92,7 @@ TASK_TYPES: dict[str, TaskType] = {
         runner="harness.finetune.classification:run_classification",
         rescorer="harness.finetune.classification.train:rescore_classification",
         results="harness.leaderboard.read_runs:CLASSIFICATION_RESULTS",
+        recipe="harness.recipes:ClassificationRecipe",
         min_free_bytes=4 * GB,
     ),
 }
@@ -87,3 +104,30 @@ def get_task_type(name: object, where: str = "") -> TaskType:
         return TASK_TYPES[name]
     prefix = f"{where}: " if where else ""
     raise UnknownTaskTypeError(f"{prefix}unknown task type {name!r}; known: {', '.join(TASK_TYPES)}")
+
+
+def register_task_type(entry: TaskType) -> TaskType:
+    """Add ``entry`` to ``TASK_TYPES`` (a type the harness does not ship, from its own module);
+    a name already taken by another entry is a ValueError."""
+    known = TASK_TYPES.get(entry.name)
+    if known is not None and known != entry:
+        raise ValueError(f"task type {entry.name!r} is registered already, with other parts: {known}")
+    TASK_TYPES[entry.name] = entry
+    return entry
+
+
+#: Comma-separated modules that register task types (``register_task_type``) when imported.
+TASK_TYPE_MODULES_ENV = "HARNESS_TASK_TYPE_MODULES"
+
+
+def import_task_type_modules() -> list[str]:
+    """Import the modules ``HARNESS_TASK_TYPE_MODULES`` names, so that the types they register
+    exist in this process (the CLI and each worker call it first: a worker is a fresh process).
+    A module that cannot be imported is an ImportError naming the variable."""
+    names = [n.strip() for n in os.environ.get(TASK_TYPE_MODULES_ENV, "").split(",") if n.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ImportError(f"{TASK_TYPE_MODULES_ENV}: cannot import {name!r}: {e}") from e
+    return names

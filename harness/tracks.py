@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-#: The sequence a Primus fine-tuning network feeds Eva (a recipe's ``primus_token_order``): ``as-is``
+from harness.task_types import SEGMENTATION
+
+#: The sequence a Primus fine-tuning network feeds Eva (a recipe's ``token_order``): ``as-is``
 #: is dynamic-network-architectures' ``(w h d)`` (the organizers' segmentation, ``ssl3d-2025``),
 #: ``nnssl`` the ``(h w d)`` of nnssl's pre-training. The checkpoint's ``pos_embed`` is copied as it
 #: is either way; see harness/models/transfer.py and harness/models/primus.py.
@@ -43,9 +45,10 @@ class Track:
     patch_rule: str
     #: Edge of the cube the intake canary runs on (the smallest input the network takes).
     canary_patch: int
-    #: Default schedules, as ``harness.recipes`` fields (a recipe may still change them).
-    segmentation_schedule: Mapping[str, Any]
-    classification_schedule: Mapping[str, Any] = field(default_factory=dict)
+    #: Default schedule fields per task type, as fields of the type's ``schedule_model``
+    #: (``harness.recipes.RecipePart``; a recipe may still change them). A type not listed
+    #: runs with its schedule model's defaults.
+    schedules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Transformer tracks: tokens ``patch_embed_size`` voxels wide; None for CNNs.
     patch_embed_size: tuple[int, int, int] | None = None
 
@@ -101,9 +104,11 @@ TRACKS: dict[str, Track] = {
             patch_rule="its five stride-2 stages",
             canary_patch=64,
             # SSL3D.md section 2: the "150 epoch" trainer; from scratch lr 1e-2
-            segmentation_schedule=dict(
-                optimizer="sgd", lr=1e-3, from_scratch_lr=1e-2, weight_decay=3e-5, momentum=0.99, grad_clip=12.0
-            ),
+            schedules={
+                SEGMENTATION: dict(
+                    optimizer="sgd", lr=1e-3, from_scratch_lr=1e-2, weight_decay=3e-5, momentum=0.99, grad_clip=12.0
+                )
+            },
         ),
         Track(
             name="PrimusM",
@@ -117,9 +122,16 @@ TRACKS: dict[str, Track] = {
             patch_rule="the patch embedding",
             canary_patch=32,
             # SSL3D.md section 2: from scratch lr 3e-4
-            segmentation_schedule=dict(
-                optimizer="adamw", lr=1e-4, from_scratch_lr=3e-4, weight_decay=5e-2, betas=(0.9, 0.98), grad_clip=1.0
-            ),
+            schedules={
+                SEGMENTATION: dict(
+                    optimizer="adamw",
+                    lr=1e-4,
+                    from_scratch_lr=3e-4,
+                    weight_decay=5e-2,
+                    betas=(0.9, 0.98),
+                    grad_clip=1.0,
+                )
+            },
             patch_embed_size=(8, 8, 8),
         ),
     )

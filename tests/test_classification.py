@@ -349,7 +349,7 @@ def test_resencl_encoder_equals_submission(loaded):
         num_classes=2,
         patch_size=(64, 64, 64),
         dropout=0.2,
-        recipe=SSL3D_2025.classification,
+        recipe=SSL3D_2025.part("classification"),
         weights=sub.weights,
         pretrain_patch_size=sub.pretrain_patch_size,
     )
@@ -371,7 +371,7 @@ def test_primus_encoder_equals_submission_after_adaptation(loaded, recipe):
         num_classes=2,
         patch_size=(32, 32, 32),
         dropout=0.0,
-        recipe=recipe.classification,
+        recipe=recipe.part("classification"),
         weights=sub.weights,
         pretrain_patch_size=sub.pretrain_patch_size,
     )
@@ -404,7 +404,7 @@ def test_two_channel_in_projection_is_repeated(loaded):
         num_classes=3,
         patch_size=(32, 32, 32),
         dropout=0.0,
-        recipe=SSL3D_2025.classification,
+        recipe=SSL3D_2025.part("classification"),
         weights=sub.weights,
         pretrain_patch_size=sub.pretrain_patch_size,
     )
@@ -477,7 +477,7 @@ def test_fold_missing_a_class_is_reported_not_fatal(toy_root, tmp_path):
 def test_lr_per_epoch_is_the_organizers_warmstart_cosine(pretrained):
     """SSL3D_classification's CosineAnnealingLR_Warmstart at their values: 200 epochs, 20 warm-up."""
     for track in ("ResEncL", "PrimusM"):
-        sched = SSL3D_2025.classification.schedules[track]
+        sched = SSL3D_2025.part("classification").schedules[track]
         lr = sched.lr if pretrained else sched.from_scratch_lr
         assert lr == 1e-4
         lrs = [lr_at_epoch(e, lr, sched) for e in range(200)]

@@ -33,7 +33,7 @@ from harness.finetune.classification.data import (
 from harness.recipes import SSL3D_2025, ClassificationAugmentation
 from harness.tasks.registry import parse_task
 
-RECIPE = SSL3D_2025.classification
+RECIPE = SSL3D_2025.part("classification")
 SHAPE = (12, 10, 8)  # (z, y, x) voxels of 2 mm
 SPACING = 2.0
 PATCH = (8, 8, 8)

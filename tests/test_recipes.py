@@ -23,8 +23,8 @@ from harness.tasks.registry import TaskSpecError, parse_task
 
 # ----------------------------------------------------------------------------- the shipped values
 def test_ssl3d_2025_segmentation_values():
-    seg = SSL3D_2025.segmentation
-    assert seg.network_init == "nnunet" and seg.primus_token_order == "as-is"
+    seg = SSL3D_2025.part("segmentation")
+    assert seg.network_init == "nnunet" and seg.token_order == "as-is"
     assert seg.keep_planned_mask_for_norm and seg.keep_planned_transpose
     assert seg.reported_mean == "labels-of-case-nanmeans"
     r, p = seg.schedules["ResEncL"], seg.schedules["PrimusM"]
@@ -49,8 +49,8 @@ def test_ssl3d_2025_segmentation_values():
 
 
 def test_ssl3d_2025_classification_values():
-    cls = SSL3D_2025.classification
-    assert (cls.primus_encoder, cls.primus_token_order, cls.primus_pooling) == (
+    cls = SSL3D_2025.part("classification")
+    assert (cls.transformer_encoder, cls.token_order, cls.token_pooling) == (
         "eva-no-layerscale",
         "nnssl",
         "tokens-1..N",
@@ -84,11 +84,12 @@ def test_ssl3d_2025_classification_values():
 
 def test_lossless_differs_only_where_pre_trained_information_is_lost():
     a, b = SSL3D_2025, SSL3D_2025_LOSSLESS
-    seg_diff = {k for k, v in a.segmentation.model_dump().items() if b.segmentation.model_dump()[k] != v}
-    cls_diff = {k for k, v in a.classification.model_dump().items() if b.classification.model_dump()[k] != v}
-    assert seg_diff == {"primus_token_order"} and b.segmentation.primus_token_order == "nnssl"
-    assert cls_diff == {"primus_encoder", "primus_pooling"}
-    assert (b.classification.primus_encoder, b.classification.primus_pooling) == ("primus-m", "all-tokens")
+    assert set(a.parts) == set(b.parts) == {"segmentation", "classification"}
+    seg_a, seg_b = a.part("segmentation").model_dump(), b.part("segmentation").model_dump()
+    cls_a, cls_b = a.part("classification").model_dump(), b.part("classification").model_dump()
+    assert {k for k, v in seg_a.items() if seg_b[k] != v} == {"token_order"} and seg_b["token_order"] == "nnssl"
+    assert {k for k, v in cls_a.items() if cls_b[k] != v} == {"transformer_encoder", "token_pooling"}
+    assert (cls_b["transformer_encoder"], cls_b["token_pooling"]) == ("primus-m", "all-tokens")
     assert len(b.differences) == 3 and not a.differences
 
 
@@ -98,6 +99,32 @@ def test_resencl_jobs_are_shared_between_the_recipes_and_primus_jobs_are_not():
         assert SSL3D_2025_LOSSLESS.setup_name(kind, "PrimusM") == "ssl3d-2025-lossless"
         assert "primus_token_order" not in SSL3D_2025.applicable_values(kind, "ResEncL")
         assert "primus_token_order" in SSL3D_2025.applicable_values(kind, "PrimusM")
+
+
+#: ``fingerprint(applicable_values)`` of every (recipe, task type, track) as recipe version 2 had
+#: them before its transformer fields were renamed (``IDENTITY_NAMES``): the job ids of existing
+#: runs are made of them, so these runs stay done.
+IDENTITIES_OF_VERSION_2 = {
+    ("ssl3d-2025", "segmentation", "ResEncL"): "42140b4e1ca12070",
+    ("ssl3d-2025", "segmentation", "PrimusM"): "e8d445417ef334ef",
+    ("ssl3d-2025", "classification", "ResEncL"): "c0ab7c9e7d154d30",
+    ("ssl3d-2025", "classification", "PrimusM"): "a7eb5f857676963a",
+    ("ssl3d-2025-lossless", "segmentation", "ResEncL"): "42140b4e1ca12070",
+    ("ssl3d-2025-lossless", "segmentation", "PrimusM"): "54f1cad138df529a",
+    ("ssl3d-2025-lossless", "classification", "ResEncL"): "c0ab7c9e7d154d30",
+    ("ssl3d-2025-lossless", "classification", "PrimusM"): "5e2d953ef03328b6",
+}
+
+
+def test_renamed_recipe_fields_keep_the_identities_of_existing_runs():
+    from harness.recipes import IDENTITY_NAMES, fingerprint
+
+    for (name, kind, track), expected in IDENTITIES_OF_VERSION_2.items():
+        recipe = RECIPES[name]
+        assert recipe.version == 2 and fingerprint(recipe.applicable_values(kind, track)) == expected
+    values = SSL3D_2025_LOSSLESS.applicable_values("classification", "PrimusM")
+    assert {values[old] for old in IDENTITY_NAMES.values()} == {"nnssl", "primus-m", "all-tokens"}
+    assert not set(IDENTITY_NAMES) & set(values)
 
 
 def test_unknown_recipe_names_where_it_came_from():
@@ -121,7 +148,7 @@ def test_a_task_overrides_single_fields_on_top_of_the_recipe(tmp_path):
     for recipe in RECIPES.values():
         s = task.schedule_for("PrimusM", recipe)
         assert s.epochs == 3 and s.optimizer == "adamw" and s.lr == 1e-4
-        assert task.schedule_for("ResEncL", recipe) == recipe.segmentation.schedules["ResEncL"]
+        assert task.schedule_for("ResEncL", recipe) == recipe.part("segmentation").schedules["ResEncL"]
 
 
 def test_an_override_the_recipe_fixes_is_an_error_naming_file_and_field(tmp_path):
@@ -161,7 +188,7 @@ def test_segmentation_lr_per_epoch_and_optimizer(track, pretrained):
     """The organizers' Lin_incr_LRScheduler (lr/W * (e+1)) then PolyLRScheduler_offset."""
     from harness.finetune.nnunet_trainer import SSL3DFinetuneTrainer
 
-    schedule = SSL3D_2025.segmentation.schedules[track]
+    schedule = SSL3D_2025.part("segmentation").schedules[track]
     trainer = SSL3DFinetuneTrainer.__new__(SSL3DFinetuneTrainer)  # no plans needed for the optimizer
     trainer.schedule = schedule
     trainer.initial_lr = schedule.lr if pretrained else schedule.from_scratch_lr

@@ -37,7 +37,7 @@ def anisotropic(module_dir, monkeypatch_module) -> dict:
     task = load_task_file(write_tiny_task(root / "registry", "Aniso", "Aniso"))
     monkeypatch_module.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch_module.setenv("nnUNet_def_n_proc", "1")
-    prepared = prepare_dataset(task, root / "results", SSL3D_2025.segmentation, log=lambda m: None)
+    prepared = prepare_dataset(task, root / "results", SSL3D_2025.part("segmentation"), log=lambda m: None)
     return {"task": task, "prepared": prepared, "data": data}
 
 
@@ -109,8 +109,11 @@ def test_training_transforms_are_those_of_the_fork(anisotropic):
     from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
     from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 
-    fork = _inner(_trainer_transforms(anisotropic["prepared"], SSL3D_2025.segmentation))
-    assert SSL3D_2025_LOSSLESS.segmentation.training_transforms == SSL3D_2025.segmentation.training_transforms
+    fork = _inner(_trainer_transforms(anisotropic["prepared"], SSL3D_2025.part("segmentation")))
+    assert (
+        SSL3D_2025_LOSSLESS.part("segmentation").training_transforms
+        == SSL3D_2025.part("segmentation").training_transforms
+    )
     installed = _inner(
         _trainer_transforms(
             anisotropic["prepared"], SSL3D_2025.segmentation.model_copy(update={"training_transforms": "installed"})

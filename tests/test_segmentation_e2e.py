@@ -52,14 +52,16 @@ def _trainer_with_loaded_weights(toy, task_name: str, submission_path: Path, rec
     recipe = recipe or SSL3D_2025
     task = toy["tasks"][task_name]
     sub = load_submission(submission_path)
-    prepared = prepare_dataset(task, toy["results"], recipe.segmentation)
+    prepared = prepare_dataset(task, toy["results"], recipe.part("segmentation"))
     schedule = task.schedule_for(sub.track, recipe)
     plans = run_plans(prepared, task.patch_for(sub.track), schedule.batch_size)
     plans["continue_training"] = False
     work = toy["results"] / "scratch" / f"{task_name}-{sub.track}"
     with nnunet_paths(raw=prepared.raw, preprocessed=prepared.preprocessed, results=work):
         trainer = SSL3DFinetuneTrainer(plans, CONFIGURATION, 0, prepared.dataset_json, torch.device("cpu"))
-        trainer.configure_finetuning(track=sub.track, schedule=schedule, submission=sub, recipe=recipe.segmentation)
+        trainer.configure_finetuning(
+            track=sub.track, schedule=schedule, submission=sub, recipe=recipe.part("segmentation")
+        )
         trainer.initialize()
     return trainer, sub
 

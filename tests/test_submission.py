@@ -594,10 +594,10 @@ def test_primus_without_layerscale_is_valid_for_the_organizers_eva_only(primus_c
         weights=sub.weights,
         pretrain_patch_size=sub.pretrain_patch_size,
     )
-    model, transfer = build_classifier("PrimusM", recipe=SSL3D_2025.classification, **kwargs)
+    model, transfer = build_classifier("PrimusM", recipe=SSL3D_2025.part("classification"), **kwargs)
     assert transfer.loaded_keys == len([k for k in sub.weights if k.startswith(("eva.", "down_projection."))])
     for recipe_needs_layerscale in (
-        lambda: build_classifier("PrimusM", recipe=SSL3D_2025_LOSSLESS.classification, **kwargs),
+        lambda: build_classifier("PrimusM", recipe=SSL3D_2025_LOSSLESS.part("classification"), **kwargs),
         lambda: load_pretrained_encoder(
             # the refusal is decided from the keys: a network on the meta device (no init) suffices
             build_network("PrimusM", patch_size=(32, 32, 32), device="meta"),

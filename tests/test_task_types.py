@@ -30,7 +30,7 @@ def test_each_entry_names_parts_that_fit(name):
     assert isinstance(entry.load("results"), ResultsReader)
     assert job_need_bytes(name) == entry.min_free_bytes > 0
     assert metrics_for(name), f"no metric of the registry ranks a {name} task"
-    assert get_recipe("ssl3d-2025").part(name) is not None
+    assert isinstance(get_recipe("ssl3d-2025").part(name), entry.load("recipe"))
 
 
 def test_an_unknown_type_is_named_with_the_known_ones():
@@ -71,6 +71,7 @@ def test_a_new_type_is_one_registry_entry(tmp_path, monkeypatch):
         runner="harness.finetune.classification:run_classification",
         rescorer="harness.finetune.classification.train:rescore_classification",
         results="harness.leaderboard.read_runs:CLASSIFICATION_RESULTS",
+        recipe="harness.recipes:ClassificationRecipe",
         min_free_bytes=1 * GB,
     )
     monkeypatch.setitem(TASK_TYPES, "counting", entry)

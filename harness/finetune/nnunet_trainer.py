@@ -155,7 +155,7 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
             num_input_channels,
             num_output_channels,
             patch,
-            token_order=self.recipe.primus_token_order,
+            token_order=self.recipe.token_order,
             initialize=True,
         )
         if self.submission is not None:
@@ -165,7 +165,7 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
                 self.track,
                 pretrain_patch_size=self.submission.pretrain_patch_size,
                 target_patch_size=patch,
-                token_order=self.recipe.primus_token_order,
+                token_order=self.recipe.token_order,
             )
             self.print_to_log_file(f"loaded pre-trained stem+encoder: {self.transfer_report.to_dict()}")
         else:

@@ -37,6 +37,7 @@ from harness.finetune.job import (
 )
 from harness.metrics.run_records import MEAN_DEFINITION, SEGMENTATION_CASES, RunRecords, reported_mean
 from harness.recipes import SSL3D_2025, SegmentationRecipe
+from harness.task_types import SEGMENTATION
 from harness.tasks.spec import SegmentationTask
 
 CONFIGURATION = "ssl3d"
@@ -179,9 +180,11 @@ def preprocessing_key(task: SegmentationTask, dataset_json: dict, recipe: Segmen
 
 
 def prepare_dataset(
-    task: SegmentationTask, results: Path, recipe: SegmentationRecipe = SSL3D_2025.segmentation, log=print
+    task: SegmentationTask, results: Path, recipe: SegmentationRecipe | None = None, log=print
 ) -> PreparedDataset:
-    """Fingerprint, plan and preprocess ``task`` with nnunetv2, once; later calls reuse the cache."""
+    """Fingerprint, plan and preprocess ``task`` with nnunetv2, once; later calls reuse the cache
+    (``recipe``: the job's segmentation part; None is ``ssl3d-2025``'s)."""
+    recipe = recipe or SSL3D_2025.part(SEGMENTATION, SegmentationRecipe)
     dataset_json = _dataset_json(task)
     key = preprocessing_key(task, dataset_json, recipe)
     from harness.runs import ResultsLayout
@@ -360,7 +363,7 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
     submission = load_job_submission(job, log)
     patch = task.patch_for(job.track, recommended_patch(submission))
     schedule = job.schedule
-    recipe = job.recipe.segmentation
+    recipe = job.recipe.part(SEGMENTATION, SegmentationRecipe)
 
     prepared = prepare_dataset(task, job.results, recipe, log=log)
     # seeded after preprocessing, which draws from torch's generator (nnU-Net's planner builds

@@ -143,10 +143,10 @@ def build_classifier(
 ) -> nn.Module:
     """Patch embedding (8^3 conv) -> tokens in nnssl's ``(h w d)`` order -> Eva (ends in its
     LayerNorm) -> mean over tokens -> dropout -> linear. The recipe picks the Eva
-    (``primus_encoder``: the organizers' without LayerScale and inner attention norm, or PrimusM's)
-    and the pooling (``primus_pooling``: tokens 1..N as the organizers', or all tokens)."""
+    (``transformer_encoder``: the organizers' without LayerScale and inner attention norm, or PrimusM's)
+    and the pooling (``token_pooling``: tokens 1..N as the organizers', or all tokens)."""
     down_projection, eva = build_primus_encoder(
-        input_channels, patch_size, recipe.primus_encoder in ENCODERS_WITH_LAYERSCALE
+        input_channels, patch_size, recipe.transformer_encoder in ENCODERS_WITH_LAYERSCALE
     )
     return PrimusClassifier(
         down_projection,
@@ -154,5 +154,5 @@ def build_classifier(
         num_classes,
         dropout,
         PRIMUS_M_EVA["embed_dim"],
-        skip_first_token=recipe.primus_pooling == "tokens-1..N",
+        skip_first_token=recipe.token_pooling == "tokens-1..N",
     )

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from harness.recipes import ClassificationRecipe
 from harness.runs import JobSpec, ResultsLayout
-from harness.task_types import get_task_type
+from harness.task_types import CLASSIFICATION, get_task_type
 from harness.tasks.datafiles import FactsCache, FileFacts, ReadStats, Role, read_all
 from harness.tasks.labels import read_labels_file
 from harness.tasks.spec import ClassificationTask, SegmentationTask, TaskSpec
@@ -436,7 +437,8 @@ def _check_folds(plan: _Plan, recipe) -> None:
         return
     for fold in task.fold_ids:
         try:
-            train, test = task.fold_split(ids, indices, fold, recipe.classification if recipe else None)
+            part = recipe.part(CLASSIFICATION, ClassificationRecipe) if recipe else None
+            train, test = task.fold_split(ids, indices, fold, part)
         except ValueError as e:
             plan.problem(task.source, str(e))
             return

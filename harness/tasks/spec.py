@@ -32,6 +32,7 @@ from harness.recipes import (
     apply_overrides,
     get_recipe,
 )
+from harness.task_types import CLASSIFICATION
 from harness.tracks import TRACKS, get_track
 
 Triple = tuple[float, float, float]
@@ -301,7 +302,9 @@ class ClassificationTask(TaskSpec):
     def _augmentation_overrides(cls, v: Any) -> Any:
         v = v or {}
         try:
-            apply_overrides(get_recipe(DEFAULT_RECIPE).classification.augmentation, v, field="")
+            apply_overrides(
+                get_recipe(DEFAULT_RECIPE).part(CLASSIFICATION, ClassificationRecipe).augmentation, v, field=""
+            )
         except RecipeError as e:
             raise ValueError(str(e)) from None
         return dict(v)
@@ -316,7 +319,7 @@ class ClassificationTask(TaskSpec):
     def recipe_extras(self, recipe: Recipe) -> dict[str, Any]:
         return {
             "augmentation": self.augmentation_for(recipe).model_dump(mode="json"),
-            "split_seed": self.split_seed(recipe.classification),
+            "split_seed": self.split_seed(recipe.part(CLASSIFICATION, ClassificationRecipe)),
         }
 
     def required_paths(self) -> list[tuple[str, Path, str]]:
@@ -334,7 +337,7 @@ class ClassificationTask(TaskSpec):
 
     def augmentation_for(self, recipe: Recipe | None = None) -> ClassificationAugmentation:
         recipe = recipe or get_recipe(DEFAULT_RECIPE)
-        part = recipe.classification
+        part = recipe.part(CLASSIFICATION, ClassificationRecipe)
         return apply_overrides(
             part.augmentation,
             self.augmentation,
@@ -347,7 +350,7 @@ class ClassificationTask(TaskSpec):
     def split_seed(self, recipe: ClassificationRecipe | None = None) -> int:
         """The task's own fold seed, else the recipe's (``recipe``: its classification part;
         ``None`` is the default recipe's)."""
-        recipe = recipe or get_recipe(DEFAULT_RECIPE).classification
+        recipe = recipe or get_recipe(DEFAULT_RECIPE).part(CLASSIFICATION, ClassificationRecipe)
         return recipe.split_seed if self.folds is None or self.folds.seed is None else self.folds.seed
 
     def fold_split(
@@ -363,7 +366,7 @@ class ClassificationTask(TaskSpec):
         too few cases raise ValueError."""
         import numpy as np
 
-        part = recipe or get_recipe(DEFAULT_RECIPE).classification
+        part = recipe or get_recipe(DEFAULT_RECIPE).part(CLASSIFICATION, ClassificationRecipe)
         ids = list(case_ids)
         if self.test_cases is not None:
             if fold != 0:

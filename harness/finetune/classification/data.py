@@ -45,6 +45,7 @@ import numpy as np
 from harness.finetune.cache import build_once
 from harness.recipes import SSL3D_2025, ClassificationRecipe
 from harness.runs import ResultsLayout, write_json_atomic
+from harness.task_types import CLASSIFICATION
 from harness.tasks.labels import read_labels_file
 
 #: Bump when preprocessing changes what ends up in the cache.
@@ -150,7 +151,7 @@ def load_cases(task) -> list[ClassificationCase]:
 # ----------------------------------------------------------------------------- folds
 def _classification_recipe(recipe: ClassificationRecipe | None) -> ClassificationRecipe:
     """``recipe``, or ``ssl3d-2025``'s classification part when it is ``None``."""
-    return recipe if recipe is not None else SSL3D_2025.classification
+    return recipe if recipe is not None else SSL3D_2025.part(CLASSIFICATION, ClassificationRecipe)
 
 
 def split_cases(

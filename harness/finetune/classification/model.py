@@ -11,8 +11,8 @@ Sub-modules keep the reference names (``encoder.*`` for ResEnc-L, ``down_project
   ``initialize``.
 * Primus-M: a patch embedding (8^3 conv) -> tokens in nnssl's ``(h w d)`` order -> Eva (ends in
   its LayerNorm) -> mean over tokens -> dropout -> linear. The recipe picks the Eva
-  (``primus_encoder``: the organizers' without LayerScale and inner attention norm, or PrimusM's)
-  and the pooling (``primus_pooling``: tokens 1..N as the organizers', or all tokens).
+  (``transformer_encoder``: the organizers' without LayerScale and inner attention norm, or PrimusM's)
+  and the pooling (``token_pooling``: tokens 1..N as the organizers', or all tokens).
 
 Initialisation (recipe ``network_init: ssl3d-2025``): torch's defaults and Eva's own init; a
 from-scratch model then gets the organizers' ``on_train_start``: every ``nn.Linear`` (Eva's and
@@ -67,6 +67,6 @@ def build_classifier(
         spec.name,
         pretrain_patch_size=pretrain_patch_size,
         target_patch_size=patch_size,
-        token_order=recipe.primus_token_order,
+        token_order=recipe.token_order,
     )
     return model, report

@@ -52,8 +52,9 @@ from harness.finetune.job import (
 )
 from harness.metrics.classification import score_classification
 from harness.metrics.run_records import RunRecords, prob_column
-from harness.recipes import ClassificationSchedule
+from harness.recipes import ClassificationRecipe, ClassificationSchedule
 from harness.runs import write_atomic
+from harness.task_types import CLASSIFICATION
 from harness.tasks.spec import ClassificationTask
 
 
@@ -449,7 +450,7 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
 
     task: ClassificationTask = job.task
     schedule = job.schedule
-    recipe = job.recipe.classification
+    recipe = job.recipe.part(CLASSIFICATION, ClassificationRecipe)
     log(f"job {job.job_id()}: entry {job.entry} track {job.track} task {task.name} fold {job.fold} device {job.device}")
 
     weights = pretrain_patch = submission_info = None
@@ -462,10 +463,10 @@ def _run(job: FinetuneJob, log: RunLog, started: float) -> dict:
     patch = tuple(int(p) for p in task.patch_for(job.track, recommended))
 
     cases = load_cases(task)
-    train_ids, test_ids = split_cases(task, cases, job.fold, job.recipe.classification)
+    train_ids, test_ids = split_cases(task, cases, job.fold, recipe)
     by_id = {c.case_id: c for c in cases}
     log(f"{len(cases)} labelled cases, fold {job.fold}: {len(train_ids)} train, {len(test_ids)} test; patch {patch}")
-    cache = preprocess_task(task, cases, patch, job.results, recipe=job.recipe.classification, log=log)
+    cache = preprocess_task(task, cases, patch, job.results, recipe=recipe, log=log)
 
     seed_everything(job.seed)
     model, report = build_classifier(
