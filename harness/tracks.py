@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from harness.task_types import SEGMENTATION
-
 #: The sequence a Primus fine-tuning network feeds Eva (a recipe's ``token_order``): ``as-is``
 #: is dynamic-network-architectures' ``(w h d)`` (the organizers' segmentation, ``ssl3d-2025``),
 #: ``nnssl`` the ``(h w d)`` of nnssl's pre-training. The checkpoint's ``pos_embed`` is copied as it
@@ -47,7 +45,8 @@ class Track:
     canary_patch: int
     #: Default schedule fields per task type, as fields of the type's ``schedule_model``
     #: (``harness.recipes.RecipePart``; a recipe may still change them). A type not listed
-    #: runs with its schedule model's defaults.
+    #: runs with its schedule model's defaults. (Task type names as strings: this module sits beside
+    #: harness.task_types, in the lowest layer.)
     schedules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Transformer tracks: tokens ``patch_embed_size`` voxels wide; None for CNNs.
     patch_embed_size: tuple[int, int, int] | None = None
@@ -105,7 +104,7 @@ TRACKS: dict[str, Track] = {
             canary_patch=64,
             # SSL3D.md section 2: the "150 epoch" trainer; from scratch lr 1e-2
             schedules={
-                SEGMENTATION: dict(
+                "segmentation": dict(
                     optimizer="sgd", lr=1e-3, from_scratch_lr=1e-2, weight_decay=3e-5, momentum=0.99, grad_clip=12.0
                 )
             },
@@ -123,7 +122,7 @@ TRACKS: dict[str, Track] = {
             canary_patch=32,
             # SSL3D.md section 2: from scratch lr 3e-4
             schedules={
-                SEGMENTATION: dict(
+                "segmentation": dict(
                     optimizer="adamw",
                     lr=1e-4,
                     from_scratch_lr=3e-4,

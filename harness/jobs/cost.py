@@ -5,15 +5,19 @@ results keep, from what was measured, never from a guess:
 
 * the wall time of finished jobs of the same task, track, recipe values and device kind in this
   results folder (the best estimate: the same job for another entry);
-* else, for segmentation, everything such a job does, each part from what was measured: its
-  training and validation iterations (epochs x (iterations_per_epoch + val_iterations_per_epoch))
-  at a rate in iterations per second for the same track, patch, batch size and device kind (from
-  finished jobs of any task here, whose train_seconds hold both; or from the GPU benchmark's report,
+* else, for a task type whose entry has a ``cost`` (a ``CostModel``: segmentation's is
+  ``SEGMENTATION_COST``), everything such a job does, each part from what was measured: its
+  training and validation iterations (the model's ``iterations`` of its schedule; segmentation:
+  epochs x (iterations_per_epoch + val_iterations_per_epoch)) at a rate in iterations per second
+  for the same task type, track, patch, batch size and device kind (from
+  finished jobs of any task here, whose train_seconds hold both; or, for a type the model calls
+  ``benchmarked``, from the GPU benchmark's report,
   ``results/bench/gpu_train.json`` of `make bench-gpu`, at the precision and compile setting the
   jobs run with, ``job_settings``, a validation iteration counted as a training one), the
-  prediction of its held-out cases (seconds per case of finished jobs at that track, patch and
-  device) and the rest of a job (preprocessing, loading, scoring: wall less training and
-  prediction of finished segmentation jobs on that device kind); a part nothing measured is named
+  prediction of its held-out cases (the model's ``held_out_cases``, at the seconds per case of
+  finished jobs of the type at that track, patch and device) and the rest of a job (preprocessing,
+  loading, scoring: wall less training and prediction of finished jobs of the type on that device
+  kind); a part nothing measured is named
   in the estimate's source as not counted;
 * else unknown, and said so.
 
@@ -28,13 +32,15 @@ import json
 import os
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.jobs.disk import format_bytes, job_need_bytes
 from harness.jobs.matrix import PlannedJob
 from harness.runs import JobSpec, ResultsFileError, ResultsLayout, RunFolder, read_metrics_json
+from harness.task_types import TASK_TYPES
 
 #: Where `make bench-gpu` writes its report (relative to the repository, as the benchmark does).
 BENCH_REPORT = Path(__file__).resolve().parents[2] / "results" / "bench" / "gpu_train.json"
@@ -62,20 +68,48 @@ def _iterations(schedule) -> int:
     return get("epochs") * (get("iterations_per_epoch") + get("val_iterations_per_epoch"))
 
 
+@dataclass(frozen=True)
+class CostModel:
+    """How the device time of a task type's job follows from measured rates (its entry's ``cost``)."""
+
+    #: Training plus validation iterations of a job's schedule (a model or its metrics.json dump).
+    iterations: Callable[[Any], int]
+    #: The held-out cases a job of the task predicts; None when it cannot be told.
+    held_out_cases: Callable[[Any], int | None]
+    #: Whether the GPU benchmark (`make bench-gpu`, ``BENCH_REPORT``) measures its jobs' rate.
+    benchmarked: bool = False
+
+
+def _segmentation_held_out(task) -> int | None:
+    from harness.finetune.segmentation import held_out_count
+
+    return held_out_count(task)
+
+
+#: nnU-Net's training loop, which bench/gpu_train.py times.
+SEGMENTATION_COST = CostModel(_iterations, _segmentation_held_out, benchmarked=True)
+
+
+def cost_model(task_type: str | None) -> CostModel | None:
+    """The ``CostModel`` of ``task_type``'s entry; None for a type without one (or unknown)."""
+    entry = TASK_TYPES.get(task_type) if task_type is not None else None
+    return entry.load("cost") if entry is not None and entry.cost is not None else None
+
+
 @dataclass
 class Measurements:
     """What finished jobs (and the benchmark) measured."""
 
     #: (task, track, recipe values hash, device kind) -> wall seconds of finished jobs
     wall: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
-    #: (track, patch, batch, device kind) -> [(iterations per second, source)]
+    #: (task type, track, patch, batch, device kind) -> [(iterations per second, source)]
     rate: dict[tuple, list[tuple[float, str]]] = field(default_factory=lambda: defaultdict(list))
     #: (task, track) -> bytes a finished job keeps
     kept: dict[tuple, list[int]] = field(default_factory=lambda: defaultdict(list))
-    #: (track, patch, device kind) -> seconds of prediction per held-out case
+    #: (task type, track, patch, device kind) -> seconds of prediction per held-out case
     predict: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
-    #: device kind -> seconds of a segmentation job beside training and prediction
-    other: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    #: (task type, device kind) -> seconds of a job beside training and prediction
+    other: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def add_run(self, run: RunFolder) -> None:
         try:
@@ -89,27 +123,30 @@ class Measurements:
             self.wall[spec.task, spec.track, spec.recipe_values_hash, device].append(float(wall))
         self.kept[spec.task, spec.track].append(_kept_bytes(run))
         schedule, patch, train = metrics.get("schedule") or {}, metrics.get("patch_size"), metrics.get("train_seconds")
-        if spec.task_type != "segmentation" or not patch or not isinstance(train, (int, float)) or train <= 0:
+        model = cost_model(spec.task_type)
+        if model is None or not patch or not isinstance(train, (int, float)) or train <= 0:
             return
         try:
-            iterations = _iterations(schedule)
+            iterations = model.iterations(schedule)
             patch = tuple(int(p) for p in patch)
-            key = (spec.track, patch, int(schedule["batch_size"]), device)
+            key = (spec.task_type, spec.track, patch, int(schedule["batch_size"]), device)
         except (KeyError, TypeError, ValueError):
             return
         self.rate[key].append((iterations / train, "finished jobs"))
         predict, cases = metrics.get("predict_seconds"), (metrics.get("aggregates") or {}).get("num_cases")
         if isinstance(predict, (int, float)) and predict >= 0 and isinstance(cases, int) and cases > 0:
-            self.predict[spec.track, patch, device].append(predict / cases)
+            self.predict[spec.task_type, spec.track, patch, device].append(predict / cases)
             if isinstance(wall, (int, float)) and wall >= train + predict:
-                self.other[device].append(wall - train - predict)
+                self.other[spec.task_type, device].append(wall - train - predict)
 
     def add_bench(self, path: Path, settings: dict[str, str] | None = None) -> None:
-        """The GPU benchmark's report: per track, the harness trainer's iterations per second at
+        """The GPU benchmark's report, for the task types whose cost model it measures
+        (``benchmarked``): per track, the harness trainer's iterations per second at
         its patch and batch, from its run at ``settings`` (default ``job_settings()``), not its
         best one (``results``, which may be bfloat16 or compiled where the jobs are not). A report
         without a run at those settings gives no rate."""
         settings = job_settings() if settings is None else settings
+        kinds = [name for name in TASK_TYPES if (model := cost_model(name)) is not None and model.benchmarked]
         try:
             report = json.loads(Path(path).read_text(encoding="utf-8"))
             patch, batch = tuple(int(p) for p in report["patch"]), int(report["batch_size"])
@@ -123,7 +160,8 @@ class Measurements:
                 rate = same[0].get("iterations_per_second") if same else None
                 if track and isinstance(rate, (int, float)) and rate > 0:
                     where = f"benchmark {Path(path).name}, {settings['precision']}, compile {settings['compile']}"
-                    self.rate[track, patch, batch, device].append((float(rate), where))
+                    for kind in kinds:
+                        self.rate[kind, track, patch, batch, device].append((float(rate), where))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return
 
@@ -171,25 +209,24 @@ def estimate(job: PlannedJob, found: Measurements) -> JobCost:
     same = found.wall.get((task.name, track, desc["recipe_values_hash"], device))
     if same:
         return cost(statistics.median(same), f"{len(same)} finished job(s) of this task")
-    if task.type == "segmentation":
+    model = cost_model(task.type)
+    if model is not None:
         schedule, patch = fj.schedule, tuple(task.patch_for(track))
-        rates = found.rate.get((track, patch, int(schedule.batch_size), device))
+        rates = found.rate.get((task.type, track, patch, int(schedule.batch_size), device))
         if rates:
-            from harness.finetune.segmentation import held_out_count
-
             rate = statistics.median(r for r, _ in rates)
-            iterations = _iterations(schedule)
+            iterations = model.iterations(schedule)
             seconds = iterations / rate
             parts = [
                 f"{iterations} train+val iterations at {rate:.3g} it/s ({', '.join(sorted({s for _, s in rates}))})"
             ]
-            per_case, n_cases = found.predict.get((track, patch, device)), held_out_count(task)
+            per_case, n_cases = found.predict.get((task.type, track, patch, device)), model.held_out_cases(task)
             if per_case and n_cases is not None:
                 seconds += n_cases * statistics.median(per_case)
                 parts.append(f"{n_cases} case(s) predicted at {statistics.median(per_case):.1f} s")
             else:
                 parts.append("prediction not measured, not counted")
-            other = found.other.get(device)
+            other = found.other.get((task.type, device))
             if other:
                 seconds += statistics.median(other)
                 parts.append(f"{statistics.median(other):.0f} s preprocessing and the rest")
