@@ -9,6 +9,8 @@ import os
 import sys
 import warnings
 
+from harness.task_types import register_from_environment
+
 #: Each module defines ``register(subparsers)``; a parser sets ``func(args) -> exit code``.
 COMMAND_MODULES = (
     "harness.submission.commands",
@@ -41,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.interface.*", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        register_from_environment()  # task types the harness does not ship
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -11,8 +11,8 @@ this module imports nothing, any layer may read it, and a task file of a type no
 an error naming the file.
 
 Adding a type: ``docs/extending.md``. A type the harness does not ship is registered from its
-own module (``register_task_type``); ``HARNESS_TASK_TYPE_MODULES`` names such modules, which the
-CLI and every job's worker import before they read a task (``import_task_type_modules``).
+own module (``register_task_type``); ``HARNESS_TASK_TYPES`` names such entries, which the CLI
+and every job's worker register before they read a task (``register_from_environment``).
 """
 
 from __future__ import annotations
@@ -116,18 +116,22 @@ def register_task_type(entry: TaskType) -> TaskType:
     return entry
 
 
-#: Comma-separated modules that register task types (``register_task_type``) when imported.
-TASK_TYPE_MODULES_ENV = "HARNESS_TASK_TYPE_MODULES"
+#: Comma-separated ``"module:attribute"`` of ``TaskType`` entries the harness does not ship.
+TASK_TYPES_ENV = "HARNESS_TASK_TYPES"
 
 
-def import_task_type_modules() -> list[str]:
-    """Import the modules ``HARNESS_TASK_TYPE_MODULES`` names, so that the types they register
-    exist in this process (the CLI and each worker call it first: a worker is a fresh process).
-    A module that cannot be imported is an ImportError naming the variable."""
-    names = [n.strip() for n in os.environ.get(TASK_TYPE_MODULES_ENV, "").split(",") if n.strip()]
+def register_from_environment() -> list[str]:
+    """Register the entries ``HARNESS_TASK_TYPES`` names, so that they exist in this process (the
+    CLI and each job's worker call it first: a worker is a fresh process). A name that cannot be
+    imported or is no ``TaskType`` is a ValueError naming the variable."""
+    names = [n.strip() for n in os.environ.get(TASK_TYPES_ENV, "").split(",") if n.strip()]
     for name in names:
+        module, _, attribute = name.partition(":")
         try:
-            importlib.import_module(name)
-        except ImportError as e:
-            raise ImportError(f"{TASK_TYPE_MODULES_ENV}: cannot import {name!r}: {e}") from e
+            entry = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise ValueError(f"{TASK_TYPES_ENV}: cannot import {name!r} (module:attribute): {e}") from None
+        if not isinstance(entry, TaskType):
+            raise ValueError(f"{TASK_TYPES_ENV}: {name!r} is a {type(entry).__name__}, not a TaskType")
+        register_task_type(entry)
     return names

@@ -24,6 +24,7 @@ from harness.finetune.job import FinetuneJob
 from harness.jobs.disk import check_writable, disk_full_message, job_need_bytes, looks_like_disk_full
 from harness.jobs.state import DIVERGED, ERROR, OUT_OF_MEMORY, TIMEOUT, JobFiles
 from harness.runs import JobSpec, ResultsFileError, RunFolder, read_json
+from harness.task_types import register_from_environment
 
 #: Set by the local executor: the worker dies with the harness that started it.
 PARENT_PID_ENV = "HARNESS_JOBS_PARENT_PID"
@@ -38,6 +39,10 @@ def load_job(folder: str | Path) -> FinetuneJob:
     """Rebuild the ``FinetuneJob`` of ``folder`` from its job.json and check it is unchanged."""
     folder = Path(folder).resolve()
     run = RunFolder(folder)
+    try:
+        register_from_environment()  # a task type the harness does not ship, as the evaluate that planned it
+    except ValueError as e:
+        raise JobSpecError(str(e)) from None
     try:
         results = run.results_root
         spec = JobSpec.read(run, require=JobSpec.WORKER_FIELDS)

@@ -140,6 +140,10 @@ class _Plan:
         self.files[name] = (path, role)
 
 
+#: The plan a task type's ``data_check`` returns (``harness.task_types``).
+DataPlan = _Plan
+
+
 def _plan(task: TaskSpec) -> _Plan:
     """The data check's plan of ``task``, from its task type's entry (``harness.task_types``)."""
     return get_task_type(task.type, str(task.source)).load("data_check")(task)
