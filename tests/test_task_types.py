@@ -10,11 +10,12 @@ from typing import Literal
 import pytest
 import yaml
 
+from harness.jobs.cost import CostModel
 from harness.jobs.disk import job_need_bytes
 from harness.leaderboard.read_runs import ResultsReader
 from harness.metrics.registry import metrics_for
 from harness.recipes import get_recipe
-from harness.task_types import GB, TASK_TYPES, TaskType, get_task_type
+from harness.task_types import GB, TASK_TYPES, TASK_TYPES_ENV, TaskType, get_task_type, register_from_environment
 from harness.tasks import TaskSpecError, load_task_file
 from harness.tasks.spec import MetricSpec, TaskSpec
 
@@ -31,6 +32,30 @@ def test_each_entry_names_parts_that_fit(name):
     assert job_need_bytes(name) == entry.min_free_bytes > 0
     assert metrics_for(name), f"no metric of the registry ranks a {name} task"
     assert isinstance(get_recipe("ssl3d-2025").part(name), entry.load("recipe"))
+    assert entry.cost is None or isinstance(entry.load("cost"), CostModel)
+
+
+def test_a_recipe_part_of_the_wrong_class_or_type_is_named():
+    from harness.recipes import SSL3D_2025, ClassificationRecipe, RecipeError, SegmentationRecipe
+
+    with pytest.raises(RecipeError, match=r"recipe ssl3d-2025: unknown task type 'regression'"):
+        SSL3D_2025.part("regression")
+    with pytest.raises(
+        RecipeError, match=r"its segmentation part is a SegmentationRecipe, not a .*ClassificationRecipe"
+    ):
+        SSL3D_2025.part("segmentation", ClassificationRecipe)
+    assert SSL3D_2025.part("segmentation", SegmentationRecipe) is SSL3D_2025.parts["segmentation"]
+
+
+def test_entries_from_the_environment_are_registered_or_named(monkeypatch):
+    monkeypatch.setenv(TASK_TYPES_ENV, "harness.task_types:GB")
+    with pytest.raises(ValueError, match=r"HARNESS_TASK_TYPES: 'harness.task_types:GB' is a int, not a TaskType"):
+        register_from_environment()
+    monkeypatch.setenv(TASK_TYPES_ENV, "no_such_module_here:ENTRY")
+    with pytest.raises(ValueError, match=r"HARNESS_TASK_TYPES: cannot import 'no_such_module_here:ENTRY'"):
+        register_from_environment()
+    monkeypatch.setenv(TASK_TYPES_ENV, "")
+    assert register_from_environment() == []
 
 
 def test_an_unknown_type_is_named_with_the_known_ones():
