@@ -129,6 +129,17 @@ class ClassificationAugmentation(_Frozen):
 
 
 # ----------------------------------------------------------------------------- recipe parts
+#: The names the renamed recipe fields have in a job's identity (job.json's ``recipe_values``,
+#: hashed into ``recipe_values_hash`` and so the job id): those of recipe version 2, when these
+#: transformer choices were named for Primus. Kept, so the runs made before the rename stay done
+#: (``tests/test_recipes.py`` pins the hashes); the rename changed no value.
+IDENTITY_NAMES = {
+    "token_order": "primus_token_order",
+    "transformer_encoder": "primus_encoder",
+    "token_pooling": "primus_pooling",
+}
+
+
 class RecipePart(_Frozen):
     """What a recipe fixes for the jobs of one task type: their per-track schedules and the
     choices they make. Each task type names its subclass (its ``recipe`` entry); the subclass's
@@ -139,6 +150,8 @@ class RecipePart(_Frozen):
     schedule_model: ClassVar[type[BaseModel]]
     #: Fields that only a transformer (token) track's job uses: not part of a CNN job's identity.
     token_only_fields: ClassVar[tuple[str, ...]] = ()
+    #: Fields whose name in a job's identity is another (``IDENTITY_NAMES``).
+    identity_names: ClassVar[dict[str, str]] = {}
     schedules: dict[str, Any]
     #: Schedule fields a task may not override under this recipe.
     fixed_fields: tuple[str, ...] = ()
@@ -156,6 +169,7 @@ class RecipePart(_Frozen):
 class SegmentationRecipe(RecipePart):
     schedule_model = SegmentationSchedule
     token_only_fields = ("token_order",)
+    identity_names = {"token_order": IDENTITY_NAMES["token_order"]}
     #: ``nnunet``: ``network.apply(network.initialize)`` where the class defines it (He init with
     #: slope 1e-2, last norm of each residual block zeroed), before the encoder is loaded.
     network_init: Literal["nnunet"] = "nnunet"
@@ -187,6 +201,7 @@ class SegmentationRecipe(RecipePart):
 class ClassificationRecipe(RecipePart):
     schedule_model = ClassificationSchedule
     token_only_fields = ("transformer_encoder", "token_order", "token_pooling")
+    identity_names = IDENTITY_NAMES
 
     #: The transformer encoder class: ``eva-no-layerscale`` is the organizers' Eva (no LayerScale
     #: gamma, no inner attention norm: those checkpoint weights are dropped); ``primus-m`` keeps
@@ -230,16 +245,6 @@ class ClassificationRecipe(RecipePart):
         layerscale = get_track(track).tokens and self.transformer_encoder in ENCODERS_WITH_LAYERSCALE
         return frozenset({LAYERSCALE}) if layerscale else frozenset()
 
-
-#: The names the renamed recipe fields have in a job's identity (job.json's ``recipe_values``,
-#: hashed into ``recipe_values_hash`` and so the job id): those of recipe version 2, when these
-#: transformer choices were named for Primus. Kept, so the runs made before the rename stay done
-#: (``tests/test_recipes.py`` pins the hashes); the rename changed no value.
-IDENTITY_NAMES = {
-    "token_order": "primus_token_order",
-    "transformer_encoder": "primus_encoder",
-    "token_pooling": "primus_pooling",
-}
 
 Part = TypeVar("Part", bound=RecipePart)
 
@@ -294,7 +299,7 @@ class Recipe(_Frozen):
         if not get_track(track).tokens:
             for name in part.token_only_fields:
                 values.pop(name, None)
-        values = {IDENTITY_NAMES.get(name, name): value for name, value in values.items()}
+        values = {part.identity_names.get(name, name): value for name, value in values.items()}
         values["schedule"] = part.schedules[track].model_dump(mode="json")
         return values
 
