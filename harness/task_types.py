@@ -63,6 +63,11 @@ class TaskType:
     #: of training iterations (what `make bench-gpu` measures); None: only finished jobs of the
     #: same task estimate it.
     cost: str | None = None
+    #: A ``harness.metrics.run_records.CasesSchema``: the columns of its runs' cases.csv.
+    cases: str | None = None
+    #: A tuple of ``harness.metrics.registry.Metric`` of this type beside the registry's own (a
+    #: type the harness does not ship brings its metrics here); None: the registry's only.
+    metrics: str | None = None
 
     def load(self, part: str) -> Any:
         """The object ``part`` (``"spec"``, ``"runner"``, ...) names, imported now."""
@@ -84,6 +89,7 @@ TASK_TYPES: dict[str, TaskType] = {
         recipe="harness.recipes:SegmentationRecipe",
         min_free_bytes=5 * GB,
         cost="harness.jobs.cost:SEGMENTATION_COST",
+        cases="harness.metrics.run_records:SEGMENTATION_CASES",
     ),
     CLASSIFICATION: TaskType(
         CLASSIFICATION,
@@ -94,6 +100,7 @@ TASK_TYPES: dict[str, TaskType] = {
         results="harness.leaderboard.read_runs:CLASSIFICATION_RESULTS",
         recipe="harness.recipes:ClassificationRecipe",
         min_free_bytes=4 * GB,
+        cases="harness.metrics.run_records:CLASSIFICATION_CASES",
     ),
 }
 

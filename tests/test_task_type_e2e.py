@@ -3,9 +3,9 @@ evaluate` (intake, data check, matrix, local executor, worker) to a row of `harn
 
 Everything the type needs is in this module and registered through public API only
 (``HARNESS_TASK_TYPES``, which the CLI and every worker read): its spec, data check, runner,
-rescorer, results reader, recipe part and schedule. ``counting`` predicts a count per case from
-one feature by least squares over the training cases of a CSV: real, tiny work (no torch, no
-nnU-Net), seconds per job. docs/extending.md lists what it touched.
+rescorer, results reader, recipe part and schedule, cases.csv schema and metric. ``counting``
+predicts a count per case from one feature by least squares over the training cases of a CSV:
+real, tiny work (no torch, no nnU-Net), seconds per job. docs/extending.md lists what it touched.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from harness.finetune.job import FinetuneJob, finish_run, run_logged
 from harness.leaderboard.model import FLAG_MISSING_CASE, FLAG_OK, PerCaseTask, unit_name
 from harness.leaderboard.read_runs import ResultsReader
 from harness.metrics.registry import PER_CASE, Metric
+from harness.metrics.run_records import CasesSchema
 from harness.recipes import RecipePart
 from harness.runs import ResultsFileError, ResultsLayout, read_cases_csv
 from harness.task_types import GB, TaskType
@@ -42,7 +43,7 @@ class CountingTask(TaskSpec):
 
     type: Literal["counting"]
     counts: str
-    metrics: tuple[MetricSpec, ...] = ()
+    metrics: tuple[MetricSpec, ...] = (MetricSpec(name="abs_error"),)
     schedule: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @property
@@ -111,19 +112,23 @@ def run_counting(job: FinetuneJob) -> dict:
         cases = _cases(frame[frame["split"] == "test"], slope, intercept)
         aggregates = {"mean_abs_error": float(cases["abs_error"].mean()), "slope": slope, "intercept": intercept}
         extra = {"schedule": job.schedule.model_dump(mode="json")}
-        return finish_run(job, cases, aggregates, [("abs_error", False)], extra=extra, started=started)
+        return finish_run(job, cases, aggregates, extra=extra, started=started)
 
     return run_logged(job, body)
 
 
-def rescore_counting(task, run, metrics) -> tuple[pd.DataFrame, dict]:
-    """rescorer: the errors again from the kept predictions."""
-    cases = read_cases_csv(run.cases_csv)
+def rescore_counting(task, run, old) -> tuple[pd.DataFrame, dict]:
+    """rescorer: the errors again from the kept predictions (``old``: the run's ``RunRecords``)."""
+    cases = old.cases.copy()
     cases["abs_error"] = (cases["predicted"] - cases["true"]).abs()
-    return cases, {"aggregates": {**metrics["aggregates"], "mean_abs_error": float(cases["abs_error"].mean())}}
+    return cases, {"aggregates": {**old.metrics.aggregates, "mean_abs_error": float(cases["abs_error"].mean())}}
 
 
+#: metrics: what a counting task ranks by (the registry lists them beside its own).
 ABS_ERROR = Metric("abs_error", False, (0.0, 1000.0), PER_CASE, COUNTING, "|predicted - true count|")
+COUNTING_METRICS = (ABS_ERROR,)
+#: cases schema: cases.csv is case, abs_error (the per-case metric), true and predicted counts.
+COUNTING_CASES = CasesSchema(COUNTING, keys=("case",), extra=("true", "predicted"))
 
 
 def _read_counting_runs(task: str, jobs: list) -> tuple[list, tuple[Metric, ...], tuple[str, ...], dict]:
@@ -168,6 +173,8 @@ ENTRY = TaskType(
     results=f"{__name__}:COUNTING_RESULTS",
     recipe=f"{__name__}:CountingRecipe",
     min_free_bytes=GB // 1000,
+    cases=f"{__name__}:COUNTING_CASES",
+    metrics=f"{__name__}:COUNTING_METRICS",
 )
 
 

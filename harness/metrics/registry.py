@@ -158,9 +158,13 @@ def _check_task_type(task_type: str) -> None:
 
 
 def metrics_for(task_type: str, kind: str | None = None) -> tuple[Metric, ...]:
-    """The metrics a ``task_type`` task may rank by (of one ``kind`` if given), in registry order."""
+    """The metrics a ``task_type`` task may rank by (of one ``kind`` if given), in registry order,
+    then those its task-type entry brings (``metrics``)."""
     _check_task_type(task_type)
-    return tuple(m for m in METRICS.values() if m.task_type == task_type and kind in (None, m.kind))
+    entry = TASK_TYPES[task_type]
+    brought: tuple[Metric, ...] = tuple(entry.load("metrics")) if entry.metrics is not None else ()
+    own = [m for m in METRICS.values() if m.task_type == task_type] + list(brought)
+    return tuple(m for m in own if kind in (None, m.kind))
 
 
 def get_metric(name: str, task_type: str | None = None) -> Metric:
@@ -173,7 +177,7 @@ def get_metric(name: str, task_type: str | None = None) -> Metric:
         _check_task_type(task_type)
     candidates = metrics_for(task_type) if task_type is not None else tuple(METRICS.values())
     names = [m.name for m in candidates]
-    metric = METRICS.get(name)
+    metric = next((m for m in candidates if m.name == name), METRICS.get(name))
     if metric is not None and metric in candidates:
         return metric
     scope = f"{task_type} " if task_type is not None else ""

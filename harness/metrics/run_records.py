@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.metrics.registry import PER_CASE, Metric, MetricError, get_metric, metrics_for, resolve_metric
 from harness.runs import ResultsFileError, RunFolder, RunResult
-from harness.task_types import CLASSIFICATION, SEGMENTATION
+from harness.task_types import CLASSIFICATION, SEGMENTATION, TASK_TYPES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,7 +98,11 @@ CASES_SCHEMAS: Mapping[str, CasesSchema] = {s.task_type: s for s in (SEGMENTATIO
 
 
 def cases_schema(task_type: str) -> CasesSchema:
-    """The cases.csv schema of ``task_type``; a type without one is a ``KeyError`` naming it."""
+    """The cases.csv schema of ``task_type`` (its entry's ``cases``); a type without one is a
+    ``KeyError`` naming it."""
+    entry = TASK_TYPES.get(task_type)
+    if entry is not None and entry.cases is not None:
+        return entry.load("cases")
     try:
         return CASES_SCHEMAS[task_type]
     except KeyError:
