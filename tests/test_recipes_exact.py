@@ -116,7 +116,8 @@ def test_training_transforms_are_those_of_the_fork(anisotropic):
     )
     installed = _inner(
         _trainer_transforms(
-            anisotropic["prepared"], SSL3D_2025.segmentation.model_copy(update={"training_transforms": "installed"})
+            anisotropic["prepared"],
+            SSL3D_2025.part("segmentation").model_copy(update={"training_transforms": "installed"}),
         )
     )
     assert not any(isinstance(t, SimulateLowResolutionTransform) for t in fork)
