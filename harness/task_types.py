@@ -3,8 +3,9 @@
 A task type is made of a YAML schema (``spec``), the data check's plan of what its jobs read
 (``data_check``), the job that fine-tunes and scores it (``runner``), the scoring of a finished
 job again (``rescorer``), the leaderboard's reader of its run folders (``results``), the recipe
-part of its choices and schedules (``recipe``), how the cost of a job is estimated (``cost``) and
-the free disk one job needs. The parts live in the stage they
+part of its choices and schedules (``recipe``), how the cost of a job is estimated (``cost``),
+the columns of its cases.csv (``cases``), the metrics it brings beside the registry's
+(``metrics``) and the free disk one job needs. The parts live in the stage they
 belong to; the entry names them as ``"module:attribute"`` and each stage imports only the part it
 uses, when it uses it (a runner pulls in torch, nnU-Net's training stack for segmentation). So
 this module imports nothing, any layer may read it, and a task file of a type not listed here is

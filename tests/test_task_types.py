@@ -14,6 +14,7 @@ from harness.jobs.cost import CostModel
 from harness.jobs.disk import job_need_bytes
 from harness.leaderboard.read_runs import ResultsReader
 from harness.metrics.registry import metrics_for
+from harness.metrics.run_records import CasesSchema
 from harness.recipes import get_recipe
 from harness.task_types import GB, TASK_TYPES, TASK_TYPES_ENV, TaskType, get_task_type, register_from_environment
 from harness.tasks import TaskSpecError, load_task_file
@@ -33,6 +34,7 @@ def test_each_entry_names_parts_that_fit(name):
     assert metrics_for(name), f"no metric of the registry ranks a {name} task"
     assert isinstance(get_recipe("ssl3d-2025").part(name), entry.load("recipe"))
     assert entry.cost is None or isinstance(entry.load("cost"), CostModel)
+    assert isinstance(entry.load("cases"), CasesSchema) and entry.load("cases").task_type == name
 
 
 def test_a_recipe_part_of_the_wrong_class_or_type_is_named():
