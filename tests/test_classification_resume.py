@@ -309,3 +309,63 @@ def test_killed_job_resumes_and_predicts_as_an_uninterrupted_one(task, tmp_path,
         cases[name] = pd.read_csv(folder / "cases.csv")
     assert sorted(cases["uninterrupted"]["case"]) == sorted(test_ids)
     pd.testing.assert_frame_equal(cases["uninterrupted"], cases["resumed"], check_exact=True)
+
+
+# ----------------------------------------------------------------------------- fixed reference
+#: Accumulation 2 over 3 batches (a step after batch 2 and after the epoch's last), a gradient
+#: clip, dropout and augmentation: every part of the training step.
+REFERENCE_SCHEDULE = ClassificationSchedule(
+    epochs=3,
+    iterations_per_epoch=3,
+    batch_size=2,
+    gradient_accumulation=2,
+    warmup_epochs=1,
+    dropout=0.5,
+    grad_clip=0.5,
+    label_smoothing=0.1,
+)
+
+
+def test_fixed_seed_training_gives_the_recorded_losses_and_weights(cache_and_ids, tmp_path):
+    """Numbers recorded from the training loop before it became ``ClassifierTrainer`` (and its
+    step moved to ``harness.finetune.training_step``): a refactor that changes what is computed,
+    or in which order the generators are drawn, changes them."""
+    scramble_global_rngs()
+    log = Recorder()
+    model, summary = train(cache_and_ids, log, tmp_path / "ckpt.pt", schedule=REFERENCE_SCHEDULE)
+    losses = [float(m.split(" loss ")[1].split()[0]) for m in log.lines if m.startswith("epoch ")]
+    weight, bias = model[2].weight.detach().double(), model[2].bias.detach().double()
+    observed = {
+        "losses": losses,
+        "final_epoch_loss": summary["final_epoch_loss"],
+        "steps": summary["optimizer_steps"],
+        "lrs": summary["lr_per_epoch"],
+        "weight_sum": float(weight.sum()),
+        "weight_abs_sum": float(weight.abs().sum()),
+        "weight_head": [float(v) for v in weight[:, :3].flatten()],
+        "bias": [float(v) for v in bias],
+    }
+    print(observed)
+    assert observed["steps"] == REFERENCE["steps"] and observed["lrs"] == pytest.approx(REFERENCE["lrs"])
+    assert observed["losses"] == pytest.approx(REFERENCE["losses"], abs=1e-4)
+    for key in ("final_epoch_loss", "weight_sum", "weight_abs_sum", "weight_head", "bias"):
+        assert observed[key] == pytest.approx(REFERENCE[key], rel=1e-5, abs=1e-7), key
+
+
+REFERENCE: dict = {
+    "losses": [0.9588, 0.8648, 1.5622],
+    "final_epoch_loss": 1.5622230768203735,
+    "steps": 6,
+    "lrs": [0.0005, 0.001, 0.0005],
+    "weight_sum": 0.17213195303702378,
+    "weight_abs_sum": 196.28501213088566,
+    "weight_head": [
+        -0.0003601967473514378,
+        0.0007487600087188184,
+        -0.004337878432124853,
+        0.002168523846194148,
+        -0.0006566804950125515,
+        0.0037849899381399155,
+    ],
+    "bias": [-0.006339354906231165, -0.0034494169522076845],
+}
