@@ -28,7 +28,7 @@ from harness.finetune.classification.data import (
     read_labels,
     split_cases,
 )
-from harness.finetune.classification.train import lr_at_epoch, plan_steps
+from harness.finetune.classification.trainer import lr_at_epoch, plan_steps
 from harness.finetune.job import FinetuneJob
 from harness.metrics.classification import (
     ClassificationMetricsError,
@@ -491,7 +491,7 @@ def test_lr_per_epoch_is_the_organizers_warmstart_cosine(pretrained):
 
 def test_accumulation_steps_every_k_batches_and_at_the_epoch_end(fast_task, results):
     """batch 2, accumulation 2, 5 training cases: batches of 2, 2, 1 -> steps after batch 2 and 3."""
-    from harness.finetune.classification.train import train_classifier
+    from harness.finetune.classification.trainer import ClassifierTrainer, TrainingCases
 
     cases = load_cases(fast_task)
     cache = preprocess_task(fast_task, cases, (32, 32, 32), results)
@@ -507,9 +507,8 @@ def test_accumulation_steps_every_k_batches_and_at_the_epoch_end(fast_task, resu
 
     torch.optim.AdamW.step = counting_step
     try:
-        summary = train_classifier(
-            model, cache, ids, [0, 1, 0, 1, 0], sched, 1e-4, None, torch.device("cpu"), 0, lambda m: None
-        )
+        cases = TrainingCases(cache, ids, [0, 1, 0, 1, 0])
+        summary = ClassifierTrainer(model, cases, sched, 1e-4, torch.device("cpu"), seed=0, log=lambda m: None).run()
     finally:
         torch.optim.AdamW.step = opt_step
     assert summary["optimizer_steps"] == 4 and summary["batches_per_epoch"] == 3

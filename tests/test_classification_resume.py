@@ -24,8 +24,9 @@ import harness.finetune.classification.train as train_module
 import harness.finetune.job as job_module
 from harness.finetune.classification import load_cases, run_classification
 from harness.finetune.classification.augment import build_augmentation
+from harness.finetune.classification.checkpoint import CHECKPOINT_FILE, checkpoint_path
 from harness.finetune.classification.data import preprocess_task, split_cases
-from harness.finetune.classification.train import CHECKPOINT_FILE, checkpoint_path, train_classifier
+from harness.finetune.classification.trainer import ClassifierTrainer, TrainingCases
 from harness.finetune.job import FinetuneJob, RunLog
 from harness.recipes import ClassificationAugmentation, ClassificationSchedule
 from harness.tasks import load_task_file
@@ -72,7 +73,7 @@ def task(module_dir, toy_data):
 
 @pytest.fixture(scope="module")
 def cache_and_ids(task, module_dir):
-    """A preprocessed cache of the 5 cases the ``train_classifier`` tests train on (only those)."""
+    """A preprocessed cache of the 5 cases the ``ClassifierTrainer`` tests train on (only those)."""
     cases = load_cases(task)[:5]
     cache = preprocess_task(task, cases, PATCH, module_dir("results"))
     return cache, [c.case_id for c in cases], [c.label_index for c in cases]
@@ -101,7 +102,7 @@ class Recorder:
         return [m.split(" loss ")[0] for m in self.lines if m.startswith("epoch ")]
 
 
-# ----------------------------------------------------------------------------- train_classifier
+# ----------------------------------------------------------------------------- ClassifierTrainer
 SCHEDULE = ClassificationSchedule(
     epochs=3, iterations_per_epoch=2, batch_size=2, gradient_accumulation=1, warmup_epochs=1, dropout=0.5
 )
@@ -113,24 +114,21 @@ def tiny_model():
 
 
 def train(cache_and_ids, log, checkpoint=None, job_id="job-a", schedule=SCHEDULE):
-    """``train_classifier`` on a freshly built model; returns (model, summary)."""
+    """``ClassifierTrainer`` on a freshly built model; returns (model, summary)."""
     cache, ids, labels = cache_and_ids
     model = tiny_model()
     aug = ClassificationAugmentation(gaussian_noise_p=1.0, rotation_p=0.0, scale_p=0.0, mirror_axes=(0, 1, 2))
-    summary = train_classifier(
+    summary = ClassifierTrainer(
         model,
-        cache,
-        ids,
-        labels,
+        TrainingCases(cache, ids, labels, build_augmentation(aug, PATCH)),
         schedule,
         1e-3,
-        build_augmentation(aug, PATCH),
         torch.device("cpu"),
-        7,
-        log,
+        seed=7,
+        log=log,
         checkpoint=checkpoint,
         job_id=job_id,
-    )
+    ).run()
     return model, summary
 
 

@@ -12,7 +12,8 @@ PyPI nnunetv2 has no nnssl fine-tuning trainer, so this subclass brings one. It 
 * ``configure_optimizers``: SGD (ResEnc-L) or AdamW (Primus-M), linear warm-up then poly decay;
 * ``train_step``: the schedule's gradient clip (1 for Primus, nnU-Net's 12 otherwise), and the
   divergence guard (``harness.finetune.divergence``: no step on a non-finite loss, FAILED
-  "diverged" after a few in a row);
+  "diverged" after a few in a row), both through ``harness.finetune.training_step``, which the
+  classification trainer shares;
 * no deep supervision;
 * no "best" checkpoint: the held-out cases are predicted with the final network, so writing a
   full checkpoint whenever the validation EMA improves would only cost time and disk;
@@ -35,6 +36,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 
 from harness.finetune.divergence import DivergenceGuard
+from harness.finetune.training_step import clipped_step, format_epoch_line, guarded_backward
 from harness.models import build_network, load_pretrained_encoder
 
 if TYPE_CHECKING:
@@ -198,14 +200,16 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
 
     def epoch_line(self, epoch: int) -> str:
         """``epoch {e}/{E} loss ... val_loss ... lr ... (12.3s)`` for 0-based ``epoch`` (1-based in
-        the line): the progress line `harness status` reads from train.log, as the
-        classification loop writes it."""
+        the line): ``harness.finetune.training_step.format_epoch_line``, as the classification trainer
+        writes it (without ``val_loss``)."""
         get = self.logger.get_value
-        seconds = get("epoch_end_timestamps", step=epoch) - get("epoch_start_timestamps", step=epoch)
-        return (
-            f"epoch {epoch + 1}/{self.num_epochs} loss {float(get('train_losses', step=epoch)):.4f} "
-            f"val_loss {float(get('val_losses', step=epoch)):.4f} lr {float(get('lrs', step=epoch)):.3e} "
-            f"({seconds:.1f}s)"
+        return format_epoch_line(
+            epoch + 1,
+            self.num_epochs,
+            loss=float(get("train_losses", step=epoch)),
+            val_loss=float(get("val_losses", step=epoch)),
+            lr=float(get("lrs", step=epoch)),
+            seconds=get("epoch_end_timestamps", step=epoch) - get("epoch_start_timestamps", step=epoch),
         )
 
     def save_checkpoint(self, filename: str) -> None:
@@ -244,16 +248,7 @@ class SSL3DFinetuneTrainer(nnUNetTrainer):
             loss = self.loss(self.network(data), target)
         where = f"epoch {self.current_epoch + 1} iteration {self._iteration + 1}"
         self._iteration += 1
-        if not self.divergence.finite(float(loss.detach()), where):
-            return {"loss": loss.detach().cpu().numpy()}  # no step on it (nnU-Net averages what it gets)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.schedule.grad_clip)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.schedule.grad_clip)
-            self.optimizer.step()
+        # no step on a non-finite loss (nnU-Net averages the losses it gets)
+        if guarded_backward(loss, self.divergence, where, self.grad_scaler):
+            clipped_step(self.optimizer, self.network.parameters(), self.schedule.grad_clip, self.grad_scaler)
         return {"loss": loss.detach().cpu().numpy()}

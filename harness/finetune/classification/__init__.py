@@ -3,8 +3,12 @@
 * ``data``: reading and validating cases (labels CSV, images, masks), the recipe's folds, and
   the preprocessing cache shared by all entries of a task;
 * ``model``: the encoder + head networks of both tracks;
-* ``train``: the schedule, the loop, prediction and ``run_classification(job)``, which writes
-  the run folder through ``harness.finetune.job`` exactly as segmentation does.
+* ``trainer``: the schedule and ``ClassifierTrainer``, the loop over named hooks (train step,
+  epoch end, checkpoint), its step shared with the nnU-Net trainer
+  (``harness.finetune.training_step``);
+* ``checkpoint``: the training state written after every epoch and resumed from;
+* ``train``: prediction and ``run_classification(job)``, which writes the run folder through
+  ``harness.finetune.job`` exactly as segmentation does.
 """
 
 from harness.finetune.classification.data import ClassificationDataError, load_cases, preprocess_task, split_cases
