@@ -76,16 +76,17 @@ def build_augmentation(aug: ClassificationAugmentation, patch: Sequence[int]):
     """
     if not aug.enabled:
         return None
-    from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
-    from batchgeneratorsv2.transforms.intensity.contrast import BGContrast, ContrastTransform
-    from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
-    from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
-    from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
     from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
-    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
     from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
-    from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
+    _check(aug)
+    transforms = [t for t in [_spatial(aug, patch), *_intensity(aug)] if t is not None]
+    if aug.mirror_axes:
+        transforms.append(MirrorTransform(allowed_axes=tuple(aug.mirror_axes)))
+    return ComposeTransforms(transforms) if transforms else None
+
+
+def _check(aug: ClassificationAugmentation) -> None:
     bad_axes = [a for a in aug.mirror_axes if a not in (0, 1, 2)]
     if bad_axes:
         raise ValueError(f"augmentation.mirror_axes {list(aug.mirror_axes)}: axes must be 0, 1 or 2")
@@ -93,81 +94,87 @@ def build_augmentation(aug: ClassificationAugmentation, patch: Sequence[int]):
     if not 0 < lo <= hi:
         raise ValueError(f"augmentation.scale {aug.scale}: need 0 < low <= high")
 
-    transforms = []
+
+def _spatial(aug: ClassificationAugmentation, patch: Sequence[int]):
+    """Step 1: the centre crop with rotation and scaling, None when neither can fire."""
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+
+    lo, hi = aug.scale
     p_rotation = aug.rotation_p if aug.rotation_radians > 0 else 0.0
     p_scaling = aug.scale_p if (lo, hi) != (1.0, 1.0) else 0.0
-    if p_rotation > 0 or p_scaling > 0:
-        transforms.append(
-            SpatialTransform(
-                tuple(int(p) for p in patch),
-                patch_center_dist_from_border=0,
-                random_crop=False,
-                p_elastic_deform=0,
-                p_rotation=p_rotation,
-                rotation=aug.rotation_radians,  # a scalar: exactly this angle, see above
-                p_scaling=p_scaling,
-                scaling=(lo, hi),
-                p_synchronize_scaling_across_axes=1,
-                bg_style_seg_sampling=False,
-            )
+    if p_rotation <= 0 and p_scaling <= 0:
+        return None
+    return SpatialTransform(
+        tuple(int(p) for p in patch),
+        patch_center_dist_from_border=0,
+        random_crop=False,
+        p_elastic_deform=0,
+        p_rotation=p_rotation,
+        rotation=aug.rotation_radians,  # a scalar: exactly this angle, see build_augmentation
+        p_scaling=p_scaling,
+        scaling=(lo, hi),
+        p_synchronize_scaling_across_axes=1,
+        bg_style_seg_sampling=False,
+    )
+
+
+def _intensity(aug: ClassificationAugmentation) -> list:
+    """Steps 2 to 8, each a ``RandomTransform`` with its probability (None where that is 0)."""
+    from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
+    from batchgeneratorsv2.transforms.intensity.contrast import BGContrast, ContrastTransform
+    from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
+    from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
+    from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
+    from batchgeneratorsv2.transforms.utils.random import RandomTransform
+
+    def random(p: float, transform):
+        return RandomTransform(transform, apply_probability=p) if p > 0 else None
+
+    def gamma(p: float, invert: bool):
+        return random(
+            p,
+            GammaTransform(
+                gamma=BGContrast(tuple(aug.gamma)),
+                p_invert_image=1 if invert else 0,
+                synchronize_channels=False,
+                p_per_channel=1,
+                p_retain_stats=1,
+            ),
         )
 
-    def random(p: float, transform) -> None:
-        if p > 0:
-            transforms.append(RandomTransform(transform, apply_probability=p))
-
-    random(
-        aug.gaussian_noise_p,
-        GaussianNoiseTransform(
-            noise_variance=tuple(aug.gaussian_noise_variance), p_per_channel=1, synchronize_channels=True
+    return [
+        random(
+            aug.gaussian_noise_p,
+            GaussianNoiseTransform(
+                noise_variance=tuple(aug.gaussian_noise_variance), p_per_channel=1, synchronize_channels=True
+            ),
         ),
-    )
-    random(
-        aug.gaussian_blur_p,
-        GaussianBlurTransform(
-            blur_sigma=tuple(aug.gaussian_blur_sigma),
-            synchronize_channels=False,
-            synchronize_axes=False,
-            p_per_channel=0.5,
-            benchmark=True,
+        random(
+            aug.gaussian_blur_p,
+            GaussianBlurTransform(
+                blur_sigma=tuple(aug.gaussian_blur_sigma),
+                synchronize_channels=False,
+                synchronize_axes=False,
+                p_per_channel=0.5,
+                benchmark=True,
+            ),
         ),
-    )
-    random(
-        aug.brightness_p,
-        MultiplicativeBrightnessTransform(
-            multiplier_range=BGContrast(tuple(aug.brightness)), synchronize_channels=False, p_per_channel=1
+        random(
+            aug.brightness_p,
+            MultiplicativeBrightnessTransform(
+                multiplier_range=BGContrast(tuple(aug.brightness)), synchronize_channels=False, p_per_channel=1
+            ),
         ),
-    )
-    random(
-        aug.contrast_p,
-        ContrastTransform(
-            contrast_range=BGContrast(tuple(aug.contrast)),
-            preserve_range=True,
-            synchronize_channels=False,
-            p_per_channel=1,
+        random(
+            aug.contrast_p,
+            ContrastTransform(
+                contrast_range=BGContrast(tuple(aug.contrast)),
+                preserve_range=True,
+                synchronize_channels=False,
+                p_per_channel=1,
+            ),
         ),
-    )
-    random(aug.low_resolution_p, SimulatedLowResolution(scale=aug.low_resolution_scale, p_per_channel=0.5))
-    random(
-        aug.gamma_inverted_p,
-        GammaTransform(
-            gamma=BGContrast(tuple(aug.gamma)),
-            p_invert_image=1,
-            synchronize_channels=False,
-            p_per_channel=1,
-            p_retain_stats=1,
-        ),
-    )
-    random(
-        aug.gamma_p,
-        GammaTransform(
-            gamma=BGContrast(tuple(aug.gamma)),
-            p_invert_image=0,
-            synchronize_channels=False,
-            p_per_channel=1,
-            p_retain_stats=1,
-        ),
-    )
-    if aug.mirror_axes:
-        transforms.append(MirrorTransform(allowed_axes=tuple(aug.mirror_axes)))
-    return ComposeTransforms(transforms) if transforms else None
+        random(aug.low_resolution_p, SimulatedLowResolution(scale=aug.low_resolution_scale, p_per_channel=0.5)),
+        gamma(aug.gamma_inverted_p, invert=True),
+        gamma(aug.gamma_p, invert=False),
+    ]

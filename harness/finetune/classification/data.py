@@ -29,6 +29,9 @@ The cache folder is named by a hash of what determines its content (spacing, pat
 the recipe's preprocessing fields, the preprocessing version and the data files' names, sizes
 and mtimes); a ``COMPLETE`` marker is written last, and an exclusive file lock keeps two jobs
 from preprocessing at once.
+
+Over 450 lines for a reason: each preprocessing step's docstring says which line of the
+organizers' code it reproduces and where it departs from it, beside the code that does it.
 """
 
 from __future__ import annotations
@@ -294,76 +297,22 @@ def preprocess_case(
     file. (SimpleITK's NIfTI reader, which the organizers use too, already reads NaN voxels as 0,
     so the NaN check guards against other readers and formats.)
     """
-    from nnunetv2.preprocessing.resampling.default_resampling import (
-        resample_data_or_seg_to_shape,
-        resample_data_or_seg_to_spacing,
-    )
-
     part = _classification_recipe(recipe)
-    for name, supported in (
-        ("crop_centre", "mask-centre-of-mass"),
-        ("normalization", "zscore-after-crop"),
-        ("without_mask", "resize-to-patch"),
-    ):
-        if getattr(part, name) != supported:
-            raise ValueError(f"recipe classification.{name} {getattr(part, name)!r} is not implemented")
-    order = int(part.resampling_order)
+    _check_supported(part)
     target = tuple(float(s) for s in target_spacing)
     patch = tuple(int(p) for p in patch)
-    cid = case.case_id
-
-    def to_spacing(arr: np.ndarray, spacing, is_seg: bool) -> np.ndarray:
-        return resample_data_or_seg_to_spacing(
-            arr[None], spacing, target, is_seg=is_seg, order=order, force_separate_z=False
-        )[0]
-
-    volumes = []
-    for path in case.images:
-        arr, spacing = _read_volume(path, cid, "image")
-        if not np.all(np.isfinite(arr)):
-            raise ClassificationDataError(f"case {cid!r}: image {path} holds NaN or inf voxels")
-        volumes.append((path, arr, spacing))
-    dtypes = sorted({str(arr.dtype) for _, arr, _ in volumes})
-
+    volumes = _read_images(case)
+    resample = _Resampler(target, int(part.resampling_order))
     if case.mask is not None:
-        mask_arr, spacing = _read_volume(case.mask, cid, "mask")  # load_cases checked the shared grid
-        mask = to_spacing((mask_arr != 0).astype(np.uint8), spacing, is_seg=True)
-        coords = np.argwhere(mask == 1)
-        if coords.size == 0:
-            where = "is empty" if not np.any(mask_arr) else f"is empty after resampling to {list(target)} mm"
-            raise ClassificationDataError(f"case {cid!r}: mask {case.mask} {where}")
-        centre = tuple(int(v) for v in coords.mean(axis=0).astype(int))
-        channels = []
-        for _, arr, _ in volumes:
-            data = to_spacing(arr, spacing, is_seg=False)
-            if part.zero_outside_mask:
-                data = np.where(mask != 0, data, np.zeros((), dtype=data.dtype))
-            channels.append(crop_or_pad(data[None], centre, patch)[0])
-        resampled_shape = list(mask.shape)
+        channels, centre, resampled_shape = _crop_around_mask(case, volumes, patch, resample, part.zero_outside_mask)
         centred_on = "mask centre of mass"
     else:
-        channels = []
-        for _, arr, spacing in volumes:
-            data = to_spacing(arr, spacing, is_seg=False)
-            resampled_shape = list(data.shape)
-            resize_spacing = [t / p * s for t, p, s in zip(target, patch, data.shape)]
-            channels.append(
-                resample_data_or_seg_to_shape(
-                    data[None],
-                    patch,
-                    target,
-                    resize_spacing,
-                    is_seg=False,
-                    order=order,
-                    force_separate_z=False,
-                )[0].astype(np.float32)
-            )
-        centre = None
-        centred_on = "none: the whole image resized to the patch"
-
+        channels, resampled_shape = _resize_to_patch(volumes, patch, resample)
+        centre, centred_on = None, "none: the whole image resized to the patch"
     out, mean, std = _zscore(np.stack(channels))
+    dtypes = sorted({str(arr.dtype) for arr, _ in volumes})
     info = {
-        "case": cid,
+        "case": case.case_id,
         "label": case.label,
         "image_dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
         "resampled_shape": resampled_shape,
@@ -373,6 +322,82 @@ def preprocess_case(
         "channel_std": std,
     }
     return out, info
+
+
+def _check_supported(part: ClassificationRecipe) -> None:
+    for name, supported in (
+        ("crop_centre", "mask-centre-of-mass"),
+        ("normalization", "zscore-after-crop"),
+        ("without_mask", "resize-to-patch"),
+    ):
+        if getattr(part, name) != supported:
+            raise ValueError(f"recipe classification.{name} {getattr(part, name)!r} is not implemented")
+
+
+def _read_images(case: ClassificationCase) -> list[tuple[np.ndarray, tuple[float, ...]]]:
+    """Every channel's ``(array, spacing)`` in its stored pixel type; NaN or inf is an error."""
+    volumes = []
+    for path in case.images:
+        arr, spacing = _read_volume(path, case.case_id, "image")
+        if not np.all(np.isfinite(arr)):
+            raise ClassificationDataError(f"case {case.case_id!r}: image {path} holds NaN or inf voxels")
+        volumes.append((arr, spacing))
+    return volumes
+
+
+@dataclass(frozen=True)
+class _Resampler:
+    """nnU-Net's resampling to the target spacing (one 3-D resize, spline ``order``)."""
+
+    target: tuple[float, ...]
+    order: int
+
+    def to_spacing(self, arr: np.ndarray, spacing, is_seg: bool) -> np.ndarray:
+        from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg_to_spacing
+
+        return resample_data_or_seg_to_spacing(
+            arr[None], spacing, self.target, is_seg=is_seg, order=self.order, force_separate_z=False
+        )[0]
+
+    def to_shape(self, data: np.ndarray, patch: tuple[int, ...]) -> np.ndarray:
+        """``data`` (at the target spacing) resized to ``patch``, float32."""
+        from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg_to_shape
+
+        resize_spacing = [t / p * s for t, p, s in zip(self.target, patch, data.shape)]
+        return resample_data_or_seg_to_shape(
+            data[None], patch, self.target, resize_spacing, is_seg=False, order=self.order, force_separate_z=False
+        )[0].astype(np.float32)
+
+
+def _crop_around_mask(case: ClassificationCase, volumes, patch, resample: _Resampler, zero_outside_mask: bool):
+    """Steps 1 to 4 with a mask: ``(channels, centre, resampled shape)``; every file is resampled
+    from the mask's spacing (``load_cases`` checked that they share one grid)."""
+    assert case.mask is not None
+    mask_arr, spacing = _read_volume(case.mask, case.case_id, "mask")
+    mask = resample.to_spacing((mask_arr != 0).astype(np.uint8), spacing, is_seg=True)
+    coords = np.argwhere(mask == 1)
+    if coords.size == 0:
+        where = "is empty" if not np.any(mask_arr) else f"is empty after resampling to {list(resample.target)} mm"
+        raise ClassificationDataError(f"case {case.case_id!r}: mask {case.mask} {where}")
+    centre = tuple(int(v) for v in coords.mean(axis=0).astype(int))
+    channels = []
+    for arr, _ in volumes:
+        data = resample.to_spacing(arr, spacing, is_seg=False)
+        if zero_outside_mask:
+            data = np.where(mask != 0, data, np.zeros((), dtype=data.dtype))
+        channels.append(crop_or_pad(data[None], centre, patch)[0])
+    return channels, centre, list(mask.shape)
+
+
+def _resize_to_patch(volumes, patch, resample: _Resampler):
+    """Without a mask: ``(channels, resampled shape)``, each channel resampled from its own
+    spacing, then the whole image resized to the patch."""
+    channels, resampled_shape = [], []
+    for arr, spacing in volumes:
+        data = resample.to_spacing(arr, spacing, is_seg=False)
+        resampled_shape = list(data.shape)
+        channels.append(resample.to_shape(data, patch))
+    return channels, resampled_shape
 
 
 def _file_fingerprint(path: Path) -> list:
