@@ -293,6 +293,8 @@ def rerun_command(spec: JobSpec, results: Path, by_track: dict[str, str], retry_
 # ------------------------------------------------------------------------------------ running
 #: ``<timestamp>: epoch N/M ...``: the harness's RunLog ("2026-12-02 06:30:01") and nnU-Net's
 #: print_to_log_file ("2026-12-02 06:30:01.123456"), with the epoch's seconds "(2.1s)" if given.
+#: Both trainers write the line with ``harness.finetune.training_step.format_epoch_line``; older
+#: logs (any text after ``epoch N/M``, the seconds optional) parse too.
 EPOCH_LINE = re.compile(
     r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?): epoch (\d+)/(\d+)\b"
     r"(?:.*\((\d+(?:\.\d+)?)\s*s\))?"
