@@ -21,10 +21,10 @@ import pytest
 from jobs_helpers import lean_env, write_failing_classification, write_tiny_dataset, write_tiny_task
 
 from harness.jobs.executors import SlurmConfig, SlurmConfigError
-from harness.jobs.lock import EvaluateLockedError, ResultsLock
 from harness.jobs.matrix import MatrixError, selected_folds
 from harness.jobs.state import DONE, FAILED, PENDING, JobFiles, job_state, process_alive
 from harness.jobs.worker import error_class
+from harness.results_lock import ResultsLock, ResultsLockedError
 
 PY = sys.executable
 
@@ -149,10 +149,17 @@ def test_slurm_config_validation(tmp_path):
 
 def test_lock_is_exclusive_and_names_holder(tmp_path):
     with ResultsLock(tmp_path):
-        with pytest.raises(EvaluateLockedError, match=rf"pid {os.getpid()} on"):
+        with pytest.raises(ResultsLockedError, match=rf"pid {os.getpid()} on"):
             ResultsLock(tmp_path).acquire()
     with ResultsLock(tmp_path):  # released: free again
         pass
+
+
+def test_lock_names_the_command_that_holds_it(tmp_path):
+    """Any holder is named as what it is: a rescore holding the folder is not called an evaluate."""
+    with ResultsLock(tmp_path, "harness rescore"):
+        with pytest.raises(ResultsLockedError, match=r"another `harness rescore` is running on this results folder"):
+            ResultsLock(tmp_path, "harness evaluate").acquire()
 
 
 def test_folds_selection_errors():

@@ -13,8 +13,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "harness"
 #: Lowest first. A unit is a sub-package or a top-level module; every ``commands.py`` (and the CLI
 #: itself) is the CLI layer, above everything it wires together.
 LAYERS: list[set[str]] = [
-    {"harness", "harness.tracks", "harness.task_types", "harness.runs", "harness.config_files"},
-    {"harness.recipes", "harness.metrics"},
+    {
+        "harness",
+        "harness.tracks",
+        "harness.task_types",
+        "harness.runs",
+        "harness.config_files",
+        "harness.processes",
+    },
+    {"harness.recipes", "harness.metrics", "harness.results_lock"},
     {"harness.models", "harness.tasks"},
     {"harness.submission"},
     {"harness.finetune"},

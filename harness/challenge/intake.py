@@ -132,13 +132,13 @@ def run_intake(
     challenge: Challenge, phase: PhaseSpec, results: Path, *, log: Callable[[str], None] = print
 ) -> PhaseIntake:
     """Take in the new uploads of ``phase`` (see the module docstring) and record them."""
-    from harness.jobs.lock import EvaluateLockedError, ResultsLock
+    from harness.results_lock import ResultsLock, ResultsLockedError
 
     layout = ResultsLayout(results)
     try:
-        with ResultsLock(layout.challenge_dir(challenge.name)):
+        with ResultsLock(layout.challenge_dir(challenge.name), "harness intake"):
             return _run_intake(challenge, phase, layout, log)
-    except EvaluateLockedError:
+    except ResultsLockedError:
         raise ChallengeError(
             f"another `harness intake` is running on challenge {challenge.name!r} "
             f"({layout.challenge_dir(challenge.name)}); try again when it has finished"
@@ -485,13 +485,13 @@ def withdraw(
     recorded as rejected (``withdrawn``, with the reason and the time) and leaves the phase's
     matrix and ranking (under ``last-valid`` the team's previous accepted upload counts again); its
     runs stay on disk; it keeps its quota slot. The only verdict that is ever revised."""
-    from harness.jobs.lock import EvaluateLockedError, ResultsLock
+    from harness.results_lock import ResultsLock, ResultsLockedError
 
     if not reason.strip():
         raise ChallengeError("--withdraw needs a --reason: the team reads it in its feedback")
     layout = ResultsLayout(results)
     try:
-        with ResultsLock(layout.challenge_dir(challenge.name)):
+        with ResultsLock(layout.challenge_dir(challenge.name), "harness intake --withdraw"):
             record = require_phase_record(layout, challenge, phase)
             upload = next((u for u in record["uploads"] if u["entry"] == entry), None)
             if upload is None:
@@ -513,7 +513,7 @@ def withdraw(
             path = phase_layout.intake_record(entry)
             previous = read_json(path) if path.is_file() else {}
             write_entry_record(phase_layout, {**upload, "checked": when, "report": previous.get("report")})
-    except EvaluateLockedError:
+    except ResultsLockedError:
         raise ChallengeError(
             f"another `harness intake` is running on challenge {challenge.name!r}; try again when it has finished"
         ) from None

@@ -49,16 +49,16 @@ def register(sub) -> None:
 
 def _rescore(args) -> int:
     from harness.finetune.rescore import RESCORED, rescore_results
-    from harness.jobs.lock import EvaluateLockedError, ResultsLock
+    from harness.results_lock import ResultsLock, ResultsLockedError
     from harness.runs import ResultsLayout
 
     if not ResultsLayout(args.results).runs_dir.is_dir():
         print(f"error: {args.results}: no runs/ folder to rescore", file=sys.stderr)
         return 2
     try:
-        with ResultsLock(args.results):  # no evaluate may write these runs meanwhile
+        with ResultsLock(args.results, "harness rescore"):  # no evaluate may write these runs meanwhile
             outcomes = rescore_results(args.results)
-    except EvaluateLockedError as e:
+    except ResultsLockedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finished = [o for o in outcomes if o.detail != "not finished"]

@@ -151,8 +151,8 @@ def _evaluate(args) -> int:
     from harness.challenge.config import ChallengeError
     from harness.jobs.evaluate import EvaluateError, EvaluateOptions, evaluate
     from harness.jobs.executors import SlurmConfigError
-    from harness.jobs.lock import EvaluateLockedError
     from harness.jobs.matrix import MatrixError
+    from harness.results_lock import ResultsLockedError
 
     try:
         slurm = _slurm_config(args) if args.executor == "slurm" else None
@@ -187,7 +187,7 @@ def _evaluate(args) -> int:
                 slurm=slurm,
             )
         )
-    except (EvaluateError, EvaluateLockedError, SlurmConfigError, MatrixError, ChallengeError) as e:
+    except (EvaluateError, ResultsLockedError, SlurmConfigError, MatrixError, ChallengeError) as e:
         print(f"harness evaluate: error: {e}", file=sys.stderr)
         return 2
     return 0 if args.dry_run else outcome.exit_code

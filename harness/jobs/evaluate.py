@@ -21,7 +21,6 @@ from harness.finetune.job import KEEP_CHECKPOINTS_ENV, collect_provenance
 from harness.jobs import EXECUTORS
 from harness.jobs.cost import format_cost_plan
 from harness.jobs.executors import Executor, LocalExecutor, SlurmConfig, SlurmExecutor, kill_orphan
-from harness.jobs.lock import ResultsLock, live_holder
 from harness.jobs.matrix import Entry, PlannedJob, build_matrix, selected_folds
 from harness.jobs.slots import Slot, SlotError, check_visible, plan_slots, visible_gpus
 from harness.jobs.state import (
@@ -37,6 +36,7 @@ from harness.jobs.state import (
     stored_job_id,
 )
 from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
+from harness.results_lock import ResultsLock, live_holder
 from harness.runs import (
     JobSpec,
     ResultsFileError,
@@ -539,7 +539,7 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
             f"dry run: {len(rows)} jobs, {n} would run with the {opts.executor} executor; nothing was run", file=stream
         )
         return EvaluateOutcome(rows)
-    with ResultsLock(opts.results):
+    with ResultsLock(opts.results, "harness evaluate"):
         records = take_in(True)
         rows = plan(opts, tasks, records, executor, progress_log, data)
         for record in records:  # what a rejected entry would have run: `harness status` counts it
