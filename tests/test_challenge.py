@@ -298,7 +298,7 @@ def test_a_second_intake_changes_nothing_and_a_new_upload_is_taken(world):
 
 def test_an_intake_stopped_halfway_keeps_its_verdicts(tmp_path, monkeypatch):
     import harness.submission
-    from harness.challenge.intake import run_intake
+    from harness.challenge.intake import intake_phase
 
     path = _write(tmp_path, CHALLENGE_YAML.format(tasks=ROOT / "task_registry" / "toy"))
     for n, team in enumerate(("alpha", "beta", "gamma")):
@@ -318,12 +318,12 @@ def test_an_intake_stopped_halfway_keeps_its_verdicts(tmp_path, monkeypatch):
     monkeypatch.setattr(harness.submission, "validate_submission", interrupted)
     results = tmp_path / "results"
     with pytest.raises(KeyboardInterrupt):
-        run_intake(challenge, challenge.phases[0], results, log=lambda m: None)
+        intake_phase(challenge, challenge.phases[0], results, log=lambda m: None)
     layout = ResultsLayout(results)
     first = json.loads(layout.phase_intake("toychal", "validation").read_text())["uploads"]
     assert [(u["name"], u["rejection"]) for u in first] == [("alpha/w.pth", "invalid")]
     assert list(json.loads(layout.challenge_teams("toychal").read_text())["teams"]) == ["alpha"]
-    outcome = run_intake(challenge, challenge.phases[0], results, log=lambda m: None)
+    outcome = intake_phase(challenge, challenge.phases[0], results, log=lambda m: None)
     assert [u["name"] for u in outcome.new] == ["beta/w.pth", "gamma/w.pth"]  # alpha is not validated again
     assert calls.count(calls[0]) == 1 and outcome.uploads[0] == first[0]
 

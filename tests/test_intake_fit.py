@@ -84,26 +84,17 @@ def test_a_classification_only_registry_takes_it_under_the_organizers_recipe_onl
 
 def test_the_recorded_verdict_belongs_to_the_recipe_and_task_types(world, tmp_path):
     """A verdict recorded for one registry is not reused for another: the record names both."""
-    from harness.jobs.evaluate import run_intake
-    from harness.submission.checkpoint import sha256_file
+    from harness.jobs.intake import intake_file, resolve_submissions
 
-    path, digest = world["nols"], sha256_file(world["nols"])
+    (sub,) = resolve_submissions([world["nols"]])
     quiet = lambda m: None  # noqa: E731
-    first = run_intake(
-        "nols", path, digest, tmp_path, recipe=SSL3D_2025, task_types=["classification"], write=True, log=quiet
+    layout = ResultsLayout(tmp_path)
+    first = intake_file(sub, layout, recipe=SSL3D_2025, task_types=["classification"], write=True, log=quiet)
+    assert first.valid and first.recipe == "ssl3d-2025" and first.task_types == ["classification"]
+    again = intake_file(
+        sub, layout, recipe=SSL3D_2025, task_types=["classification", "segmentation"], write=True, log=quiet
     )
-    assert first["valid"] and first["recipe"] == "ssl3d-2025" and first["task_types"] == ["classification"]
-    again = run_intake(
-        "nols",
-        path,
-        digest,
-        tmp_path,
-        recipe=SSL3D_2025,
-        task_types=["classification", "segmentation"],
-        write=True,
-        log=quiet,
-    )
-    assert not again["valid"] and again["task_types"] == ["classification", "segmentation"]
+    assert not again.valid and again.task_types == ["classification", "segmentation"]
     text = ResultsLayout(tmp_path).intake_report("nols").read_text()
     assert "REJECTED: the PrimusM checkpoint lacks layerscale" in text
 

@@ -16,6 +16,7 @@ from jobs_helpers import ROOT, write_tiny_dataset, write_tiny_task
 
 from harness.jobs import disk, worker
 from harness.jobs.disk import DiskSpaceError, check_writable, job_need_bytes
+from harness.jobs.intake import IntakeRecord
 from harness.jobs.state import (
     CORRUPT,
     DONE,
@@ -30,7 +31,7 @@ from harness.jobs.state import (
     this_process,
 )
 from harness.jobs.status import collect_status, parse_epoch_lines, training_progress
-from harness.runs import write_json_atomic
+from harness.runs import ResultsLayout, write_json_atomic
 
 Usage = namedtuple("Usage", "total used free")
 
@@ -112,10 +113,9 @@ def test_status_lists_corrupt_runs_with_the_command_that_reruns_them(tmp_path):
     fake_run(results, "primus", task="Fine")
     sub.run.metrics_json.write_text('{"aggregates": ')
     base.run.cases_csv.write_text("")
-    write_json_atomic(
-        results / "submissions" / "primus" / "intake.json",
-        {"entry": "primus", "valid": True, "track": "PrimusM", "file": "/subs/primus2.pth"},
-    )
+    IntakeRecord(
+        "primus", "/subs/primus2.pth", "ab" * 32, True, "PrimusM", "0", "2026-01-01", {"errors": [], "warnings": []}
+    ).write(ResultsLayout(results))
     report = collect_status(results)
     assert report.counts == {**{s: 0 for s in STATES}, DONE: 1, CORRUPT: 2}
     text = report.format_text()
@@ -170,7 +170,9 @@ def _planned_job(tmp_path, task_name: str = "Good", data: str = "Seg"):
 
 
 def test_evaluate_reruns_a_corrupt_run_from_scratch(tmp_path):
-    from harness.jobs.evaluate import EvaluateOptions, _row, prepare_job_folder
+    from harness.jobs.executors import LocalExecutor
+    from harness.jobs.planning import Planner, prepare_job_folder
+    from harness.recipes import SSL3D_2025
 
     write_tiny_dataset(tmp_path / "data" / "Seg")
     planned = _planned_job(tmp_path)
@@ -179,8 +181,8 @@ def test_evaluate_reruns_a_corrupt_run_from_scratch(tmp_path):
     run.cases_csv.write_text("case,label\nc1,1\n")
     run.metrics_json.write_text("{not json")
     write_json_atomic(run.done_marker, {"job_id": planned.job_id})
-    opts = EvaluateOptions(submissions=[], results=tmp_path / "results")
-    row = _row(planned, opts, None, print)
+    planner = Planner(ResultsLayout(tmp_path / "results"), SSL3D_2025, LocalExecutor(), "cpu")
+    row = planner.row(planned)
     assert (row.state, row.to_run, row.action) == (CORRUPT, True, "rerun (corrupt result: metrics.json)")
     assert str(run.metrics_json) in row.detail
     prepare_job_folder(planned)

@@ -492,7 +492,7 @@ def test_kill_minus_nine_mid_matrix_then_resume(failure_run, world):
 def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise():
     import io
 
-    from harness.jobs.evaluate import Progress
+    from harness.jobs.progress import Progress
     from harness.jobs.state import JobState
 
     class Terminal(io.StringIO):

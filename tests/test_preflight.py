@@ -13,9 +13,12 @@ import SimpleITK as sitk
 from broken_data import SEG1, VARIANTS, Variant, make_variant
 
 from harness.cli import main
-from harness.jobs.evaluate import EvaluateOptions, plan, prepare_job_folder
+from harness.jobs.executors import LocalExecutor
+from harness.jobs.matrix import Entry
+from harness.jobs.planning import Planner, prepare_job_folder
 from harness.jobs.status import collect_status
 from harness.jobs.worker import JobSpecError, load_job
+from harness.recipes import SSL3D_2025
 from harness.runs import ResultsLayout, write_json_atomic
 from harness.tasks import load_registry
 from harness.tasks.preflight import check_tasks, data_changes, preflight_cache
@@ -118,18 +121,18 @@ def test_a_changed_file_reruns_exactly_the_jobs_that_read_it(broken, tmp_path, c
     results = tmp_path / "results"
     tasks = load_registry(root / REGISTRY)
     cache = preflight_cache(results)
-    opts = EvaluateOptions(submissions=[], tasks=root / REGISTRY, results=results, dry_run=True, device="cpu")
+    planner = Planner(ResultsLayout(results), SSL3D_2025, LocalExecutor(), "cpu", dry_run=True)
     upload = tmp_path / "team.pth"
     upload.write_bytes(b"weights")
-    records = [{"entry": "team", "file": str(upload), "sha256": "0" * 64, "track": "PrimusM", "valid": True}]
-    rows = plan(opts, tasks, records, None, print, check_tasks(tasks, cache=cache).data)
+    entries = [Entry("team", upload, "0" * 64, "PrimusM")]
+    rows = planner.plan(tasks, entries, data=check_tasks(tasks, cache=cache).data)
     assert rows and all(r.to_run for r in rows)
     for row in rows:  # as if every job had finished on the data as it is
         prepare_job_folder(row.job)
         _finish(row.job.job)
 
     _rewrite(root / SEG1 / "labelsTr/train_003.nii.gz")
-    rows = plan(opts, tasks, records, None, print, check_tasks(tasks, cache=cache).data)
+    rows = planner.plan(tasks, entries, data=check_tasks(tasks, cache=cache).data)
     rerun = sorted((r.entry, r.task) for r in rows if r.to_run)
     assert rerun == [("baseline-PrimusM", "ToySegOneChannel"), ("team", "ToySegOneChannel")]
     for row in rows:

@@ -11,7 +11,8 @@ import sys
 import pytest
 from jobs_helpers import write_tiny_dataset, write_tiny_task
 
-from harness.jobs.evaluate import EvaluateError, EvaluateOptions, local_slots, make_executor
+from harness.jobs.evaluate import EvaluateError, EvaluateOptions
+from harness.jobs.executor_registry import local_slots, make_executor
 from harness.jobs.slots import (
     Slot,
     SlotError,
@@ -23,6 +24,7 @@ from harness.jobs.slots import (
     slurm_slot,
     visible_gpus,
 )
+from harness.runs import ResultsLayout
 
 UUID = "GPU-8f3a61c2-4b1e-9d2f-0a7b-3c5d6e7f8091"
 
@@ -171,7 +173,7 @@ def test_evaluate_options_choose_the_slots(monkeypatch):
     with pytest.raises(EvaluateError, match="at most one job per GPU"):
         local_slots(EvaluateOptions(submissions=[], jobs=3))
     with pytest.raises(EvaluateError, match="--gpus is the local executor's"):
-        make_executor(EvaluateOptions(submissions=[], gpus=["0"], executor="slurm"))
+        make_executor(EvaluateOptions(submissions=[], gpus=["0"], executor="slurm"), ResultsLayout("results"))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(EvaluateError, match="no GPU is visible"):
         local_slots(EvaluateOptions(submissions=[], device="cuda"))

@@ -88,7 +88,7 @@ def _error(command: str, exc: Exception) -> int:
 
 def _intake(args: argparse.Namespace) -> int:
     from harness.challenge.config import ChallengeError, load_challenge
-    from harness.challenge.intake import take_in
+    from harness.challenge.intake import intake_phases
     from harness.runs import UnsafePathError
 
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
@@ -96,7 +96,7 @@ def _intake(args: argparse.Namespace) -> int:
         challenge = load_challenge(args.challenge)
         if args.withdraw is not None or args.reason is not None:
             return _withdraw(challenge, args, log)
-        outcomes = take_in(challenge, args.results, args.phase, log=log)
+        outcomes = intake_phases(challenge, args.results, args.phase, log=log)
     except (ChallengeError, UnsafePathError) as exc:
         return _error("intake", exc)
     if args.json:

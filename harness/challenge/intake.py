@@ -40,7 +40,8 @@ The entry id is ``<phase>-<team>-<first 12 hex digits of the sha256>`` (a second
 same bytes by the same team gets ``-2``, ...; a team id that is no name, refused as ``unusable``,
 is ``unusable`` in it, since the id becomes a folder), stable across runs; it names the entry's run
 folders and its per-entry intake record (``submissions/<entry>/intake.json`` in the phase's
-results folder, the format `harness evaluate` writes, so `harness status` lists the rejections).
+results folder: harness/jobs/intake.py's ``IntakeRecord``, as `harness evaluate` writes it, so
+`harness status` lists the rejections).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ from typing import Any
 from harness.challenge.config import NAME_PATTERN, Challenge, ChallengeError, PhaseSpec
 from harness.challenge.inbox import Upload, discover
 from harness.challenge.teams import load_teams
-from harness.runs import ResultsLayout, read_json, write_json_atomic, write_text_atomic
+from harness.jobs.intake import IntakeRecord
+from harness.runs import ResultsFileError, ResultsLayout, read_json, write_json_atomic
 from harness.submission import DEFAULT_MAX_SIZE
 
 ACCEPTED, REJECTED = "accepted", "rejected"
@@ -128,7 +130,7 @@ def require_phase_record(layout: ResultsLayout, challenge: Challenge, phase: Pha
     return record
 
 
-def run_intake(
+def intake_phase(
     challenge: Challenge, phase: PhaseSpec, results: Path, *, log: Callable[[str], None] = print
 ) -> PhaseIntake:
     """Take in the new uploads of ``phase`` (see the module docstring) and record them."""
@@ -137,7 +139,7 @@ def run_intake(
     layout = ResultsLayout(results)
     try:
         with ResultsLock(layout.challenge_dir(challenge.name), "harness intake"):
-            return _run_intake(challenge, phase, layout, log)
+            return _intake_phase(challenge, phase, layout, log)
     except ResultsLockedError:
         raise ChallengeError(
             f"another `harness intake` is running on challenge {challenge.name!r} "
@@ -145,7 +147,7 @@ def run_intake(
         ) from None
 
 
-def _run_intake(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout, log) -> PhaseIntake:
+def _intake_phase(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout, log) -> PhaseIntake:
     record = read_phase_record(layout, challenge, phase) or empty_record(challenge, phase)
     outcome = PhaseIntake(phase.name, record, path=layout.phase_intake(challenge.name, phase.name))
     uploads = record["uploads"]
@@ -216,8 +218,8 @@ class _Similarity:
 
         path = self.layout.phase(self.challenge.name, phase).intake_record(upload["entry"])
         try:
-            fp = (read_json(path).get("report") or {}).get("fingerprint")
-        except (OSError, ValueError, AttributeError):
+            fp = IntakeRecord.read(path).report.get("fingerprint")
+        except ResultsFileError:
             return None  # an unreadable record: `harness status` reports it; nothing to compare
         return decode(fp) if isinstance(fp, dict) and fp.get("tensors") else None
 
@@ -377,7 +379,7 @@ def decide(
     window = phase.window_problem(upload.submitted_at)
     if window is not None:
         return reject("window", window)
-    if digest is None:  # over the size limit or empty (see _run_intake): never read
+    if digest is None:  # over the size limit or empty (see _intake_phase): never read
         from harness.submission.checkpoint import SubmissionError, check_file
 
         try:
@@ -450,26 +452,25 @@ def write_entry_record(phase_layout: ResultsLayout, entry: dict) -> None:
     report = entry.get("report") or {"errors": list(entry["reasons"]), "warnings": list(entry["warnings"])}
     if entry["status"] == REJECTED and entry["rejection"] != "invalid":
         report = {**report, "errors": [*report.get("errors", []), *entry["reasons"]]}
-    record = {
-        "entry": entry["entry"],
-        "team": entry["team"],
-        "file": entry["file"],
-        "sha256": entry["sha256"],
-        "valid": entry["status"] == ACCEPTED,
-        "track": entry["track"],
-        "harness_version": __version__,
-        "checked": entry["checked"],
-        "rejection": entry["rejection"],
-        "duplicate_of": entry["duplicate_of"],
+    record = IntakeRecord(
+        entry=entry["entry"],
+        file=entry["file"],
+        sha256=entry["sha256"],
+        valid=entry["status"] == ACCEPTED,
+        track=entry["track"],
+        harness_version=__version__,
+        checked=entry["checked"],
+        report=report,
+        team=entry["team"],
+        rejection=entry["rejection"],
+        duplicate_of=entry["duplicate_of"],
         # organizers only: uploads and reference checkpoints its weights look derived from
-        "similar": list(entry.get("similar") or []),
-        "report": report,
-    }
-    write_json_atomic(phase_layout.intake_record(entry["entry"]), record)
+        similar=list(entry.get("similar") or []),
+    )
     lines = [f"{entry['entry']} ({entry['name']}): {entry['status'].upper()}"]
-    lines += [f"  error: {r}" for r in record["report"].get("errors", [])]
-    lines += [f"  warning: {w}" for w in record["report"].get("warnings", [])]
-    write_text_atomic(phase_layout.intake_report(entry["entry"]), "\n".join(lines) + "\n")
+    lines += [f"  error: {r}" for r in record.errors]
+    lines += [f"  warning: {w}" for w in record.report.get("warnings", [])]
+    record.write(phase_layout, "\n".join(lines))
 
 
 def withdraw(
@@ -511,8 +512,11 @@ def withdraw(
             write_json_atomic(layout.phase_intake(challenge.name, phase.name), record)  # what counts
             phase_layout = layout.phase(challenge.name, phase.name)
             path = phase_layout.intake_record(entry)
-            previous = read_json(path) if path.is_file() else {}
-            write_entry_record(phase_layout, {**upload, "checked": when, "report": previous.get("report")})
+            try:
+                previous = IntakeRecord.read(path).report if path.is_file() else None
+            except ResultsFileError as e:
+                raise ChallengeError(f"cannot withdraw {entry}: {e}") from None
+            write_entry_record(phase_layout, {**upload, "checked": when, "report": previous})
     except ResultsLockedError:
         raise ChallengeError(
             f"another `harness intake` is running on challenge {challenge.name!r}; try again when it has finished"
@@ -521,8 +525,8 @@ def withdraw(
     return upload
 
 
-def take_in(
+def intake_phases(
     challenge: Challenge, results: Path, phase: str | None = None, *, log: Callable[[str], None] = print
 ) -> list[PhaseIntake]:
-    """``run_intake`` of the phase ``phase``, or of every phase in the file's order."""
-    return [run_intake(challenge, p, results, log=log) for p in challenge.select_phases(phase)]
+    """``intake_phase`` of the phase ``phase``, or of every phase in the file's order."""
+    return [intake_phase(challenge, p, results, log=log) for p in challenge.select_phases(phase)]

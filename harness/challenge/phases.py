@@ -21,6 +21,7 @@ from pathlib import Path
 
 from harness.challenge.config import Challenge, ChallengeError, PhaseSpec
 from harness.challenge.intake import ACCEPTED, require_phase_record
+from harness.jobs.matrix import Entry
 from harness.runs import ResultsLayout
 
 
@@ -51,12 +52,12 @@ def superseded_by(phase: PhaseSpec, record: dict) -> dict[str, str]:
 @dataclass(frozen=True)
 class PhasePlan:
     """What `harness evaluate --challenge --phase` runs: the phase, its results folder, and the
-    intake records of the counted entries (as `harness evaluate`'s ``plan`` takes them)."""
+    counted entries (``EvaluateOptions.entries``)."""
 
     challenge: Challenge
     phase: PhaseSpec
     results: Path
-    records: list[dict]
+    entries: list[Entry]
 
 
 def plan_phase(challenge: Challenge, phase_name: str, results: Path) -> PhasePlan:
@@ -65,14 +66,11 @@ def plan_phase(challenge: Challenge, phase_name: str, results: Path) -> PhasePla
     phase = challenge.get_phase(phase_name)
     layout = ResultsLayout(results)
     record = require_phase_record(layout, challenge, phase)
-    records = [
-        {"entry": u["entry"], "file": u["file"], "sha256": u["sha256"], "track": u["track"], "valid": True}
-        for u in counted_uploads(phase, record)
-    ]
-    missing = [r["file"] for r in records if not Path(r["file"]).is_file()]
+    entries = [Entry(u["entry"], Path(u["file"]), u["sha256"], u["track"]) for u in counted_uploads(phase, record)]
+    missing = [str(e.path) for e in entries if not e.path.is_file()]
     if missing:
         raise ChallengeError(f"phase {phase.name!r}: accepted upload(s) no longer on disk: {', '.join(missing)}")
-    return PhasePlan(challenge, phase, layout.phase(challenge.name, phase.name).root, records)
+    return PhasePlan(challenge, phase, layout.phase(challenge.name, phase.name).root, entries)
 
 
 def ranked_entries(challenge: Challenge, phase: PhaseSpec, results: Path) -> dict[str, str]:

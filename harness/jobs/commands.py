@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from harness.challenge.commands import add_challenge_options
-from harness.jobs import EXECUTORS
+from harness.jobs.executor_registry import EXECUTOR_KINDS
 from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
 
 DEFAULT_TASKS = Path("task_registry/toy")
@@ -39,23 +38,8 @@ def register(sub) -> None:
         phase_help="the phase of --challenge to run",
     )
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
-    p.add_argument("--executor", choices=EXECUTORS, default="local", help="default: %(default)s")
+    p.add_argument("--executor", choices=list(EXECUTOR_KINDS), default="local", help="default: %(default)s")
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K", help="only these folds")
-    p.add_argument(
-        "--jobs",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="local executor: jobs in parallel (default: one per GPU, else 1)",
-    )
-    p.add_argument(
-        "--gpus",
-        type=_gpu_list,
-        default=None,
-        metavar="0,1,...",
-        help="local executor: run one job per listed GPU, each seeing only its own (CUDA_VISIBLE_DEVICES), "
-        "the CPU cores divided among them (default: every visible GPU unless --device cpu)",
-    )
     p.add_argument("--retry-failed", action="store_true", help="rerun failed jobs too (default: only pending ones)")
     p.add_argument(
         "--keep-checkpoints",
@@ -71,26 +55,8 @@ def register(sub) -> None:
         help=f"every fine-tuning choice, named (docs/recipes.md; default: {DEFAULT_RECIPE}; "
         "with --challenge: the challenge's)",
     )
-    g = p.add_argument_group("slurm executor (flags override the --slurm-config file)")
-    g.add_argument(
-        "--slurm-config",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="YAML or JSON: partition, mem_gb, gpus_per_node, cpus_per_task, account, qos, "
-        "constraint, signal_delay_s, max_requeues, array_parallelism, setup, extra (sbatch options)",
-    )
-    g.add_argument("--partition", default=None)
-    g.add_argument("--mem-gb", type=float, default=None)
-    g.add_argument("--gpus-per-job", type=int, default=None, dest="gpus_per_node", help="GPUs per job")
-    g.add_argument("--cpus", type=int, default=None, dest="cpus_per_task", help="CPUs per job")
-    g.add_argument(
-        "--sbatch",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra sbatch option, e.g. --sbatch exclude=node7 (repeatable)",
-    )
+    for kind in EXECUTOR_KINDS.values():  # each executor's own options
+        kind.add_options(p)
     p.set_defaults(func=_evaluate)
 
     s = sub.add_parser(
@@ -105,65 +71,23 @@ def register(sub) -> None:
     s.set_defaults(func=_status)
 
 
-def _gpu_list(text: str) -> list[str]:
-    from harness.jobs.slots import SlotError, parse_gpus
-
-    try:
-        return parse_gpus(text)
-    except SlotError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
-
-
-def _slurm_config(args):
-    from harness.jobs.executors import SlurmConfig, SlurmConfigError
-
-    extra = {}
-    for item in args.sbatch:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SlurmConfigError(f"--sbatch {item!r}: expected KEY=VALUE, e.g. exclude=node7")
-        extra[key] = value
-    overrides = {
-        "partition": args.partition,
-        "mem_gb": args.mem_gb,
-        "gpus_per_node": args.gpus_per_node,
-        "cpus_per_task": args.cpus_per_task,
-    }
-    if args.slurm_config is not None:
-        config = SlurmConfig.from_file(args.slurm_config, **overrides)
-    else:
-        config = SlurmConfig.from_mapping({k: v for k, v in overrides.items() if v is not None}, "command line")
-    config.extra.update(extra)
-    return config
-
-
 def _evaluate(args) -> int:
     from harness.challenge.config import ChallengeError
     from harness.jobs.evaluate import EvaluateError, EvaluateOptions, evaluate
+    from harness.jobs.executor_registry import check_executor_options, get_executor_kind
     from harness.jobs.executors import SlurmConfigError
     from harness.jobs.matrix import MatrixError
     from harness.results_lock import ResultsLockedError
 
     try:
-        slurm = _slurm_config(args) if args.executor == "slurm" else None
-        if args.executor != "slurm" and (args.slurm_config or args.partition or args.sbatch):
-            raise EvaluateError("Slurm options given without --executor slurm")
+        check_executor_options(args)
+        executor_settings = get_executor_kind(args.executor).settings(args)
         if args.challenge is not None or args.phase is not None:
-            results, tasks, recipe, records = _challenge_phase(args)
+            results, tasks, recipe, entries = _challenge_phase(args)
         else:
             if not args.submissions:
                 raise EvaluateError("no submission given (or give --challenge FILE --phase NAME)")
-            results, tasks, recipe, records = (
+            results, tasks, recipe, entries = (
                 args.results,
                 args.tasks or DEFAULT_TASKS,
                 args.recipe or DEFAULT_RECIPE,
@@ -172,19 +96,17 @@ def _evaluate(args) -> int:
         outcome = evaluate(
             EvaluateOptions(
                 submissions=args.submissions,
-                records=records,
+                entries=entries,
                 tasks=tasks,
                 results=results,
                 executor=args.executor,
                 folds=args.folds,
-                jobs=args.jobs,
-                gpus=args.gpus,
                 keep_checkpoints=args.keep_checkpoints,
                 retry_failed=args.retry_failed,
                 dry_run=args.dry_run,
                 device=args.device,
                 recipe=recipe,
-                slurm=slurm,
+                **executor_settings,
             )
         )
     except (EvaluateError, ResultsLockedError, SlurmConfigError, MatrixError, ChallengeError) as e:
@@ -194,7 +116,7 @@ def _evaluate(args) -> int:
 
 
 def _challenge_phase(args):
-    """(results folder, task registry, recipe, intake records) of `evaluate --challenge --phase`."""
+    """(results folder, task registry, recipe, counted entries) of `evaluate --challenge --phase`."""
     from harness.challenge.config import load_challenge
     from harness.challenge.phases import plan_phase
     from harness.jobs.evaluate import EvaluateError
@@ -212,9 +134,9 @@ def _challenge_phase(args):
     plan = plan_phase(challenge, phase.name, args.results)
     print(
         f"challenge {challenge.name}, phase {phase.name} (counts: {phase.counts}): "
-        f"{len(plan.records)} entr{'y' if len(plan.records) == 1 else 'ies'} counted; results in {plan.results}"
+        f"{len(plan.entries)} entr{'y' if len(plan.entries) == 1 else 'ies'} counted; results in {plan.results}"
     )
-    return plan.results, phase.tasks, challenge.recipe, plan.records
+    return plan.results, phase.tasks, challenge.recipe, plan.entries
 
 
 def _status(args) -> int:

@@ -47,6 +47,10 @@ class Executor(ABC):
 
     name: str = ""
     poll_s: float = 1.0
+    #: Whether the jobs it starts outlive the evaluate that started them (queued on a cluster): a
+    #: job an earlier evaluate left running is then waited for (``reattach``) or resumed, and
+    #: another executor leaves such a job alone.
+    outlives_evaluate: bool = False
 
     def run(self, jobs: Sequence[PlannedJob], on_event: EventCallback) -> None:
         """Run ``jobs`` (their job.json already written) until each is done or failed."""
@@ -87,6 +91,10 @@ class Executor(ABC):
         """Whether a job an earlier evaluate left running is still alive in this executor
         (then ``run`` waits for it instead of starting it again)."""
         return False
+
+    def default_device(self) -> str | None:
+        """The device jobs get when evaluate is given none (None: this machine's default)."""
+        return None
 
 
 def settle(job: PlannedJob, error_class: str, message: str, log: str | Path | None = None) -> JobState:
@@ -402,6 +410,7 @@ _SLURM_FAILURES = {
 
 class SlurmExecutor(Executor):
     name = "slurm"
+    outlives_evaluate = True
 
     def __init__(self, folder: Path, config: SlurmConfig | None = None):
         self.folder = Path(folder)
@@ -413,6 +422,9 @@ class SlurmExecutor(Executor):
         import submitit
 
         return submitit.SlurmExecutor(folder=str(self.folder / "%j"), max_num_timeout=self.config.max_requeues)
+
+    def default_device(self) -> str | None:
+        return "cuda" if self.config.gpus_per_node else None
 
     def reattach(self, job: PlannedJob) -> bool:
         import submitit

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from harness.jobs.intake import read_intake_records
 from harness.jobs.state import (
     CORRUPT,
     DONE,
@@ -210,20 +211,16 @@ def collect_status(results: Path, now: float | None = None) -> StatusReport:
                 progress=progress,
             )
         )
-    for record_path in layout.intake_records():
-        try:
-            record = read_json(record_path)
-        except (OSError, ValueError):
-            continue
-        if record.get("valid") is False:
-            for job in record.get("jobs") or [{"task": "*", "fold": None}]:
+    for record_path, record in read_intake_records(layout):
+        if not record.valid:
+            for job in record.jobs or [{"task": "*", "fold": None}]:
                 jobs.append(
                     JobStatus(
-                        record.get("entry", record_path.parent.name),
+                        record.entry,
                         job["task"],
                         job["fold"],
                         REJECTED,
-                        "; ".join(record.get("report", {}).get("errors", []))[:300],
+                        "; ".join(record.errors)[:300],
                         log=str(record_path),
                     )
                 )
@@ -258,10 +255,9 @@ def _label(j: JobStatus) -> str:
 def _submissions_by_track(results: Path) -> dict[str, str]:
     """track -> the file of a submission of that track that passed intake (the first by entry)."""
     out: dict[str, str] = {}
-    for record_path in ResultsLayout(results).intake_records():
-        record = read_marker(record_path) or {}
-        if record.get("valid") and record.get("track") and record.get("file"):
-            out.setdefault(record["track"], record["file"])
+    for _, record in read_intake_records(ResultsLayout(results)):
+        if record.valid and record.track:
+            out.setdefault(record.track, record.file)
     return out
 
 
