@@ -324,8 +324,8 @@ def test_an_intake_stopped_halfway_keeps_its_verdicts(tmp_path, monkeypatch):
     assert [(u["name"], u["rejection"]) for u in first] == [("alpha/w.pth", "invalid")]
     assert list(json.loads(layout.challenge_teams("toychal").read_text())["teams"]) == ["alpha"]
     outcome = intake_phase(challenge, challenge.phases[0], results, log=lambda m: None)
-    assert [u["name"] for u in outcome.new] == ["beta/w.pth", "gamma/w.pth"]  # alpha is not validated again
-    assert calls.count(calls[0]) == 1 and outcome.uploads[0] == first[0]
+    assert [u.name for u in outcome.new] == ["beta/w.pth", "gamma/w.pth"]  # alpha is not validated again
+    assert calls.count(calls[0]) == 1 and outcome.uploads[0].to_dict() == first[0]
 
 
 def _dry_run_entries(world, phase: str, results: Path | None = None) -> set[str]:
@@ -452,13 +452,15 @@ def test_feedback_finds_the_runs_a_recipe_shares(world, ranked):
     agree on it): the feedback of a lossless challenge must still see it done."""
     from harness.challenge.feedback import team_feedback
     from harness.challenge.teams import load_teams
+    from harness.jobs.intake import PhaseRecord
     from harness.jobs.status import collect_status
 
     lossless = load_challenge(world["challenge"]).model_copy(update={"recipe": "ssl3d-2025-lossless"})
     phase = lossless.get_phase("validation")
     status = collect_status(ranked["phase_root"]).jobs
     names = load_teams(ResultsLayout(world["results"]), "toychal")
-    data = team_feedback(lossless, phase, "alpha", _record(world, "validation"), status, {}, {}, names)
+    record = PhaseRecord.read(ResultsLayout(world["results"]).phase_intake("toychal", "validation"))
+    data = team_feedback(lossless, phase, "alpha", record, status, {}, {}, names)
     jobs = {(j["entry"], j["task"]): j["state"] for j in data["jobs"]}
     assert jobs[(ranked["ups"]["alpha/a2.pth"]["entry"], "ToySegOneChannel")] == "done"
 

@@ -19,7 +19,7 @@ from harness.jobs.executor_registry import (
     make_executor,
 )
 from harness.jobs.executors import LocalExecutor, SlurmExecutor
-from harness.jobs.intake import IntakeRecord, read_intake_records
+from harness.jobs.intake import IntakeRecord, PhaseRecord, UploadRecord, read_intake_records
 from harness.jobs.matrix import Entry
 from harness.runs import ResultsFileError, ResultsLayout
 
@@ -66,7 +66,7 @@ def test_a_broken_intake_record_names_the_file_and_the_field(tmp_path):
     data = json.loads(path.read_text())
     for broken, field in (({**data, "valid": "yes"}, "'valid'"), ({**data, "report": []}, "'report'")):
         path.write_text(json.dumps(broken))
-        with pytest.raises(ResultsFileError, match=f"field {field} is") as caught:
+        with pytest.raises(ResultsFileError, match=f"an intake record: field {field} is") as caught:
             IntakeRecord.read(path)
         assert str(caught.value).startswith(f"{path}: ")
     del data["sha256"]
@@ -119,3 +119,42 @@ def test_another_executors_options_and_an_unknown_executor_are_errors(tmp_path):
         check_executor_options(_parse("--executor", "slurm", "--gpus", "0"))
     with pytest.raises(EvaluateError, match=r"unknown executor 'kubernetes'; choose one of local, slurm"):
         make_executor(EvaluateOptions(submissions=[], executor="kubernetes"), ResultsLayout(tmp_path))
+
+
+# ------------------------------------------------------------------------------ inbox.json
+def test_the_phase_record_round_trips_and_a_broken_upload_names_file_index_and_field(tmp_path):
+    upload = UploadRecord(
+        entry="val-north-0123456789ab",
+        team="north",
+        name="north/w.pth",
+        file="/inbox/val/north/w.pth",
+        sha256="01" * 32,
+        size_bytes=10,
+        mtime_ns=5,
+        submitted_at="2026-12-07T18:00:00+00:00",
+        track="PrimusM",
+        order=1,
+        status="accepted",
+        rejection=None,
+        reasons=[],
+        checked="2026-12-07T18:00:01+00:00",
+        similar=[],
+    )
+    record = PhaseRecord("chal", "val", "0.1", [upload, UploadRecord(**{**upload.to_dict(), "order": 2})])
+    path = tmp_path / "inbox.json"
+    record.write(path)
+    assert PhaseRecord.read(path) == record
+    data = json.loads(path.read_text())
+    assert "withdrawn" not in data["uploads"][0]  # written only where it applies
+    data["uploads"][1]["size_bytes"] = True
+    path.write_text(json.dumps(data))
+    with pytest.raises(ResultsFileError, match=r"uploads\[1\]: an upload record: field 'size_bytes' is True") as e:
+        PhaseRecord.read(path)
+    assert str(e.value).startswith(str(path))
+    del data["uploads"][1]["status"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ResultsFileError, match=r"uploads\[1\]: not an upload record: no 'status'"):
+        PhaseRecord.read(path)
+    path.write_text(json.dumps({"challenge": "chal", "phase": "val", "harness_version": "0.1"}))
+    with pytest.raises(ResultsFileError, match="not an intake record: no 'uploads'"):
+        PhaseRecord.read(path)

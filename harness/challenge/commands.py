@@ -100,7 +100,7 @@ def _intake(args: argparse.Namespace) -> int:
     except (ChallengeError, UnsafePathError) as exc:
         return _error("intake", exc)
     if args.json:
-        print(json.dumps([u for o in outcomes for u in o.new], indent=2))
+        print(json.dumps([u.to_dict() for o in outcomes for u in o.new], indent=2))
     else:
         for outcome in outcomes:
             print(outcome.summary())
@@ -115,7 +115,7 @@ def _withdraw(challenge, args: argparse.Namespace, log) -> int:
         raise ChallengeError("--withdraw ENTRY needs --phase NAME and --reason TEXT")
     upload = withdraw(challenge, challenge.get_phase(args.phase), args.results, args.withdraw, args.reason, log=log)
     if args.json:
-        print(json.dumps(upload, indent=2))
+        print(json.dumps(upload.to_dict(), indent=2))
     return 0
 
 

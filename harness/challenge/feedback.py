@@ -25,6 +25,7 @@ from harness.challenge.intake import ACCEPTED, require_phase_record, uses_quota
 from harness.challenge.pages import esc, page, read_phase_leaderboard, table
 from harness.challenge.phases import counted_uploads, phase_leaderboard_dir, superseded_by
 from harness.challenge.teams import load_teams
+from harness.jobs.intake import PhaseRecord, UploadRecord
 from harness.recipes import get_recipe
 from harness.runs import ResultsLayout, write_json_atomic, write_text_atomic
 
@@ -36,32 +37,32 @@ DUPLICATE_FOR_TEAM = (
 NOT_STARTED = "not started"
 
 
-def team_reasons(upload: dict) -> list[str]:
+def team_reasons(upload: UploadRecord) -> list[str]:
     """The reasons a team may read (a duplicate's names the other team: replaced)."""
-    if upload.get("rejection") == "duplicate":
+    if upload.rejection == "duplicate":
         return [DUPLICATE_FOR_TEAM]
-    return list(upload.get("reasons") or [])
+    return list(upload.reasons or [])
 
 
 def team_feedback(
-    challenge: Challenge, phase: PhaseSpec, team: str, record: dict, status, boards: dict, meta: dict, names
+    challenge: Challenge, phase: PhaseSpec, team: str, record: PhaseRecord, status, boards: dict, meta: dict, names
 ) -> dict:
     """The feedback of one team (the JSON file's content)."""
-    mine = [u for u in record["uploads"] if u["team"] == team]
-    counted = {u["entry"] for u in counted_uploads(phase, record)}
+    mine = [u for u in record.uploads if u.team == team]
+    counted = {u.entry for u in counted_uploads(phase, record)}
     replaced = superseded_by(phase, record)
     uploads = [
         {
-            "entry": u["entry"],
-            "file": u["name"].split("/", 1)[-1],
-            "submitted_at": u["submitted_at"],
-            "track": u["track"],
-            "method_name": u.get("method_name"),
-            "status": u["status"],
+            "entry": u.entry,
+            "file": u.name.split("/", 1)[-1],
+            "submitted_at": u.submitted_at,
+            "track": u.track,
+            "method_name": u.method_name,
+            "status": u.status,
             "reasons": team_reasons(u),
-            "warnings": list(u.get("warnings") or []),
-            "counts": u["entry"] in counted,
-            "superseded_by": replaced.get(u["entry"]),
+            "warnings": list(u.warnings or []),
+            "counts": u.entry in counted,
+            "superseded_by": replaced.get(u.entry),
         }
         for u in mine
     ]
@@ -71,23 +72,23 @@ def team_feedback(
     recipe = get_recipe(challenge.recipe)
     jobs = []
     for u in mine:
-        if u["status"] != ACCEPTED:
+        if u.status != ACCEPTED:
             continue
 
-        def of_recipe(j, track=u["track"]) -> bool:
+        def of_recipe(j, track=u.track) -> bool:
             # the run folder a job of the challenge's recipe has (a ResEnc-L job shared by two
             # recipes lives in the first one's)
             kind = task_types.get(j.task)
             return j.setup is None or (kind is not None and j.setup == recipe.setup_name(kind, track))
 
-        ran = {(j.task, j.fold): j for j in status if j.entry == u["entry"] and of_recipe(j)}
-        if u["entry"] not in counted and not ran:
+        ran = {(j.task, j.fold): j for j in status if j.entry == u.entry and of_recipe(j)}
+        if u.entry not in counted and not ran:
             continue  # superseded before it ran: nothing to report
-        for task, fold in expected if u["entry"] in counted else sorted(ran, key=str):
+        for task, fold in expected if u.entry in counted else sorted(ran, key=str):
             j = ran.get((task, fold))
             jobs.append(
                 {
-                    "entry": u["entry"],
+                    "entry": u.entry,
                     "task": task,
                     "fold": fold,
                     "state": j.state if j is not None else NOT_STARTED,
@@ -96,17 +97,17 @@ def team_feedback(
             )
     results = []
     for u in mine:
-        if u["entry"] not in counted or u["track"] not in boards:
+        if u.entry not in counted or u.track not in boards:
             continue
-        rows = boards[u["track"]]
-        row = next((r for r in rows if r.entry == u["entry"]), None)
+        rows = boards[u.track]
+        row = next((r for r in rows if r.entry == u.entry), None)
         baseline = next((r for r in rows if r.is_baseline), None)
         if row is None:
             continue
         results.append(
             {
-                "entry": u["entry"],
-                "track": u["track"],
+                "entry": u.entry,
+                "track": u.track,
                 "rank": row.rank,
                 "rank_lo": row.rank_lo,
                 "rank_hi": row.rank_hi,
@@ -134,7 +135,7 @@ def team_feedback(
         },
         "quota": {
             track: {
-                "used": (n := sum(uses_quota(u) and u["track"] == track for u in mine)),
+                "used": (n := sum(uses_quota(u) and u.track == track for u in mine)),
                 "limit": phase.submission_limit,
                 "remaining": max(phase.submission_limit - n, 0),
             }
@@ -258,7 +259,7 @@ def write_feedback(
     phase = challenge.get_phase(phase_name)
     layout = ResultsLayout(results)
     record = require_phase_record(layout, challenge, phase)
-    known = sorted({u["team"] for u in record["uploads"]})
+    known = sorted({u.team for u in record.uploads})
     chosen = known if not teams else list(dict.fromkeys(teams))
     unknown = [t for t in chosen if t not in known]
     if unknown:

@@ -46,6 +46,7 @@ results folder: harness/jobs/intake.py's ``IntakeRecord``, as `harness evaluate`
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import re
@@ -57,7 +58,7 @@ from typing import Any
 from harness.challenge.config import NAME_PATTERN, Challenge, ChallengeError, PhaseSpec
 from harness.challenge.inbox import Upload, discover
 from harness.challenge.teams import load_teams
-from harness.jobs.intake import IntakeRecord
+from harness.jobs.intake import IntakeRecord, PhaseRecord, UploadRecord
 from harness.runs import ResultsFileError, ResultsLayout, read_json, write_json_atomic
 from harness.submission import DEFAULT_MAX_SIZE
 
@@ -67,10 +68,10 @@ REJECTIONS = ("unusable", "window", "duplicate", "resubmission", "invalid", "tra
 WITHDRAWN = "withdrawn"
 
 
-def uses_quota(upload: dict) -> bool:
+def uses_quota(upload: UploadRecord) -> bool:
     """Whether an upload takes one of its team's ``submission_limit`` slots: an accepted one, and
     one the organizers withdrew after accepting it (it was evaluated; withdrawing frees nothing)."""
-    return upload["status"] == ACCEPTED or upload.get("rejection") == WITHDRAWN
+    return upload.status == ACCEPTED or upload.rejection == WITHDRAWN
 
 
 @dataclass
@@ -78,17 +79,17 @@ class PhaseIntake:
     """The outcome of one phase's intake: its record and what this run added."""
 
     phase: str
-    record: dict
-    new: list[dict] = field(default_factory=list)
+    record: PhaseRecord
+    new: list[UploadRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     path: Path | None = None
 
     @property
-    def uploads(self) -> list[dict]:
-        return self.record["uploads"]
+    def uploads(self) -> list[UploadRecord]:
+        return self.record.uploads
 
     def summary(self) -> str:
-        accepted = sum(u["status"] == ACCEPTED for u in self.new)
+        accepted = sum(u.status == ACCEPTED for u in self.new)
         return (
             f"phase {self.phase}: {len(self.new)} new upload(s) ({accepted} accepted, "
             f"{len(self.new) - accepted} rejected); {len(self.uploads)} recorded in {self.path}"
@@ -99,28 +100,25 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def empty_record(challenge: Challenge, phase: PhaseSpec) -> dict:
+def empty_record(challenge: Challenge, phase: PhaseSpec) -> PhaseRecord:
     from harness import __version__
 
-    return {"challenge": challenge.name, "phase": phase.name, "harness_version": __version__, "uploads": []}
+    return PhaseRecord(challenge.name, phase.name, __version__)
 
 
-def read_phase_record(layout: ResultsLayout, challenge: Challenge, phase: PhaseSpec) -> dict | None:
+def read_phase_record(layout: ResultsLayout, challenge: Challenge, phase: PhaseSpec) -> PhaseRecord | None:
     """The phase's intake record, or None when intake has not run on it; a record that does not
-    parse is a ``ChallengeError`` naming it."""
+    read is a ``ChallengeError`` naming it (and the upload and field at fault)."""
     path = layout.phase_intake(challenge.name, phase.name)
     if not path.is_file():
         return None
     try:
-        record = read_json(path)
-    except (OSError, ValueError) as e:
-        raise ChallengeError(f"{path}: cannot read the intake record: {e}") from None
-    if not isinstance(record, dict) or not isinstance(record.get("uploads"), list):
-        raise ChallengeError(f"{path}: not an intake record (no 'uploads' list)")
-    return record
+        return PhaseRecord.read(path)
+    except ResultsFileError as e:
+        raise ChallengeError(f"cannot read the intake record: {e}") from None
 
 
-def require_phase_record(layout: ResultsLayout, challenge: Challenge, phase: PhaseSpec) -> dict:
+def require_phase_record(layout: ResultsLayout, challenge: Challenge, phase: PhaseSpec) -> PhaseRecord:
     record = read_phase_record(layout, challenge, phase)
     if record is None:
         raise ChallengeError(
@@ -150,9 +148,9 @@ def intake_phase(
 def _intake_phase(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout, log) -> PhaseIntake:
     record = read_phase_record(layout, challenge, phase) or empty_record(challenge, phase)
     outcome = PhaseIntake(phase.name, record, path=layout.phase_intake(challenge.name, phase.name))
-    uploads = record["uploads"]
-    by_stat = {(u["team"], u["name"], u["size_bytes"], u["mtime_ns"]): u for u in uploads}
-    known = {(u["team"], u["name"], u["sha256"]) for u in uploads}
+    uploads = record.uploads
+    by_stat = {(u.team, u.name, u.size_bytes, u.mtime_ns): u for u in uploads}
+    known = {(u.team, u.name, u.sha256) for u in uploads}
     others = _other_phase_uploads(layout, challenge, phase)
     teams = load_teams(layout, challenge.name)
     teams_changed = False
@@ -173,18 +171,17 @@ def _intake_phase(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout,
             continue  # touched, not changed
         if upload.problem is None:
             teams_changed |= teams.meet(challenge, upload.team, upload.display_name, upload.submitted_at)
-        entry = decide(challenge, phase, upload, digest, uploads, others, log, task_types=task_types)
-        if entry["status"] == ACCEPTED:
-            entry["similar"] = similar.check(phase.name, entry, log)
-        write_entry_record(layout.phase(challenge.name, phase.name), entry)
-        entry.pop("report", None)  # the whole report is in the entry's own record
+        entry, report = decide(challenge, phase, upload, digest, uploads, others, log, task_types=task_types)
+        if entry.status == ACCEPTED:
+            entry.similar = similar.check(phase.name, entry, report, log)
+        write_entry_record(layout.phase(challenge.name, phase.name), entry, report)  # the whole report
         uploads.append(entry)
         known.add((upload.team, upload.name, digest))
         outcome.new.append(entry)
         # recorded at once: an intake stopped halfway (a hundred validations take a while) keeps
         # every verdict it reached, and the next one goes on from there
-        record["updated"] = _now()
-        write_json_atomic(layout.phase_intake(challenge.name, phase.name), record)
+        record.updated = _now()
+        record.write(layout.phase_intake(challenge.name, phase.name))
         if teams_changed:
             teams.save(layout)
             teams_changed = False
@@ -193,11 +190,12 @@ def _intake_phase(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout,
     return outcome
 
 
-def _other_phase_uploads(layout: ResultsLayout, challenge: Challenge, phase: PhaseSpec) -> list[dict]:
+def _other_phase_uploads(layout: ResultsLayout, challenge: Challenge, phase: PhaseSpec) -> list[UploadRecord]:
     out = []
     for other in challenge.phases:
         if other.name != phase.name:
-            out += (read_phase_record(layout, challenge, other) or {"uploads": []})["uploads"]
+            recorded = read_phase_record(layout, challenge, other)
+            out += recorded.uploads if recorded is not None else []
     return out
 
 
@@ -210,13 +208,13 @@ class _Similarity:
 
     def __init__(self, layout: ResultsLayout, challenge: Challenge):
         self.layout, self.challenge = layout, challenge
-        self.known: list[tuple[str, dict, Any]] | None = None  # (phase, upload, decoded print)
+        self.known: list[tuple[str, UploadRecord, Any]] | None = None  # (phase, upload, decoded print)
         self.references: list[tuple[str, Any]] | None = None
 
-    def _entry_print(self, phase: str, upload: dict) -> Any:
+    def _entry_print(self, phase: str, upload: UploadRecord) -> Any:
         from harness.submission.fingerprint import decode
 
-        path = self.layout.phase(self.challenge.name, phase).intake_record(upload["entry"])
+        path = self.layout.phase(self.challenge.name, phase).intake_record(upload.entry)
         try:
             fp = IntakeRecord.read(path).report.get("fingerprint")
         except ResultsFileError:
@@ -228,19 +226,20 @@ class _Similarity:
 
         self.known = []
         for phase in self.challenge.phases:
-            for upload in (read_phase_record(self.layout, self.challenge, phase) or {"uploads": []})["uploads"]:
-                if upload["status"] == ACCEPTED:
+            recorded = read_phase_record(self.layout, self.challenge, phase)
+            for upload in recorded.uploads if recorded is not None else []:
+                if upload.status == ACCEPTED:
                     decoded = self._entry_print(phase.name, upload)
                     if decoded is not None:
                         self.known.append((phase.name, upload, decoded))
         prints = reference_fingerprints(self.layout, self.challenge)
         self.references = [(str(p), decode(fp)) for p, fp in prints.items()]
 
-    def check(self, phase: str, entry: dict, log: Callable[[str], None]) -> list[dict]:
-        """The flagged pairs of a newly accepted ``entry`` (whose report is still attached)."""
+    def check(self, phase: str, entry: UploadRecord, report: dict | None, log: Callable[[str], None]) -> list[dict]:
+        """The flagged pairs of a newly accepted ``entry`` (``report``: its validation report)."""
         from harness.submission.fingerprint import compare, decode
 
-        fp = (entry.get("report") or {}).get("fingerprint")
+        fp = (report or {}).get("fingerprint")
         if not isinstance(fp, dict) or not fp.get("tensors"):
             return []
         if self.known is None or self.references is None:
@@ -249,18 +248,12 @@ class _Similarity:
         mine = decode(fp)
         found = []
         for other_phase, other, theirs in self.known:
-            if other["team"] == entry["team"] or other.get("track") != entry["track"]:
+            if other.team == entry.team or other.track != entry.track:
                 continue
             figures = compare(mine, theirs)
             if figures.pop("similar"):
                 found.append(
-                    {
-                        "entry": other["entry"],
-                        "team": other["team"],
-                        "phase": other_phase,
-                        "file": other["file"],
-                        **figures,
-                    }
+                    {"entry": other.entry, "team": other.team, "phase": other_phase, "file": other.file, **figures}
                 )
         for path, theirs in self.references:
             figures = compare(mine, theirs)
@@ -273,7 +266,7 @@ class _Similarity:
                 else f"entry {pair['entry']} of team {pair['team']!r}"
             )
             log(
-                f"intake {phase}: {entry['entry']} is similar to {what}: {pair['share']:.0%} of {pair['compared']} "
+                f"intake {phase}: {entry.entry} is similar to {what}: {pair['share']:.0%} of {pair['compared']} "
                 f"stem/encoder tensors alike (median r {pair['median']}); for the organizers to judge, not rejected"
             )
         self.known.append((phase, entry, mine))
@@ -336,43 +329,43 @@ def decide(
     phase: PhaseSpec,
     upload: Upload,
     digest: str | None,
-    uploads: list[dict],
-    others: list[dict],
+    uploads: list[UploadRecord],
+    others: list[UploadRecord],
     log: Callable[[str], None],
     *,
     task_types: Callable[[], Sequence[str]] = tuple,
-) -> dict:
+) -> tuple[UploadRecord, dict | None]:
     """The verdict on one new upload, given the uploads already recorded (``uploads``: this
     phase's, ``others``: the other phases') and the task types of the phase's registry
     (``task_types()``, asked only of a valid file that lacks a part some jobs need: it is rejected
-    when one of the phase's task types needs it)."""
-    entry: dict[str, Any] = {
-        "entry": entry_id(phase.name, upload.team, digest, {u["entry"] for u in uploads}),
-        "team": upload.team,
-        "name": upload.name,
-        "file": str(upload.path),
-        "sha256": digest,
-        "size_bytes": upload.size,
-        "mtime_ns": upload.mtime_ns,
-        "submitted_at": upload.submitted_at.isoformat(timespec="seconds"),
-        "time_source": upload.time_source,
-        "declared_track": upload.track,
-        "track": upload.track,
-        "display_name": upload.display_name,
-        "method_name": upload.method_name,
-        "order": len(uploads) + 1,
-        "status": REJECTED,
-        "rejection": None,
-        "reasons": [],
-        "warnings": [],
-        "duplicate_of": None,
-        "checked": _now(),
-    }
+    when one of the phase's task types needs it); with the validation report, None when the file
+    was not validated."""
+    entry = UploadRecord(
+        entry=entry_id(phase.name, upload.team, digest, {u.entry for u in uploads}),
+        team=upload.team,
+        name=upload.name,
+        file=str(upload.path),
+        sha256=digest,
+        size_bytes=upload.size,
+        mtime_ns=upload.mtime_ns,
+        submitted_at=upload.submitted_at.isoformat(timespec="seconds"),
+        time_source=upload.time_source,
+        declared_track=upload.track,
+        track=upload.track,
+        display_name=upload.display_name,
+        method_name=upload.method_name,
+        order=len(uploads) + 1,
+        status=REJECTED,
+        rejection=None,
+        reasons=[],
+        checked=_now(),
+    )
+    report: dict | None = None
 
-    def reject(kind: str, reason: str) -> dict:
-        entry["rejection"], entry["reasons"] = kind, entry["reasons"] or [reason]
-        log(f"intake {phase.name}: {upload.name} -> {entry['entry']}: REJECTED ({kind}): {reason}")
-        return entry
+    def reject(kind: str, reason: str) -> tuple[UploadRecord, dict | None]:
+        entry.rejection, entry.reasons = kind, entry.reasons or [reason]
+        log(f"intake {phase.name}: {upload.name} -> {entry.entry}: REJECTED ({kind}): {reason}")
+        return entry, report
 
     if upload.problem is not None:
         return reject("unusable", upload.problem)
@@ -387,87 +380,88 @@ def decide(
         except SubmissionError as e:
             return reject("invalid", str(e).removeprefix(f"{upload.path}: "))
         return reject("invalid", "the file changed during intake: upload it again")
-    same = [u for u in uploads + others if u["sha256"] == digest]
-    theirs = [u for u in same if u["team"] != upload.team]
+    same = [u for u in uploads + others if u.sha256 == digest]
+    theirs = [u for u in same if u.team != upload.team]
     if theirs:
         first = theirs[0]
-        entry["duplicate_of"] = first["entry"]
+        entry.duplicate_of = first.entry
         return reject(
             "duplicate",
-            f"the same bytes (sha256 {digest[:12]}...) as entry {first['entry']} of team {first['team']!r} "
-            f"({first['name']}, uploaded {first['submitted_at']}): the same weights count once, "
+            f"the same bytes (sha256 {digest[:12]}...) as entry {first.entry} of team {first.team!r} "
+            f"({first.name}, uploaded {first.submitted_at}): the same weights count once, "
             "for the team that uploaded them first",
         )
-    mine = [u for u in uploads if u["sha256"] == digest and u["team"] == upload.team]
+    mine = [u for u in uploads if u.sha256 == digest and u.team == upload.team]
     if mine:
-        entry["duplicate_of"] = mine[0]["entry"]
+        entry.duplicate_of = mine[0].entry
         return reject(
             "resubmission",
-            f"the same bytes as your earlier upload {mine[0]['name']} (entry {mine[0]['entry']}, "
-            f"{mine[0]['status']}): it does not count again",
+            f"the same bytes as your earlier upload {mine[0].name} (entry {mine[0].entry}, "
+            f"{mine[0].status}): it does not count again",
         )
     from harness.submission import validate_submission
 
     log(f"intake {phase.name}: validating {upload.name}")
-    report = validate_submission(
+    validated = validate_submission(
         upload.path, track=upload.track, max_size=DEFAULT_MAX_SIZE, sha256=digest
     )  # hashed once, above
-    entry["track"] = report.track or upload.track
-    entry["warnings"] = list(report.warnings)
-    entry["report"] = report.to_dict()
-    if not report.valid:
-        entry["reasons"] = list(report.errors) or ["the file could not be read"]
-        return reject("invalid", report.errors[0] if report.errors else "the file could not be read")
-    track = entry["track"]
+    validation = validated
+    entry.track = validation.track or upload.track
+    entry.warnings = list(validation.warnings)
+    report = validation.to_dict()
+    if not validation.valid:
+        entry.reasons = list(validation.errors) or ["the file could not be read"]
+        return reject("invalid", validation.errors[0] if validation.errors else "the file could not be read")
+    track = entry.track
     if track not in challenge.tracks:
         return reject("track", f"a valid {track} checkpoint, but this challenge runs {', '.join(challenge.tracks)}")
     from harness.recipes import get_recipe
     from harness.submission import unrunnable_problem
 
-    lacks = entry["report"].get("lacks")
-    problem = unrunnable_problem(entry["report"], track, get_recipe(challenge.recipe), task_types()) if lacks else None
+    lacks = report.get("lacks")
+    problem = unrunnable_problem(report, track, get_recipe(challenge.recipe), task_types()) if lacks else None
     if problem is not None:
         return reject("tasks", problem)
-    used = [u for u in uploads if u["team"] == upload.team and u["track"] == track and uses_quota(u)]
+    used = [u for u in uploads if u.team == upload.team and u.track == track and uses_quota(u)]
     if len(used) >= phase.submission_limit:
-        listed = ", ".join(f"{u['entry']} ({u['name']})" for u in used)
+        listed = ", ".join(f"{u.entry} ({u.name})" for u in used)
         return reject(
             "quota",
             f"over the limit: phase {phase.name!r} accepts {phase.submission_limit} submission(s) per team "
             f"and track, and team {upload.team!r} has used {len(used)} in {track}: {listed}",
         )
-    entry["status"] = ACCEPTED
+    entry.status = ACCEPTED
     log(
-        f"intake {phase.name}: {upload.name} -> {entry['entry']}: accepted ({track}, "
+        f"intake {phase.name}: {upload.name} -> {entry.entry}: accepted ({track}, "
         f"{len(used) + 1} of {phase.submission_limit})"
     )
-    return entry
+    return entry, report
 
 
-def write_entry_record(phase_layout: ResultsLayout, entry: dict) -> None:
+def write_entry_record(phase_layout: ResultsLayout, entry: UploadRecord, report: dict | None) -> None:
     """The per-entry intake record in the phase's results folder, in `harness evaluate`'s format
     (``valid`` is True for an accepted upload only), and its text report."""
     from harness import __version__
 
-    report = entry.get("report") or {"errors": list(entry["reasons"]), "warnings": list(entry["warnings"])}
-    if entry["status"] == REJECTED and entry["rejection"] != "invalid":
-        report = {**report, "errors": [*report.get("errors", []), *entry["reasons"]]}
+    report = report or {"errors": list(entry.reasons), "warnings": list(entry.warnings)}
+    if entry.status == REJECTED and entry.rejection != "invalid":
+        report = {**report, "errors": [*report.get("errors", []), *entry.reasons]}
     record = IntakeRecord(
-        entry=entry["entry"],
-        file=entry["file"],
-        sha256=entry["sha256"],
-        valid=entry["status"] == ACCEPTED,
-        track=entry["track"],
+        entry=entry.entry,
+        file=entry.file,
+        sha256=entry.sha256,
+        valid=entry.status == ACCEPTED,
+        track=entry.track,
         harness_version=__version__,
-        checked=entry["checked"],
+        checked=entry.checked,
         report=report,
-        team=entry["team"],
-        rejection=entry["rejection"],
-        duplicate_of=entry["duplicate_of"],
+        team=entry.team,
+        rejection=entry.rejection,
+        duplicate_of=entry.duplicate_of,
         # organizers only: uploads and reference checkpoints its weights look derived from
-        similar=list(entry.get("similar") or []),
+        similar=list(entry.similar or []),
     )
-    lines = [f"{entry['entry']} ({entry['name']}): {entry['status'].upper()}"]
+    lines = [f"{entry.entry} ({entry.name}): {entry.status.upper()}"]
     lines += [f"  error: {r}" for r in record.errors]
     lines += [f"  warning: {w}" for w in record.report.get("warnings", [])]
     record.write(phase_layout, "\n".join(lines))
@@ -481,7 +475,7 @@ def withdraw(
     reason: str,
     *,
     log: Callable[[str], None] = print,
-) -> dict:
+) -> UploadRecord:
     """The organizers withdraw an accepted upload (a broken rule, the team's own request): it is
     recorded as rejected (``withdrawn``, with the reason and the time) and leaves the phase's
     matrix and ranking (under ``last-valid`` the team's previous accepted upload counts again); its
@@ -494,34 +488,30 @@ def withdraw(
     try:
         with ResultsLock(layout.challenge_dir(challenge.name), "harness intake --withdraw"):
             record = require_phase_record(layout, challenge, phase)
-            upload = next((u for u in record["uploads"] if u["entry"] == entry), None)
+            upload = next((u for u in record.uploads if u.entry == entry), None)
             if upload is None:
                 raise ChallengeError(f"phase {phase.name!r} has no upload with entry id {entry!r}")
-            if upload["status"] != ACCEPTED:
+            if upload.status != ACCEPTED:
                 raise ChallengeError(
-                    f"entry {entry} was not accepted ({upload['rejection']}): there is nothing to withdraw"
+                    f"entry {entry} was not accepted ({upload.rejection}): there is nothing to withdraw"
                 )
             when = _now()
-            upload.update(
-                status=REJECTED,
-                rejection=WITHDRAWN,
-                reasons=[f"withdrawn by the organizers on {when}: {reason.strip()}"],
-                withdrawn=when,
-            )
-            record["updated"] = when
-            write_json_atomic(layout.phase_intake(challenge.name, phase.name), record)  # what counts
+            upload.status, upload.rejection, upload.withdrawn = REJECTED, WITHDRAWN, when
+            upload.reasons = [f"withdrawn by the organizers on {when}: {reason.strip()}"]
+            record.updated = when
+            record.write(layout.phase_intake(challenge.name, phase.name))  # what counts
             phase_layout = layout.phase(challenge.name, phase.name)
             path = phase_layout.intake_record(entry)
             try:
                 previous = IntakeRecord.read(path).report if path.is_file() else None
             except ResultsFileError as e:
                 raise ChallengeError(f"cannot withdraw {entry}: {e}") from None
-            write_entry_record(phase_layout, {**upload, "checked": when, "report": previous})
+            write_entry_record(phase_layout, dataclasses.replace(upload, checked=when), previous)
     except ResultsLockedError:
         raise ChallengeError(
             f"another `harness intake` is running on challenge {challenge.name!r}; try again when it has finished"
         ) from None
-    log(f"intake {phase.name}: {upload['name']} -> {entry}: WITHDRAWN: {reason.strip()}")
+    log(f"intake {phase.name}: {upload.name} -> {entry}: WITHDRAWN: {reason.strip()}")
     return upload
 
 

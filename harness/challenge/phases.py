@@ -21,32 +21,39 @@ from pathlib import Path
 
 from harness.challenge.config import Challenge, ChallengeError, PhaseSpec
 from harness.challenge.intake import ACCEPTED, require_phase_record
+from harness.jobs.intake import PhaseRecord, UploadRecord
 from harness.jobs.matrix import Entry
 from harness.runs import ResultsLayout
 
 
-def counted_uploads(phase: PhaseSpec, record: dict) -> list[dict]:
+def counted_uploads(phase: PhaseSpec, record: PhaseRecord) -> list[UploadRecord]:
     """The accepted uploads of ``record`` that count for ``phase``'s ranking, in upload order."""
-    accepted = [u for u in record["uploads"] if u["status"] == ACCEPTED]
+    accepted = [u for u in record.uploads if u.status == ACCEPTED]
     if phase.counts == "each":
         return accepted
-    last: dict[tuple[str, str], dict] = {}
+    last: dict[tuple[str, str | None], UploadRecord] = {}
     for upload in accepted:  # in intake (= upload) order: the later replaces the earlier
-        last[(upload["team"], upload["track"])] = upload
+        last[(upload.team, upload.track)] = upload
     keep = {id(u) for u in last.values()}
     return [u for u in accepted if id(u) in keep]
 
 
-def superseded_by(phase: PhaseSpec, record: dict) -> dict[str, str]:
+def superseded_by(phase: PhaseSpec, record: PhaseRecord) -> dict[str, str]:
     """entry -> the entry that replaced it (``counts: last-valid`` only)."""
     if phase.counts != "last-valid":
         return {}
-    counted = {(u["team"], u["track"]): u["entry"] for u in counted_uploads(phase, record)}
+    counted = {(u.team, u.track): u.entry for u in counted_uploads(phase, record)}
     return {
-        u["entry"]: counted[(u["team"], u["track"])]
-        for u in record["uploads"]
-        if u["status"] == ACCEPTED and counted[(u["team"], u["track"])] != u["entry"]
+        u.entry: counted[(u.team, u.track)]
+        for u in record.uploads
+        if u.status == ACCEPTED and counted[(u.team, u.track)] != u.entry
     }
+
+
+def upload_entry(upload: UploadRecord) -> Entry:
+    """What the job matrix needs of an accepted upload (validated: it has its digest and track)."""
+    assert upload.status == ACCEPTED and upload.sha256 is not None and upload.track is not None, upload.entry
+    return Entry(upload.entry, Path(upload.file), upload.sha256, upload.track)
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ def plan_phase(challenge: Challenge, phase_name: str, results: Path) -> PhasePla
     phase = challenge.get_phase(phase_name)
     layout = ResultsLayout(results)
     record = require_phase_record(layout, challenge, phase)
-    entries = [Entry(u["entry"], Path(u["file"]), u["sha256"], u["track"]) for u in counted_uploads(phase, record)]
+    entries = [upload_entry(u) for u in counted_uploads(phase, record)]
     missing = [str(e.path) for e in entries if not e.path.is_file()]
     if missing:
         raise ChallengeError(f"phase {phase.name!r}: accepted upload(s) no longer on disk: {', '.join(missing)}")
@@ -78,7 +85,7 @@ def ranked_entries(challenge: Challenge, phase: PhaseSpec, results: Path) -> dic
     their tracks: one without runs yet (an earlier upload that counts again after a withdrawal)
     is listed with every job pending, never left out."""
     record = require_phase_record(ResultsLayout(results), challenge, phase)
-    return {u["entry"]: u["track"] for u in counted_uploads(phase, record)}
+    return {u.entry: u.track for u in counted_uploads(phase, record) if u.track is not None}
 
 
 def phase_leaderboard_dir(challenge: Challenge, phase: PhaseSpec, results: Path) -> Path:

@@ -23,6 +23,7 @@ from harness.challenge.intake import require_phase_record
 from harness.challenge.pages import esc, page, read_phase_leaderboard, table
 from harness.challenge.phases import counted_uploads, phase_leaderboard_dir, ranked_entries
 from harness.challenge.teams import load_teams
+from harness.jobs.intake import PhaseRecord, UploadRecord
 from harness.leaderboard.rows import LeaderboardRow
 from harness.runs import ResultsLayout, people_csv_text, write_json_atomic, write_text_atomic
 
@@ -49,18 +50,20 @@ def public_rows(rows: list[LeaderboardRow], labels: dict[str, tuple[str, str | N
     return out
 
 
-def entry_labels(challenge: Challenge, phase, record: dict, names, mode: str) -> dict[str, tuple[str, str | None]]:
+def entry_labels(
+    challenge: Challenge, phase, record: PhaseRecord, names, mode: str
+) -> dict[str, tuple[str, str | None]]:
     """entry -> (public name, method) of every counted entry of the phase."""
     counted = counted_uploads(phase, record)
-    per_team: dict[tuple[str, str], list[dict]] = {}
+    per_team: dict[tuple[str, str | None], list[UploadRecord]] = {}
     for u in counted:
-        per_team.setdefault((u["team"], u["track"]), []).append(u)
+        per_team.setdefault((u.team, u.track), []).append(u)
     labels = {}
     for (team, _track), ups in per_team.items():
         base = names.anonymous_id(team) if mode == "anonymous" else names.display_name(team)
         for n, u in enumerate(ups, start=1):
             label = base if len(ups) == 1 else f"{base} #{n}"
-            labels[u["entry"]] = (label, None if mode == "anonymous" else u.get("method_name"))
+            labels[u.entry] = (label, None if mode == "anonymous" else u.method_name)
     return labels
 
 

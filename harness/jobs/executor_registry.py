@@ -181,7 +181,7 @@ class SlurmKind(ExecutorKind):
         return {"slurm": config}
 
     def build(self, settings: ExecutorSettings, layout: ResultsLayout) -> Executor:
-        return SlurmExecutor(ResultsLayout(layout.root.resolve()).slurm_dir, settings.slurm or SlurmConfig())
+        return SlurmExecutor(layout.slurm_dir.resolve(), settings.slurm or SlurmConfig())
 
     def misuse(self, chosen: str) -> str:
         return "Slurm options given without --executor slurm"

@@ -25,6 +25,23 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+def _check_fields(
+    data: Any, kinds: dict[str, tuple[type, ...]], required: Sequence[str], where: str, what: str
+) -> None:
+    """``ResultsFileError`` (naming ``where``) unless ``data`` is an object with every ``required``
+    field and each field of ``kinds`` of its type (``int`` is never a bool)."""
+    if not isinstance(data, dict):
+        raise ResultsFileError(where, f"not {what}: a JSON {type(data).__name__}, not an object")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ResultsFileError(where, f"not {what}: no {', '.join(repr(k) for k in missing)}")
+    for name, allowed in kinds.items():
+        value = data.get(name)
+        if name in data and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
+            wanted = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
+            raise ResultsFileError(where, f"{what}: field {name!r} is {value!r}, not {wanted}")
+
+
 #: field -> the JSON types it may hold (None: absent or null).
 _KINDS: dict[str, tuple[type, ...]] = {
     "entry": (str,),
@@ -93,15 +110,7 @@ class IntakeRecord:
     def from_dict(cls, data: Any, where: str | Path) -> IntakeRecord:
         """The record of an intake.json's content; ``ResultsFileError`` names ``where`` and the
         field that is missing or of the wrong type."""
-        if not isinstance(data, dict):
-            raise ResultsFileError(where, f"not an intake record: a JSON {type(data).__name__}, not an object")
-        missing = [k for k in _REQUIRED if k not in data]
-        if missing:
-            raise ResultsFileError(where, f"not an intake record: no {', '.join(repr(k) for k in missing)}")
-        for name, kinds in _KINDS.items():
-            if name in data and not isinstance(data[name], kinds):
-                wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-                raise ResultsFileError(where, f"field {name!r} is {data[name]!r}, not {wanted}")
+        _check_fields(data, _KINDS, _REQUIRED, str(where), "an intake record")
         known = {f.name for f in fields(cls)} - {"extra"}
         return cls(
             **{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known}
@@ -277,3 +286,134 @@ def intake_files(
 ) -> list[IntakeRecord]:
     """``intake_file`` of each file, in command-line order."""
     return [intake_file(s, layout, recipe=recipe, task_types=task_types, write=write, log=log) for s in subs]
+
+
+# ------------------------------------------------------------------------- challenge uploads
+_TEXT, _MAYBE_TEXT, _LIST = (str,), (str, type(None)), (list,)
+_UPLOAD_KINDS: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("entry", "team", "name", "file", "submitted_at", "status", "checked"), _TEXT),
+    **dict.fromkeys(("sha256", "track", "rejection", "duplicate_of", "time_source"), _MAYBE_TEXT),
+    **dict.fromkeys(("declared_track", "display_name", "method_name", "withdrawn"), _MAYBE_TEXT),
+    "size_bytes": (int,),
+    "mtime_ns": (int,),
+    "order": (int,),
+    "reasons": _LIST,
+    "warnings": _LIST,
+    "similar": (list, type(None)),
+}
+_UPLOAD_REQUIRED = (
+    "entry",
+    "team",
+    "name",
+    "file",
+    "sha256",
+    "size_bytes",
+    "mtime_ns",
+    "submitted_at",
+    "track",
+    "order",
+    "status",
+    "rejection",
+    "reasons",
+    "checked",
+)
+
+
+@dataclass
+class UploadRecord:
+    """One upload of a challenge phase as its intake decided it (an item of the phase record's
+    ``uploads``; harness/challenge/intake.py decides it). ``status`` is ``accepted`` or
+    ``rejected``, ``rejection`` the kind and ``reasons`` the words; ``sha256`` is None for a file
+    never read; ``track`` the one validation found (else the manifest's, else None)."""
+
+    entry: str
+    team: str
+    name: str
+    file: str
+    sha256: str | None
+    size_bytes: int
+    mtime_ns: int
+    submitted_at: str
+    track: str | None
+    order: int
+    status: str
+    rejection: str | None
+    reasons: list[str]
+    checked: str
+    time_source: str | None = None
+    declared_track: str | None = None
+    display_name: str | None = None
+    method_name: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    duplicate_of: str | None = None
+    #: accepted uploads: the uploads and reference checkpoints its weights look derived from
+    similar: list[dict] | None = None
+    #: when the organizers withdrew it (``rejection`` is then ``withdrawn``)
+    withdrawn: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k != "extra"}
+        for optional in ("similar", "withdrawn"):  # written only where they apply
+            if data[optional] is None:
+                del data[optional]
+        return {**self.extra, **data}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> UploadRecord:
+        _check_fields(data, _UPLOAD_KINDS, _UPLOAD_REQUIRED, where, "an upload record")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(
+            **{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known}
+        )
+
+
+@dataclass
+class PhaseRecord:
+    """A challenge phase's intake record (``ResultsLayout.phase_intake``: its ``inbox.json``):
+    every upload ever taken in, in intake order. One reader (``read``), one writer (``write``)."""
+
+    challenge: str
+    phase: str
+    harness_version: str
+    uploads: list[UploadRecord] = field(default_factory=list)
+    updated: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "challenge": self.challenge,
+            "phase": self.phase,
+            "harness_version": self.harness_version,
+            "uploads": [u.to_dict() for u in self.uploads],
+        }
+        if self.updated is not None:
+            data["updated"] = self.updated
+        return {**self.extra, **data}
+
+    @classmethod
+    def read(cls, path: Path) -> PhaseRecord:
+        """The record in ``path``; ``ResultsFileError`` names the file, and the upload (its index)
+        and field when one is missing or of the wrong type."""
+        try:
+            data = read_json(path)
+        except FileNotFoundError:
+            raise ResultsFileError(path, "missing") from None
+        except ValueError as e:
+            raise ResultsFileError(path, f"does not parse: {e}") from None
+        except OSError as e:
+            raise ResultsFileError(path, f"cannot read: {e.strerror or e}") from None
+        kinds = {"challenge": _TEXT, "phase": _TEXT, "harness_version": _TEXT, "uploads": _LIST, "updated": _MAYBE_TEXT}
+        _check_fields(data, kinds, ("challenge", "phase", "harness_version", "uploads"), str(path), "an intake record")
+        uploads = [UploadRecord.from_dict(u, f"{path}: uploads[{i}]") for i, u in enumerate(data["uploads"])]
+        return cls(
+            data["challenge"],
+            data["phase"],
+            data["harness_version"],
+            uploads,
+            data.get("updated"),
+            extra={k: v for k, v in data.items() if k not in kinds},
+        )
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, self.to_dict())

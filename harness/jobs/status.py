@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from harness.jobs.intake import read_intake_records
+from harness.jobs.intake import PhaseRecord, read_intake_records
 from harness.jobs.state import (
     CORRUPT,
     DONE,
@@ -34,7 +34,7 @@ from harness.jobs.state import (
     job_state,
     read_marker,
 )
-from harness.runs import JobSpec, ResultsFileError, ResultsLayout, read_json
+from harness.runs import JobSpec, ResultsFileError, ResultsLayout
 from harness.tasks.preflight import CurrentTasks
 
 
@@ -233,17 +233,15 @@ def similar_pairs(layout: ResultsLayout) -> list[dict]:
     if not path.is_file():
         return []
     try:
-        record = read_json(path)
-    except (OSError, ValueError):
+        record = PhaseRecord.read(path)
+    except ResultsFileError:
         return []  # intake and evaluate name an unreadable record; status shows the jobs
     out = []
-    for upload in (record.get("uploads") or []) if isinstance(record, dict) else []:
-        for pair in upload.get("similar") or []:
+    for upload in record.uploads:
+        for pair in upload.similar or []:
             figures = {k: pair.get(k) for k in ("compared", "share", "median", "min")}
             other = {k: v for k, v in pair.items() if k not in figures}
-            out.append(
-                {"entry": upload["entry"], "team": upload["team"], "file": upload["file"], "other": other, **figures}
-            )
+            out.append({"entry": upload.entry, "team": upload.team, "file": upload.file, "other": other, **figures})
     return out
 
 
