@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 
+from harness import __version__
 from harness.task_types import register_from_environment
 
 #: Each module defines ``register(subparsers)``; a parser sets ``func(args) -> exit code``.
@@ -24,7 +25,6 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness import __version__
 
     parser = argparse.ArgumentParser(
         prog="harness",

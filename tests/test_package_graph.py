@@ -91,3 +91,129 @@ def test_no_module_imports_itself_round_a_circle():
         tuple(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as e:
         raise AssertionError(f"import circle: {' -> '.join(e.args[1])}") from None
+
+
+#: The phrase a module over the length limit starts its reason with, in its docstring.
+LENGTH_LIMIT, LENGTH_REASON = 450, "Over 450 lines for a reason:"
+
+
+def test_no_module_is_over_450_lines_without_a_reason_in_its_docstring():
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        n_lines = len(text.splitlines())
+        docstring = " ".join((ast.get_docstring(ast.parse(text)) or "").split())
+        if n_lines > LENGTH_LIMIT and LENGTH_REASON not in docstring:
+            too_long.append(f"{path.relative_to(PACKAGE.parent)}: {n_lines} lines")
+    assert not too_long, f"split these, or say why not in the docstring ('{LENGTH_REASON} ...'):\n" + "\n".join(
+        too_long
+    )
+
+
+#: Third-party packages whose import costs a second or more: the reason an import may wait for the
+#: function that needs it (the CLI's ``--help`` and the light commands stay quick).
+HEAVY = {
+    "torch",
+    "nnunetv2",
+    "dynamic_network_architectures",
+    "batchgeneratorsv2",
+    "SimpleITK",
+    "pandas",
+    "matplotlib",
+    "scipy",
+    "sklearn",
+    "timm",
+    "submitit",
+    "nibabel",
+}
+
+
+def _lazy_exports() -> dict[str, str]:
+    """``package.name`` -> the module a package's ``__getattr__`` imports it from (``_EXPORTS``)."""
+    exports = {}
+    for path in sorted(PACKAGE.rglob("__init__.py")):
+        package = ".".join(path.relative_to(PACKAGE.parent).parent.parts)
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_EXPORTS" for t in node.targets):
+                exports |= {f"{package}.{k}": v for k, v in ast.literal_eval(node.value).items()}
+    return exports
+
+
+def _imported_names(node: ast.Import | ast.ImportFrom, exports: dict[str, str]) -> set[str]:
+    """The modules an import statement may load: the module, each name as a submodule, and the
+    module a lazily exported name comes from."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if node.level or not node.module:
+        return set()
+    names = {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return names | {exports[n] for n in names if n in exports}
+
+
+def _module_level_imports() -> dict[str, set[str]]:
+    """Module -> what it imports when it is imported (not what its functions import later)."""
+    exports = _lazy_exports()
+    found: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names: set[str] = set()
+        for node in _outside_functions(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names |= _imported_names(node, exports)
+        found[module] = names
+    return found
+
+
+def _outside_functions(tree: ast.AST):
+    """The nodes Python runs on import: everything but function bodies and ``if TYPE_CHECKING:``."""
+    stack = list(ast.iter_child_nodes(tree))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _heavy_modules() -> set[str]:
+    """Harness modules whose import reaches a HEAVY package, through their own module-level imports
+    or those of the harness modules (and parent packages) they import."""
+    graph = _module_level_imports()
+
+    def harness_parts(name: str) -> set[str]:
+        parts = name.split(".")
+        return {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & graph.keys()
+
+    heavy = {m for m, names in graph.items() if any(n.split(".")[0] in HEAVY for n in names)}
+    changed = True
+    while changed:
+        changed = False
+        for module, names in graph.items():
+            reached = set().union(*(harness_parts(n) for n in names)) | harness_parts(module.rsplit(".", 1)[0])
+            if module not in heavy and reached & heavy:
+                heavy.add(module)
+                changed = True
+    return heavy
+
+
+def test_an_import_waits_inside_a_function_only_for_a_heavy_module():
+    """An import inside a function hides a dependency from a reader of the module's top; it is
+    worth that only where the module imported costs a second (torch, nnU-Net, pandas, ...)."""
+    heavy, exports = _heavy_modules(), _lazy_exports()
+    needless = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for inner in ast.walk(node):
+                if not isinstance(inner, (ast.Import, ast.ImportFrom)):
+                    continue
+                targets = {n for n in _imported_names(inner, exports) if n.split(".")[0] == "harness"}
+                if targets and not targets & heavy:
+                    needless.append(f"{path.relative_to(PACKAGE.parent)}:{inner.lineno}: {ast.unparse(inner)}")
+    assert not needless, "imports of light modules inside functions (move them to the top):\n" + "\n".join(
+        sorted(set(needless))
+    )

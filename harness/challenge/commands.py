@@ -8,6 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+from harness.challenge.config import ChallengeError, load_challenge
+from harness.runs import UnsafePathError
+
 
 def add_challenge_options(
     p: argparse.ArgumentParser, *, required: bool, challenge_help: str, phase_help: str, phase_required: bool = False
@@ -87,9 +90,7 @@ def _error(command: str, exc: Exception) -> int:
 
 
 def _intake(args: argparse.Namespace) -> int:
-    from harness.challenge.config import ChallengeError, load_challenge
     from harness.challenge.intake import intake_phases
-    from harness.runs import UnsafePathError
 
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     try:
@@ -108,7 +109,6 @@ def _intake(args: argparse.Namespace) -> int:
 
 
 def _withdraw(challenge, args: argparse.Namespace, log) -> int:
-    from harness.challenge.config import ChallengeError
     from harness.challenge.intake import withdraw
 
     if args.withdraw is None or args.phase is None or not (args.reason or "").strip():
@@ -120,9 +120,7 @@ def _withdraw(challenge, args: argparse.Namespace, log) -> int:
 
 
 def _feedback(args: argparse.Namespace) -> int:
-    from harness.challenge.config import ChallengeError, load_challenge
     from harness.challenge.feedback import write_feedback
-    from harness.runs import UnsafePathError
 
     try:
         challenge = load_challenge(args.challenge)
@@ -138,9 +136,7 @@ def _feedback(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from harness.challenge.config import ChallengeError, load_challenge
     from harness.challenge.public import NotPublicError, publish_phase
-    from harness.runs import UnsafePathError
 
     try:
         challenge = load_challenge(args.challenge)

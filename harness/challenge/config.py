@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from harness.config_files import describe_validation, read_yaml_mapping
 from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
+from harness.tasks import TaskSpecError, load_registry
 from harness.tracks import TRACKS
 
 #: A challenge, phase or team name: it becomes a folder and part of entry ids.
@@ -131,7 +132,6 @@ class PhaseSpec(_Frozen):
     def task_registry(self) -> dict:
         """The phase's tasks (name -> TaskSpec), from its task registry; a registry that cannot
         be loaded is a ``ChallengeError`` naming the phase and the file."""
-        from harness.tasks import TaskSpecError, load_registry
 
         try:
             return load_registry(self.tasks)

@@ -42,6 +42,11 @@ is ``unusable`` in it, since the id becomes a folder), stable across runs; it na
 folders and its per-entry intake record (``submissions/<entry>/intake.json`` in the phase's
 results folder: harness/jobs/intake.py's ``IntakeRecord``, as `harness evaluate` writes it, so
 `harness status` lists the rejections).
+
+Over 450 lines for a reason: one verdict per upload is made in one place: the phase record, the
+quota, the similarity to other uploads and to reference checkpoints, and withdrawal all read and
+write the same inbox record, whose rules (decided once, never revised) would be spread over several
+files if it were split.
 """
 
 from __future__ import annotations
@@ -55,12 +60,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import __version__
 from harness.challenge.config import NAME_PATTERN, Challenge, ChallengeError, PhaseSpec
 from harness.challenge.inbox import Upload, discover
 from harness.challenge.teams import load_teams
 from harness.jobs.intake import IntakeRecord, PhaseRecord, UploadRecord
+from harness.recipes import get_recipe
+from harness.results_lock import ResultsLock, ResultsLockedError
 from harness.runs import ResultsFileError, ResultsLayout, read_json, write_json_atomic
 from harness.submission import DEFAULT_MAX_SIZE
+from harness.submission.checkpoint import SubmissionError, check_file, sha256_file
 
 ACCEPTED, REJECTED = "accepted", "rejected"
 REJECTIONS = ("unusable", "window", "duplicate", "resubmission", "invalid", "track", "tasks", "quota", "withdrawn")
@@ -101,7 +110,6 @@ def _now() -> str:
 
 
 def empty_record(challenge: Challenge, phase: PhaseSpec) -> PhaseRecord:
-    from harness import __version__
 
     return PhaseRecord(challenge.name, phase.name, __version__)
 
@@ -132,7 +140,6 @@ def intake_phase(
     challenge: Challenge, phase: PhaseSpec, results: Path, *, log: Callable[[str], None] = print
 ) -> PhaseIntake:
     """Take in the new uploads of ``phase`` (see the module docstring) and record them."""
-    from harness.results_lock import ResultsLock, ResultsLockedError
 
     layout = ResultsLayout(results)
     try:
@@ -159,8 +166,6 @@ def _intake_phase(challenge: Challenge, phase: PhaseSpec, layout: ResultsLayout,
     @functools.cache
     def task_types() -> list[str]:  # read only for a file that lacks something (its data may not exist yet)
         return sorted({task.type for task in phase.task_registry().values()})
-
-    from harness.submission.checkpoint import sha256_file
 
     for upload in discover(challenge, phase, warn=outcome.warnings.append):
         if (upload.team, upload.name, upload.size, upload.mtime_ns) in by_stat:
@@ -373,8 +378,6 @@ def decide(
     if window is not None:
         return reject("window", window)
     if digest is None:  # over the size limit or empty (see _intake_phase): never read
-        from harness.submission.checkpoint import SubmissionError, check_file
-
         try:
             check_file(upload.path, DEFAULT_MAX_SIZE)
         except SubmissionError as e:
@@ -415,7 +418,6 @@ def decide(
     track = entry.track
     if track not in challenge.tracks:
         return reject("track", f"a valid {track} checkpoint, but this challenge runs {', '.join(challenge.tracks)}")
-    from harness.recipes import get_recipe
     from harness.submission import unrunnable_problem
 
     lacks = report.get("lacks")
@@ -441,7 +443,6 @@ def decide(
 def write_entry_record(phase_layout: ResultsLayout, entry: UploadRecord, report: dict | None) -> None:
     """The per-entry intake record in the phase's results folder, in `harness evaluate`'s format
     (``valid`` is True for an accepted upload only), and its text report."""
-    from harness import __version__
 
     report = report or {"errors": list(entry.reasons), "warnings": list(entry.warnings)}
     if entry.status == REJECTED and entry.rejection != "invalid":
@@ -480,7 +481,6 @@ def withdraw(
     recorded as rejected (``withdrawn``, with the reason and the time) and leaves the phase's
     matrix and ranking (under ``last-valid`` the team's previous accepted upload counts again); its
     runs stay on disk; it keeps its quota slot. The only verdict that is ever revised."""
-    from harness.results_lock import ResultsLock, ResultsLockedError
 
     if not reason.strip():
         raise ChallengeError("--withdraw needs a --reason: the team reads it in its feedback")

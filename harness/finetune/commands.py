@@ -5,7 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
+from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES, RecipeError, get_recipe
+from harness.results_lock import ResultsLock, ResultsLockedError
+from harness.runs import ResultsLayout
+from harness.tasks import TaskSpecError, get_task
+from harness.tasks.preflight import check_tasks, preflight_cache
 from harness.tracks import TRACKS
 
 
@@ -49,8 +53,6 @@ def register(sub) -> None:
 
 def _rescore(args) -> int:
     from harness.finetune.rescore import RESCORED, rescore_results
-    from harness.results_lock import ResultsLock, ResultsLockedError
-    from harness.runs import ResultsLayout
 
     if not ResultsLayout(args.results).runs_dir.is_dir():
         print(f"error: {args.results}: no runs/ folder to rescore", file=sys.stderr)
@@ -71,9 +73,7 @@ def _rescore(args) -> int:
 
 def _finetune(args) -> int:
     from harness.finetune.run import run_finetune_job
-    from harness.recipes import RecipeError, get_recipe
     from harness.submission import SubmissionError, load_submission
-    from harness.tasks import TaskSpecError, get_task
 
     if (args.submission is None) == (args.baseline is None):
         given = "both" if args.submission is not None else "neither"
@@ -94,7 +94,6 @@ def _finetune(args) -> int:
     except (TaskSpecError, SubmissionError, RecipeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from harness.tasks.preflight import check_tasks, preflight_cache
 
     report = check_tasks([task], cache=preflight_cache(args.results), recipe=recipe)
     if not report.ok:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness import __version__
 from harness.metrics.run_records import RunMetrics, write_run_records
 from harness.recipes import RECIPES, SSL3D_2025, Recipe, fingerprint
 from harness.runs import JobSpec, ResultsLayout, RunFolder, baseline_entry, entry_name
@@ -265,8 +266,6 @@ def finish_run(
 def collect_provenance(device: str = "cpu") -> dict:
     """Versions, code revision and machine: enough to tell two results apart later."""
     import torch
-
-    from harness import __version__
 
     versions: dict[str, str | None] = {
         "harness": __version__,

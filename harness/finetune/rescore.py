@@ -25,6 +25,7 @@ from harness.finetune.job import job_id_of
 from harness.metrics.run_records import RunMetrics, RunRecords, write_run_records
 from harness.runs import JobSpec, ResultsFileError, ResultsLayout, RunFolder, read_json
 from harness.task_types import get_task_type
+from harness.tasks import TaskSpecError, load_task_file
 
 RESCORED, SKIPPED = "rescored", "skipped"
 
@@ -39,7 +40,6 @@ class RescoreOutcome:
 def rescore_run(run: RunFolder) -> RescoreOutcome:
     """Rescore one run folder (see the module docstring); never raises for a run that cannot be
     rescored, it says why."""
-    from harness.tasks import TaskSpecError, load_task_file
 
     def skip(why: str) -> RescoreOutcome:
         return RescoreOutcome(run.path, SKIPPED, why)

@@ -5,6 +5,10 @@ nnU-Net finds its folders through the ``nnUNet_raw``/``nnUNet_preprocessed``/``n
 environment variables, read when used. The harness gives every task its own nnU-Net root inside
 the results cache (so a task is always ``Dataset001_<task>`` there and ids never collide) and
 sets the variables around each nnU-Net call.
+
+Over 450 lines for a reason: it is the whole nnU-Net side of a job in the order a job runs it
+(dataset, plans, preprocessing, training, prediction, scoring, rescoring), every step inside the
+per-task nnU-Net environment set up here.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from harness.finetune.job import (
 )
 from harness.metrics.run_records import MEAN_DEFINITION, SEGMENTATION_CASES, RunRecords, reported_mean
 from harness.recipes import SSL3D_2025, SegmentationRecipe
+from harness.runs import ResultsLayout
 from harness.task_types import SEGMENTATION
+from harness.tasks.datafiles import read_facts
 from harness.tasks.spec import SegmentationTask
 
 CONFIGURATION = "ssl3d"
@@ -187,7 +193,6 @@ def prepare_dataset(
     recipe = recipe or SSL3D_2025.part(SEGMENTATION, SegmentationRecipe)
     dataset_json = _dataset_json(task)
     key = preprocessing_key(task, dataset_json, recipe)
-    from harness.runs import ResultsLayout
 
     root = ResultsLayout(Path(results).resolve()).nnunet_cache(task.name, key)
     dataset_name = f"Dataset{DATASET_ID:03d}_{task.name}"
@@ -513,7 +518,6 @@ def check_kept_predictions(task: SegmentationTask, dataset_json: dict, predictio
     SimpleITK reads a truncated file as zero-filled voxels and would rescore it silently; a file
     that fails is a ``KeptPredictionError`` naming it and the problem (a missing one is left to
     ``score_predictions``)."""
-    from harness.tasks.datafiles import read_facts
 
     ending = dataset_json["file_ending"]
     for case, _, _ in held_out_cases(task, dataset_json):

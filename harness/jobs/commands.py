@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 from harness.challenge.commands import add_challenge_options
+from harness.challenge.config import ChallengeError, load_challenge
 from harness.jobs.executor_registry import EXECUTOR_KINDS
 from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
+from harness.results_lock import ResultsLockedError
 
 DEFAULT_TASKS = Path("task_registry/toy")
 
@@ -72,12 +74,10 @@ def register(sub) -> None:
 
 
 def _evaluate(args) -> int:
-    from harness.challenge.config import ChallengeError
     from harness.jobs.evaluate import EvaluateError, EvaluateOptions, evaluate
     from harness.jobs.executor_registry import check_executor_options, get_executor_kind
     from harness.jobs.executors import SlurmConfigError
     from harness.jobs.matrix import MatrixError
-    from harness.results_lock import ResultsLockedError
 
     try:
         check_executor_options(args)
@@ -117,7 +117,6 @@ def _evaluate(args) -> int:
 
 def _challenge_phase(args):
     """(results folder, task registry, recipe, counted entries) of `evaluate --challenge --phase`."""
-    from harness.challenge.config import load_challenge
     from harness.challenge.phases import plan_phase
     from harness.jobs.evaluate import EvaluateError
 

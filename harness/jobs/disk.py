@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from harness.submission.checkpoint import format_bytes as human_bytes
 from harness.task_types import GB, TASK_TYPES
 
 MIN_FREE_ENV = "HARNESS_MIN_FREE_GB"
@@ -38,7 +39,6 @@ class DiskSpaceError(OSError):
 def format_bytes(n: int | float | None) -> str:
     """``12.3 GB`` (decimal, as ``HARNESS_MIN_FREE_GB`` is); below a GB the submission checks'
     human sizes (``60.2 kB``, ``340.0 MB``), so a small run is not "0 MB"; ``unknown`` for None."""
-    from harness.submission.checkpoint import format_bytes as human_bytes
 
     if n is None:
         return "unknown"

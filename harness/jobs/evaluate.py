@@ -40,6 +40,7 @@ from harness.jobs.state import DONE, STATES, JobState
 from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
 from harness.results_lock import ResultsLock
 from harness.runs import ResultsLayout
+from harness.tasks import TaskSpecError, load_registry
 
 __all__ = ["DataCheckError", "EvaluateError", "EvaluateOptions", "EvaluateOutcome", "MatrixRow", "evaluate"]
 
@@ -117,7 +118,6 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
     stream = stream or sys.stdout
     if opts.jobs is not None and opts.jobs < 1:
         raise EvaluateError(f"--jobs must be at least 1, got {opts.jobs}")
-    from harness.tasks import TaskSpecError, load_registry
 
     layout = ResultsLayout(opts.results)
     try:

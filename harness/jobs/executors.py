@@ -12,6 +12,10 @@
   a timed-out or preempted task is requeued and the fine-tuning resumes from nnU-Net's
   ``checkpoint_latest.pth`` in the run's work dir. Our files decide done or failed; Slurm is asked
   only for a job that ended without either (cancelled, killed, node failure).
+
+Over 450 lines for a reason: the local and the Slurm executor implement the hooks of one run loop;
+side by side, their differences (process groups, time limits, what an out-of-memory kill looks like
+to each) read in one place.
 """
 
 from __future__ import annotations
@@ -30,9 +34,20 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from harness.jobs.disk import NEARLY_FULL_BYTES, format_bytes, free_bytes
 from harness.jobs.matrix import PlannedJob
 from harness.jobs.slots import Slot, oversubscribed, plan_slots
-from harness.jobs.state import DONE, ERROR, FAILED, OUT_OF_MEMORY, TIMEOUT, JobState, job_state
+from harness.jobs.state import (
+    DONE,
+    ERROR,
+    FAILED,
+    OUT_OF_MEMORY,
+    TIMEOUT,
+    JobState,
+    job_state,
+    process_alive,
+    read_marker,
+)
 from harness.jobs.worker import PARENT_PID_ENV
 from harness.runs import read_json, write_json_atomic
 
@@ -124,7 +139,6 @@ def settle(job: PlannedJob, error_class: str, message: str, log: str | Path | No
 def _with_disk_note(job: PlannedJob, message: str) -> str:
     """``message``, plus "disk full" with the free space when the job's file system is (nearly)
     full: a worker that could not even write FAILED most likely ran out of space."""
-    from harness.jobs.disk import NEARLY_FULL_BYTES, format_bytes, free_bytes
 
     free = free_bytes(job.folder)
     if free is None or free >= NEARLY_FULL_BYTES:
@@ -242,7 +256,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def kill_orphan(job: PlannedJob) -> bool:
     """Kill the process group of a local worker left running by a dead evaluate (we hold the
     results lock, so no live evaluate owns it). Returns whether one was found."""
-    from harness.jobs.state import process_alive, read_marker
 
     info = read_marker(job.files.running_marker)
     if not info or info.get("slurm_job_id") or process_alive(info) is not True:

@@ -16,9 +16,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from harness import __version__
 from harness.jobs.errors import EvaluateError
 from harness.jobs.matrix import Entry
 from harness.runs import ResultsFileError, ResultsLayout, entry_name, read_json, write_json_atomic, write_text_atomic
+from harness.submission.checkpoint import sha256_file
 
 
 def _now() -> str:
@@ -166,7 +168,6 @@ def resolve_submissions(paths: Sequence[Path]) -> list[Submitted]:
     """One ``Submitted`` per distinct file. A missing file, or two different files with the same
     entry name, is an error naming both; the same content under a second name is that entry's
     rejection (one set of weights, one entry: it is never trained twice, and a copy is noticed)."""
-    from harness.submission.checkpoint import sha256_file
 
     if not paths:
         raise EvaluateError("no submission given")
@@ -195,7 +196,6 @@ def resolve_submissions(paths: Sequence[Path]) -> list[Submitted]:
 
 def duplicate_verdict(sub: Submitted) -> IntakeRecord:
     """The verdict on a file identical to an earlier one: rejected, naming both files."""
-    from harness import __version__
 
     assert sub.duplicate_of is not None  # intake_file calls it for a duplicate only
     entry, path = sub.duplicate_of
@@ -224,7 +224,6 @@ def intake_file(
     unless ``write`` is False, its record. A valid file that lacks what some of the registry's
     ``task_types`` need under ``recipe`` (a ``Recipe``) is rejected: no job is dispatched that is
     known to fail."""
-    from harness import __version__
 
     if sub.duplicate_of is not None:
         record = duplicate_verdict(sub)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.jobs.disk import DiskSpaceError, check_writable, job_need_bytes
 from harness.jobs.errors import DataCheckError, EvaluateError
 from harness.jobs.executors import Executor, kill_orphan
 from harness.jobs.intake import IntakeRecord
@@ -17,6 +18,7 @@ from harness.jobs.state import CORRUPT, DONE, FAILED, PENDING, REJECTED, job_sta
 from harness.recipes import Recipe
 from harness.results_lock import live_holder
 from harness.runs import JobSpec, ResultsFileError, ResultsLayout
+from harness.tasks.preflight import check_tasks, data_changes
 
 
 @dataclass
@@ -44,7 +46,6 @@ def check_recipe(recipe: Recipe, tasks: dict) -> None:
 def check_results_folder(layout: ResultsLayout, tasks: dict) -> None:
     """An unwritable results folder, or one without room for a job, stops evaluate before
     anything is planned (each worker checks again before its job starts)."""
-    from harness.jobs.disk import DiskSpaceError, check_writable, job_need_bytes
 
     try:
         need = max((job_need_bytes(t.type) for t in tasks.values()), default=job_need_bytes(None))
@@ -56,7 +57,6 @@ def check_results_folder(layout: ResultsLayout, tasks: dict) -> None:
 def check_data(layout: ResultsLayout, recipe: Recipe, tasks: dict, log: Callable[[str], None]) -> dict:
     """The data check of every task (``harness.tasks.preflight``) before anything is planned:
     any problem stops evaluate with all of them listed. Returns each task's data identity."""
-    from harness.tasks.preflight import check_tasks
 
     report = check_tasks(tasks, cache=layout.data_check_cache, recipe=recipe)
     if not report.ok:
@@ -68,7 +68,6 @@ def check_data(layout: ResultsLayout, recipe: Recipe, tasks: dict, log: Callable
 def data_change(job: PlannedJob) -> str:
     """The files that changed since the job's folder was written (empty when none did or when
     the folder holds no manifest)."""
-    from harness.tasks.preflight import data_changes
 
     try:
         before = JobSpec.read(job.files.run, require=()).data_files

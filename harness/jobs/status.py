@@ -34,6 +34,7 @@ from harness.jobs.state import (
     job_state,
     read_marker,
 )
+from harness.recipes import DEFAULT_RECIPE
 from harness.runs import JobSpec, ResultsFileError, ResultsLayout
 from harness.tasks.preflight import CurrentTasks
 
@@ -264,7 +265,6 @@ def rerun_command(spec: JobSpec, results: Path, by_track: dict[str, str], retry_
     submission (a baseline: any submission of its track), the registry holding its task file and
     ``results``; a failed job needs ``--retry-failed`` (evaluate skips it otherwise), a corrupt
     one does not."""
-    from harness.recipes import DEFAULT_RECIPE
 
     submission = spec.submission or by_track.get(spec.track or "")
     task_file = spec.task_file

@@ -22,9 +22,13 @@ from pathlib import Path
 from harness.finetune.divergence import DivergedError
 from harness.finetune.job import FinetuneJob
 from harness.jobs.disk import check_writable, disk_full_message, job_need_bytes, looks_like_disk_full
+from harness.jobs.slots import slurm_slot
 from harness.jobs.state import DIVERGED, ERROR, OUT_OF_MEMORY, TIMEOUT, JobFiles
+from harness.recipes import RecipeError, get_recipe
 from harness.runs import JobSpec, ResultsFileError, RunFolder, read_json
 from harness.task_types import register_from_environment
+from harness.tasks import load_task_file
+from harness.tasks.preflight import TaskData, data_changes, task_data
 
 #: Set by the local executor: the worker dies with the harness that started it.
 PARENT_PID_ENV = "HARNESS_JOBS_PARENT_PID"
@@ -51,7 +55,6 @@ def load_job(folder: str | Path) -> FinetuneJob:
     # read() demanded the WORKER_FIELDS: these are set
     assert spec.task_file is not None and spec.recipe is not None
     assert spec.track is not None and spec.fold is not None
-    from harness.tasks import load_task_file
 
     task = load_task_file(Path(spec.task_file))
     if task.name != spec.task:
@@ -64,13 +67,11 @@ def load_job(folder: str | Path) -> FinetuneJob:
             f"planned (spec hash {task.spec_hash()} != {spec.task_spec_hash}); "
             "rerun `harness evaluate` to plan it again"
         )
-    from harness.recipes import RecipeError, get_recipe
 
     try:
         recipe = get_recipe(spec.recipe, where=f"{run.job_json}: field 'recipe'")
     except RecipeError as e:
         raise JobSpecError(str(e)) from None
-    from harness.tasks.preflight import TaskData, data_changes, task_data
 
     manifest = spec.data_files
     data = TaskData(task.name, tuple(sorted(manifest.items()))) if manifest is not None else None
@@ -160,7 +161,6 @@ def run_job_folder(folder: str | Path) -> dict:
 def use_slurm_cores() -> None:
     """In a Slurm job with ``--cpus-per-task``: torch's threads and nnU-Net's augmentation workers
     follow its cores (``harness.jobs.slots``; what the organizer set is kept)."""
-    from harness.jobs.slots import slurm_slot
 
     slot = slurm_slot()
     if slot is None:

@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 
 from harness.challenge.commands import add_challenge_options
+from harness.challenge.config import ChallengeError, load_challenge
 from harness.leaderboard import DEFAULT_BOOTSTRAP, DEFAULT_SCHEME, DEFAULT_SEED, SCHEMES
+from harness.leaderboard.rows import COUNT_COLUMNS, INTERVAL_COLUMNS, LEADING_COLUMNS
 from harness.metrics.registry import METRICS
 from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
+from harness.runs import ResultsLayout
 
 
 def register(subparsers) -> None:
@@ -65,12 +68,9 @@ def register(subparsers) -> None:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from harness.challenge.config import ChallengeError
     from harness.leaderboard.build import build_leaderboard
     from harness.leaderboard.model import LeaderboardInputError
     from harness.leaderboard.report import unfinished_warning
-    from harness.leaderboard.rows import COUNT_COLUMNS, INTERVAL_COLUMNS, LEADING_COLUMNS
-    from harness.runs import ResultsLayout
 
     try:
         entries = None
@@ -111,7 +111,6 @@ def _leaderboard(args: argparse.Namespace) -> int:
 def _challenge_phase(args: argparse.Namespace) -> tuple[Path, Path, str, dict[str, str]]:
     """(results folder, output folder, recipe, entries to rank) of `leaderboard --challenge
     --phase`: the phase's folder, and the entries that count for it (the baselines are ranked too)."""
-    from harness.challenge.config import ChallengeError, load_challenge
     from harness.challenge.phases import phase_leaderboard_dir, ranked_entries
 
     if args.challenge is None or args.phase is None:
@@ -122,7 +121,6 @@ def _challenge_phase(args: argparse.Namespace) -> tuple[Path, Path, str, dict[st
     phase = challenge.get_phase(args.phase)
     if args.recipe is not None and args.recipe != challenge.recipe:
         raise ChallengeError(f"--recipe {args.recipe}: challenge {challenge.name!r} runs {challenge.recipe}")
-    from harness.runs import ResultsLayout
 
     entries = ranked_entries(challenge, phase, args.results)
     out = args.out if args.out is not None else phase_leaderboard_dir(challenge, phase, args.results)

@@ -25,6 +25,10 @@ leaderboard's: ``nan`` or an empty field is NaN; a header without cases does not
 A segmentation task becomes a ``PerCaseTask`` (a case's value: the nan-mean over its labels), a
 classification task a ``PooledTask``; a classification run may rank only by the registry's
 pooled classification metrics (``harness.metrics.registry``).
+
+Over 450 lines for a reason: the rules that turn run folders into a track (expected work as the
+union, failed, stale and unreadable runs as worst values, dissenting metrics) depend on each other
+and are tested together; each rule is its own function.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ from harness.runs import (
     read_json,
 )
 from harness.task_types import TASK_TYPES
+from harness.tasks.preflight import CurrentTasks
+from harness.tracks import TRACKS
 
 #: What the leaderboard needs of a job.json (``JobSpec.read`` demands them).
 JOB_FIELDS = ("entry", "track", "is_baseline", "task", "task_type", "fold")
@@ -290,8 +296,6 @@ def collect_runs(
         raise LeaderboardInputError(f"{root}: no run folder with a readable job.json{among}{found}")
     setups = None
     if recipe is not None:
-        from harness.tracks import TRACKS
-
         # the run folder a (task type, track) job of this recipe has; a track the harness does not
         # know has none (no recipe makes it)
         setups = {(kind, track): recipe.setup_name(kind, track) for kind in TASK_TYPES for track in TRACKS}
@@ -337,7 +341,6 @@ def _mark_stale(jobs: list[_Job], layout: ResultsLayout) -> list[_Job]:
     file: ``harness.tasks.preflight.CurrentTasks``) counts as unfinished until evaluate reruns it
     (`harness status` shows it pending): nothing is ranked that was computed on other data than
     the task holds now, and it is not counted as a failure of its entry."""
-    from harness.tasks.preflight import CurrentTasks
 
     current = CurrentTasks(layout.data_check_cache)
     out = []

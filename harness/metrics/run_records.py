@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from harness.metrics.registry import PER_CASE, Metric, MetricError, get_metric, metrics_for, resolve_metric
-from harness.runs import ResultsFileError, RunFolder, RunResult
+from harness.runs import ResultsFileError, RunFolder, RunResult, read_metrics_json
 from harness.task_types import CLASSIFICATION, SEGMENTATION, TASK_TYPES
 
 if TYPE_CHECKING:
@@ -182,7 +182,6 @@ class RunMetrics:
     @classmethod
     def read(cls, run: RunFolder) -> RunMetrics:
         """Only the run's metrics.json (a reader that needs no cases, e.g. the cost model)."""
-        from harness.runs import read_metrics_json
 
         return cls.from_dict(read_metrics_json(run.metrics_json), run.metrics_json)
 

@@ -8,6 +8,10 @@ Conventions (docs/metrics.md has the table):
   the value of DeepMind ``surface-distance``'s ``compute_surface_dice_at_tolerance``;
 * both masks empty: Dice and NSD are NaN ("not applicable", left out of nan-means);
   exactly one empty: both are 0.
+
+Over 450 lines for a reason: the metrics and the checks of their inputs (geometry, labels, spacing,
+empty masks) belong together: each check guards a case the metric would otherwise score wrongly
+without a word.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from scipy import ndimage
 
 from harness.metrics.run_records import SEGMENTATION_CASES
 from harness.metrics.surface import surface_agreement
+from harness.runs import cases_csv_text as table_text
+from harness.runs import write_cases_csv
 
 if TYPE_CHECKING:  # pandas is imported when a table is built, not with this module
     import pandas as pd
@@ -436,7 +442,6 @@ def summarize(cases) -> pd.DataFrame:
 def cases_csv_text(cases) -> str:
     """The ``cases.csv`` text of a per-case table's ``CASE_COLUMNS`` (``harness.runs.cases_csv_text``,
     the one cases.csv writer: NaN written as ``nan``, floats round-trip)."""
-    from harness.runs import cases_csv_text as table_text
 
     return table_text(cases.loc[:, list(CASE_COLUMNS)])
 
@@ -450,7 +455,6 @@ def rescore(
 ):
     """:func:`score_folders`, then write the table's ``CASE_COLUMNS`` to ``out`` atomically
     (``harness.runs.write_cases_csv``, the writer of a run's cases.csv); returns the table."""
-    from harness.runs import write_cases_csv
 
     cases = score_folders(pred_dir, ref_dir, labels=labels, tolerance_mm=tolerance_mm)
     write_cases_csv(Path(out), cases.loc[:, list(CASE_COLUMNS)])

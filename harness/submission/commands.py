@@ -7,6 +7,7 @@ import json
 import sys
 
 from harness.submission import DEFAULT_MAX_SIZE
+from harness.submission.checkpoint import format_bytes
 from harness.tracks import TRACKS
 
 DTYPE_CHOICES = ("float32", "float16", "bfloat16")
@@ -78,7 +79,6 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _example_submission(args: argparse.Namespace) -> int:
-    from harness.submission.checkpoint import format_bytes
     from harness.submission.example import DTYPES, write_example_submission
 
     try:

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.tracks import get_track
+
 #: Fingerprint format version: two fingerprints of different versions are not compared.
 VERSION = 1
 #: Values sampled per tensor (all of a smaller tensor). 2048 keeps the correlation of two
@@ -63,7 +65,6 @@ def _positions(key: str, numel: int) -> torch.Tensor:
 def fingerprint(weights: Mapping[str, torch.Tensor], track: str) -> dict[str, Any]:
     """The fingerprint of ``weights`` (a state dict, e.g. memory-mapped) of ``track``: a JSON-able
     dict ``{version, track, samples, tensors: {key: {shape, values}}}``."""
-    from harness.tracks import get_track
 
     spec = get_track(track)
     tensors: dict[str, dict[str, Any]] = {}

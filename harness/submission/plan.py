@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.tracks import TRACKS, get_track
+
 PLAN_KEY = "nnssl_adaptation_plan"
 #: The pre-training configuration of the challenge (1 mm isotropic); chosen when several exist.
 CHALLENGE_CONFIGURATION = "onemmiso"
@@ -34,7 +36,6 @@ class PlanFindings:
 def check_adaptation_plan(plan: Mapping[str, Any], track: str | None) -> PlanFindings:
     """Check every field of the plan. ``track`` is the track to check the keys against (the one
     requested by the caller, else the plan's own ``arch_class_name`` when it names a track)."""
-    from harness.tracks import TRACKS, get_track
 
     out = PlanFindings()
     err, warn = out.errors.append, out.warnings.append

@@ -7,6 +7,9 @@ by assignment (``load_state_dict(assign=True)``; float32 tensors are used in pla
 bfloat16 ones are necessarily cast, i.e. copied, to float32), and only then every tensor is read
 once for the finite / dtype check. Peak memory is therefore about the interpreter plus one file
 size (file-backed pages) plus the canary network's decoder.
+
+Over 450 lines for a reason: the intake checks are ordered so that no second copy of the weights
+ever exists (above); in one module that order reads as one sequence.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import torch
 
+from harness.recipes import LAYERSCALE, RECIPES
 from harness.submission.checkpoint import (
     DEFAULT_MAX_SIZE,
     SubmissionError,
@@ -85,7 +89,6 @@ class ValidationReport:
 
     def runnable(self) -> dict[str, list[str]]:
         """Per shipped recipe, the task types it can run this checkpoint for (none when invalid)."""
-        from harness.recipes import RECIPES
 
         if not self.valid or self.track is None:
             return {name: [] for name in RECIPES}
@@ -452,7 +455,6 @@ class _Intake:
         mismatched = [k for k in ref_in if k in submitted and submitted[k] != reference[k]]
         prefixes = " / ".join(spec.transferred_prefixes)
         from harness.models.transfer import LAYERSCALE_KEY
-        from harness.recipes import LAYERSCALE
 
         layerscale_keys = [k for k in ref_in if LAYERSCALE_KEY.match(k)]
         if layerscale_keys and missing == layerscale_keys:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES
+from harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES, get_recipe
+from harness.tasks import TaskSpecError, load_registry, summarize
+from harness.tasks.preflight import check_tasks, preflight_cache
 
 DEFAULT_TASKS = Path("task_registry/toy")
 DEFAULT_TOY_DATA = Path("data/toy")
@@ -50,7 +52,6 @@ def register(sub) -> None:
 
 
 def _tasks(args) -> int:
-    from harness.tasks import TaskSpecError, load_registry, summarize
 
     try:
         tasks = load_registry(args.tasks)
@@ -61,8 +62,6 @@ def _tasks(args) -> int:
         print(summarize(task))
     if not args.check:
         return 0
-    from harness.recipes import get_recipe
-    from harness.tasks.preflight import check_tasks, preflight_cache
 
     report = check_tasks(tasks, cache=preflight_cache(args.results), recipe=get_recipe(args.recipe))
     print(report.format_text(), file=sys.stdout if report.ok else sys.stderr)

@@ -12,6 +12,9 @@ missing from one fold) does not stop anything.
 The same read gives each task's data identity: the content hash of every file its jobs read
 (``TaskData``), which is part of every job's identity, so a changed file reruns exactly the jobs
 that read it and names itself.
+
+Over 450 lines for a reason: every file of every task is read once and all problems are reported at
+once; the per-type plans and checks share that one read and its cache.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from harness.runs import JobSpec, ResultsLayout
 from harness.task_types import CLASSIFICATION, get_task_type
 from harness.tasks.datafiles import FactsCache, FileFacts, ReadStats, Role, read_all
 from harness.tasks.labels import read_labels_file
+from harness.tasks.registry import TaskSpecError, load_task_file
 from harness.tasks.spec import ClassificationTask, SegmentationTask, TaskSpec
 
 #: Channels and label of one case must agree within these: spacing as closely as nnU-Net's own
@@ -536,8 +540,6 @@ class CurrentTasks:
 
     def _current(self, task_file: str) -> tuple[str, dict[str, str]] | None:
         if task_file not in self._tasks:
-            from harness.tasks.registry import TaskSpecError, load_task_file
-
             try:
                 task = load_task_file(Path(task_file))
                 self._tasks[task_file] = (task.spec_hash(), task_data(task, self.cache).as_dict())

@@ -8,6 +8,9 @@ changes. Relative paths are resolved against the YAML file's folder.
 Axis order: spacings and patch sizes are given in array order, the order of the axes of the
 arrays nnU-Net and the networks see (SimpleITK's ``GetArrayFromImage`` order, i.e. (z, y, x) for
 a NIfTI file), the same order in which nnssl plans store their patch sizes.
+
+Over 450 lines for a reason: the task schema is one pydantic model per task type with the
+validators they share; a reader of the registry format finds all of it here.
 """
 
 from __future__ import annotations
