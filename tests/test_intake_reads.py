@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,8 +39,12 @@ def hashed(monkeypatch) -> list[str]:
         calls.append(Path(path).name)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "sha256_file", counting)
-    monkeypatch.setattr(validate, "sha256_file", counting)
+    import harness.challenge.intake  # noqa: F401  (the modules that call it, loaded)
+    import harness.jobs.intake  # noqa: F401
+
+    for module in [checkpoint, validate, *(m for n, m in sys.modules.items() if n.startswith("harness."))]:
+        if getattr(module, "sha256_file", None) is real:
+            monkeypatch.setattr(module, "sha256_file", counting)
     return calls
 
 

@@ -111,8 +111,10 @@ def test_no_module_is_over_450_lines_without_a_reason_in_its_docstring():
 
 
 #: Third-party packages whose import costs a second or more: the reason an import may wait for the
-#: function that needs it (the CLI's ``--help`` and the light commands stay quick).
+#: function that needs it (the CLI's ``--help`` and the light commands stay quick). numpy too: the
+#: metric registry and the task specs stay free of it (tests/test_metric_registry.py).
 HEAVY = {
+    "numpy",
     "torch",
     "nnunetv2",
     "dynamic_network_architectures",

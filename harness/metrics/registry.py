@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from harness.metrics import pooled
 from harness.task_types import CLASSIFICATION, SEGMENTATION, TASK_TYPES
 
 PER_CASE = "per_case"
@@ -49,6 +48,7 @@ class _Pooled:
         self.__name__ = name
 
     def __call__(self, y_true, probs, pred=None, resamples=None):
+        from harness.metrics import pooled
 
         return getattr(pooled, self.__name__)(y_true, probs, pred, resamples)
 
