@@ -244,3 +244,19 @@ def test_a_leaderboard_value_of_the_wrong_kind_names_the_line_and_the_column(tmp
     path.write_text("")
     with pytest.raises(ResultsFileError, match="does not parse"):
         read_leaderboard(path)
+
+
+def test_the_cost_plans_view_of_metrics_json_takes_what_is_usable_and_nothing_else():
+    from harness.metrics.run_records import RunTimings
+
+    good = RunTimings.from_dict(
+        {"wall_seconds": 12.5, "train_seconds": 10, "predict_seconds": 0, "patch_size": [32, 32, 32],
+         "schedule": {"batch_size": 2}, "aggregates": {"num_cases": 4}}
+    )  # fmt: skip
+    assert good == RunTimings(12.5, 10.0, 0.0, (32, 32, 32), {"batch_size": 2}, 4)
+    bad = RunTimings.from_dict(
+        {"wall_seconds": "12", "train_seconds": True, "predict_seconds": -1, "patch_size": [32, "a"],
+         "schedule": [1], "aggregates": {"num_cases": 0}}
+    )  # fmt: skip
+    assert bad == RunTimings(None, None, None, None, {}, None)
+    assert RunTimings.from_dict({}) == RunTimings(None, None, None, None, {}, None)

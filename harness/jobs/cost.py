@@ -39,7 +39,8 @@ from typing import Any
 
 from harness.jobs.disk import format_bytes, job_need_bytes
 from harness.jobs.matrix import PlannedJob
-from harness.runs import JobSpec, ResultsFileError, ResultsLayout, RunFolder, read_metrics_json
+from harness.metrics.run_records import RunTimings
+from harness.runs import JobSpec, ResultsFileError, ResultsLayout, RunFolder
 from harness.task_types import TASK_TYPES
 
 #: Where `make bench-gpu` writes its report (relative to the repository, as the benchmark does).
@@ -114,29 +115,31 @@ class Measurements:
     def add_run(self, run: RunFolder) -> None:
         try:
             spec = JobSpec.read(run, require=("task", "track"))
-            metrics = read_metrics_json(run.metrics_json)
+            timings = RunTimings.read(run)
         except ResultsFileError:
             return
         device = _device_kind(spec.device)
-        wall = metrics.get("wall_seconds")
-        if isinstance(wall, (int, float)) and wall > 0:
-            self.wall[spec.task, spec.track, spec.recipe_values_hash, device].append(float(wall))
+        wall, train, predict, patch = (
+            timings.wall_seconds,
+            timings.train_seconds,
+            timings.predict_seconds,
+            timings.patch_size,
+        )
+        if wall:
+            self.wall[spec.task, spec.track, spec.recipe_values_hash, device].append(wall)
         self.kept[spec.task, spec.track].append(_kept_bytes(run))
-        schedule, patch, train = metrics.get("schedule") or {}, metrics.get("patch_size"), metrics.get("train_seconds")
         model = cost_model(spec.task_type)
-        if model is None or not patch or not isinstance(train, (int, float)) or train <= 0:
+        if model is None or patch is None or not train:
             return
         try:
-            iterations = model.iterations(schedule)
-            patch = tuple(int(p) for p in patch)
-            key = (spec.task_type, spec.track, patch, int(schedule["batch_size"]), device)
+            iterations = model.iterations(timings.schedule)
+            key = (spec.task_type, spec.track, patch, int(timings.schedule["batch_size"]), device)
         except (KeyError, TypeError, ValueError):
             return
         self.rate[key].append((iterations / train, "finished jobs"))
-        predict, cases = metrics.get("predict_seconds"), (metrics.get("aggregates") or {}).get("num_cases")
-        if isinstance(predict, (int, float)) and predict >= 0 and isinstance(cases, int) and cases > 0:
-            self.predict[spec.task_type, spec.track, patch, device].append(predict / cases)
-            if isinstance(wall, (int, float)) and wall >= train + predict:
+        if predict is not None and timings.num_cases:
+            self.predict[spec.task_type, spec.track, patch, device].append(predict / timings.num_cases)
+            if wall is not None and wall >= train + predict:
                 self.other[spec.task_type, device].append(wall - train - predict)
 
     def add_bench(self, path: Path, settings: dict[str, str] | None = None) -> None:

@@ -6,7 +6,8 @@ whose columns one ``CasesSchema`` per task type defines from the metric registry
 both files, on top of the results contract (``harness.runs.RunResult``: atomic writes, the NaN
 policy, parse errors). Every problem is a ``ResultsFileError`` naming the file and the field or
 column. ``reported_mean`` is the organizers' mean of a per-case metric, which both the runner's
-aggregates and the leaderboard's ``reported_`` columns use.
+aggregates and the leaderboard's ``reported_`` columns use. ``RunTimings`` is the narrower view the
+cost plan takes of a metrics.json (timings, patch, schedule; no ranking metrics needed).
 
 This module imports nothing heavy at import time (numpy and pandas where a table is handled).
 """
@@ -184,6 +185,44 @@ class RunMetrics:
         """Only the run's metrics.json (a reader that needs no cases, e.g. the cost model)."""
 
         return cls.from_dict(read_metrics_json(run.metrics_json), run.metrics_json)
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
+
+
+@dataclass(frozen=True)
+class RunTimings:
+    """The narrower view of a metrics.json the cost plan takes (``harness.jobs.cost``): how long
+    the run took and at what patch and schedule. A value absent or of the wrong kind (an old or
+    hand-made file) is None, so such a run teaches the cost model nothing instead of failing it."""
+
+    wall_seconds: float | None
+    train_seconds: float | None
+    predict_seconds: float | None
+    patch_size: tuple[int, ...] | None
+    schedule: Mapping[str, Any]
+    num_cases: int | None
+
+    @classmethod
+    def read(cls, run: RunFolder) -> RunTimings:
+        """The timings of a run's metrics.json, which needs to be a JSON object and no more (the
+        cost plan learns from any finished run, ranked or not)."""
+        return cls.from_dict(read_metrics_json(run.metrics_json))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunTimings:
+        patch, schedule, aggregates = data.get("patch_size"), data.get("schedule"), data.get(AGGREGATES)
+        cases = aggregates.get("num_cases") if isinstance(aggregates, dict) else None
+        valid_patch = isinstance(patch, list) and bool(patch) and all(isinstance(p, int) and p > 0 for p in patch)
+        return cls(
+            wall_seconds=_seconds(data.get("wall_seconds")),
+            train_seconds=_seconds(data.get("train_seconds")),
+            predict_seconds=_seconds(data.get("predict_seconds")),
+            patch_size=tuple(patch) if valid_patch and isinstance(patch, list) else None,
+            schedule=schedule if isinstance(schedule, dict) else {},
+            num_cases=cases if isinstance(cases, int) and not isinstance(cases, bool) and cases > 0 else None,
+        )
 
 
 @dataclass(frozen=True, eq=False)
