@@ -6,7 +6,10 @@ A job of the segmentation task trains 2 epochs of 1 iteration at 32^3, the cheap
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +38,24 @@ def lean_env() -> dict:
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(ROOT),
     }
+
+
+def in_process(*args, check: int | None = 0) -> subprocess.CompletedProcess:
+    """``harness ARGS`` through the CLI's ``main`` in this process: for the commands around a
+    real job (status, rescore, leaderboard, a dry run) whose subprocess would only add an
+    interpreter and a torch import (seconds each). What the job itself runs stays a subprocess."""
+    from harness.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else 2
+    out = subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
+    if check is not None:
+        assert code == check, f"exit {code}\nstdout:\n{out.stdout[-3000:]}\nstderr:\n{out.stderr[-3000:]}"
+    return out
 
 
 def write_tiny_dataset(path: Path) -> Path:

@@ -146,7 +146,7 @@ def test_the_cli_reports_a_bad_file_with_exit_2(tmp_path):
 
 # ------------------------------------------------------------------------------ the world
 @pytest.fixture(scope="module")
-def world(module_dir) -> dict:
+def world(module_dir, toy_data) -> dict:
     import torch
 
     from harness.submission import write_example_submission
@@ -187,10 +187,8 @@ def world(module_dir) -> dict:
         "beta,ResEncL,test_uploads/missing.pth,2025-07-12T00:00:00Z,,\n"
         "gamma,ResEncL,test_uploads/g1.pth,2025-08-02T00:00:00Z,,\n"
     )
-    # the shipped toy registry beside freshly written toy data (its paths are ../../data/toy/...)
-    from harness.tasks.toy import write_toy_data
-
-    write_toy_data(root / "data" / "toy")
+    # the shipped toy registry beside a copy of the session's toy data (its paths are ../../data/toy/...)
+    shutil.copytree(toy_data, root / "data" / "toy")
     registry = root / "task_registry" / "toy"
     shutil.copytree(ROOT / "task_registry" / "toy", registry)
     challenge = root / "challenge.yaml"

@@ -66,12 +66,9 @@ def test_a_task_not_in_the_registry_suggests_the_closest_name(registry, tmp_path
     assert f"{registry}: no task named 'Tiyn' (did you mean '{TASK}'?); tasks: {TASK}" in err
 
 
-def test_a_task_whose_data_fails_the_check_is_refused_naming_the_file(tmp_path, capsys):
-    from harness.tasks.toy import write_toy_data
-
-    write_toy_data(tmp_path / "_toy")
+def test_a_task_whose_data_fails_the_check_is_refused_naming_the_file(tmp_path, capsys, toy_data):
     (variant,) = [v for v in VARIANTS if v.name == "truncated"]
-    root = make_variant(variant, tmp_path, tmp_path / "_toy")
+    root = make_variant(variant, tmp_path, toy_data)  # a broken copy of the session's toy data
     results = tmp_path / "results"
     code, err = finetune(capsys, *BASELINE, *where(root / "task_registry/toy", results, "ToySegOneChannel"))
     assert code == 2, err

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from jobs_helpers import in_process as in_this_process
 from jobs_helpers import lean_env, write_failing_classification, write_tiny_dataset, write_tiny_task
 
 from harness.jobs.executors import SlurmConfig, SlurmConfigError
@@ -277,7 +278,7 @@ def test_failures_are_isolated_and_retried(failure_run, world):
     assert intake["valid"] is False and intake["report"]["errors"]
     assert not (results / "runs" / "broken_upload").exists()
 
-    status = json.loads(harness("status", "--results", results, "--json", check=0).stdout)
+    status = json.loads(in_this_process("status", "--results", results, "--json").stdout)
     assert status["counts"] == {"pending": 0, "running": 0, "done": 2, "corrupt": 0, "failed": 4, "rejected": 3}
     assert sorted((f["task"], f["error_class"]) for f in status["failed"]) == [
         ("Broken", "error"),
@@ -286,7 +287,7 @@ def test_failures_are_isolated_and_retried(failure_run, world):
         ("Slow", "timeout"),
     ]
     assert all(Path(f["log"]).is_file() for f in status["failed"])
-    text = harness("status", "--results", results, check=0).stdout
+    text = in_this_process("status", "--results", results).stdout
     assert "failed    4" in text and "timeout" in text
 
     provenance = sorted((results / "provenance").glob("evaluate-*.json"))
@@ -343,7 +344,7 @@ def test_leaderboard_ranks_the_run_folders_a_real_evaluate_wrote(failure_run):
     from harness.runs import ResultsLayout, read_cases_csv, read_metrics_json
 
     results = failure_run["results"]
-    out = harness("leaderboard", "--results", results, "--bootstrap", 20, check=0)
+    out = in_this_process("leaderboard", "--results", results, "--bootstrap", 20)
     board_dir = ResultsLayout(results).leaderboard_dir("ssl3d-2025")
     assert f"report: {board_dir / 'report.html'}" in out.stdout
     board = pd.read_csv(board_dir / "leaderboard_PrimusM.csv").set_index("entry")
@@ -461,7 +462,7 @@ def test_kill_minus_nine_mid_matrix_then_resume(failure_run, world):
     first_cases = first.run.cases_csv.read_bytes()
     first_mtime = first.run.cases_csv.stat().st_mtime_ns
     assert not second.run.done_marker.exists()
-    status = json.loads(harness("status", "--results", results, "--json", check=0).stdout)
+    status = json.loads(in_this_process("status", "--results", results, "--json").stdout)
     assert status["counts"]["done"] == 1 and status["counts"]["pending"] == 1
 
     rerun = harness(*cmd[3:], check=0)
@@ -483,7 +484,7 @@ def test_kill_minus_nine_mid_matrix_then_resume(failure_run, world):
     # a changed task spec makes done jobs stale: reported pending, rerun by the next evaluate
     spec = world["root"] / "reg_good" / "Good.yaml"
     spec.write_text(spec.read_text().replace("time_limit_minutes: 10", "time_limit_minutes: 11"))
-    status = json.loads(harness("status", "--results", results, "--json", check=0).stdout)
+    status = json.loads(in_this_process("status", "--results", results, "--json").stdout)
     assert status["counts"]["pending"] == 2 and status["counts"]["done"] == 0
     dry = harness(*cmd[3:], "--dry-run", check=0)
     assert dry.stdout.count("rerun (inputs changed)") == 2

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from jobs_helpers import lean_env, write_tiny_dataset, write_tiny_task
+from jobs_helpers import in_process, lean_env, write_tiny_dataset, write_tiny_task
 
 from harness.runs import JobSpec, ResultsLayout, read_cases_csv, read_json
 from harness.tasks import load_task_file
@@ -50,9 +50,9 @@ def test_a_metric_change_rescores_the_kept_predictions(tmp_path, primus64_checkp
     data["metrics"] = [{"name": "dice"}, {"name": "nsd", "tolerance_mm": 3.0}]
     task_file.write_text(yaml.safe_dump(data))
     dry = ["evaluate", primus64_checkpoint, "--tasks", task_file.parent, "--results", results, "--dry-run"]
-    assert "rerun" in _baseline_row(harness(*dry).stdout)
+    assert "rerun" in _baseline_row(in_process(*dry).stdout)
 
-    out = harness("rescore", "--results", results)
+    out = in_process("rescore", "--results", results)
     assert "rescored 1 of 1 finished run(s)" in out.stdout, out.stdout
     after = read_cases_csv(run.cases_csv).set_index(["case", "label"])
     assert list(after.index) == list(before.index)
@@ -63,7 +63,7 @@ def test_a_metric_change_rescores_the_kept_predictions(tmp_path, primus64_checkp
     new_spec = JobSpec.read(run)
     assert new_spec.task_spec_hash == load_task_file(task_file).spec_hash() != old_spec.task_spec_hash
     assert read_json(run.done_marker)["job_id"] == new_spec.job_id == metrics["job_id"] != old_spec.job_id
-    row = _baseline_row(harness(*dry).stdout)
+    row = _baseline_row(in_process(*dry).stdout)
     assert " done" in row and "rerun" not in row, row  # evaluate counts it as done: nothing to train
 
     # broken kept predictions, in copies of the run: one overwritten with other bytes (SimpleITK
@@ -81,7 +81,7 @@ def test_a_metric_change_rescores_the_kept_predictions(tmp_path, primus64_checkp
         copies[name] = (copy, broken, {f.name: f.read_bytes() for f in copy.path.iterdir() if f.is_file()})
     data["metrics"] = [{"name": "dice"}, {"name": "nsd", "tolerance_mm": 2.0}]
     task_file.write_text(yaml.safe_dump(data))
-    out = harness("rescore", "--results", results, check=1)
+    out = in_process("rescore", "--results", results, check=1)
     assert "rescored 1 of 3 finished run(s)" in out.stdout and "Traceback" not in out.stderr, out.stdout + out.stderr
     assert json.loads(run.metrics_json.read_text())["nsd_tolerance_mm"] == 2.0  # the intact run: rescored
     problems = {"copy-overwritten": "not a readable image", "copy-truncated": "truncated: the gzip stream ends early"}
@@ -97,6 +97,6 @@ def test_a_metric_change_rescores_the_kept_predictions(tmp_path, primus64_checkp
     # a change beyond the metrics is not rescored: evaluate must train it again
     data["schedule"]["PrimusM"]["epochs"] = 3
     task_file.write_text(yaml.safe_dump(data))
-    out = harness("rescore", "--results", results, check=1)
+    out = in_process("rescore", "--results", results, check=1)
     assert "changed beyond its scoring fields; `harness evaluate` reruns it" in out.stdout, out.stdout
     assert JobSpec.read(run).job_id == new_spec.job_id  # untouched

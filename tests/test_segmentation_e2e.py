@@ -19,18 +19,17 @@ import torch
 from harness.finetune.run import run_finetune_job
 from harness.finetune.segmentation import CONFIGURATION, nnunet_paths, prepare_dataset, run_plans
 from harness.tasks import load_registry
-from harness.tasks.toy import write_toy_data
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def toy(module_dir, monkeypatch_module):
-    """The bundled toy registry, copied beside freshly generated toy data (same relative layout)."""
+def toy(module_dir, monkeypatch_module, toy_data):
+    """The bundled toy registry, copied beside a copy of the session's toy data (same relative layout)."""
     root = module_dir("toy")
     shutil.copytree(REPO / "task_registry" / "toy", root / "task_registry" / "toy")
-    write_toy_data(root / "data" / "toy")
+    shutil.copytree(toy_data, root / "data" / "toy")
     monkeypatch_module.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch_module.setenv("nnUNet_def_n_proc", "1")
     return {"tasks": load_registry(root / "task_registry" / "toy"), "results": root / "results"}
