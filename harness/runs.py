@@ -4,6 +4,8 @@ writes the run files.
 A results folder (``ResultsLayout``) holds::
 
     runs/<entry>/<task>/<setup>/fold_<k>/   one run folder per job (``RunFolder``, below)
+    runs/<entry>/<task>/<setup>/fold_<k>-repeat_<r>/   a seed repeat r >= 1 of that job (training
+                                            noise, harness/leaderboard/noise.py; never ranked)
     submissions/<entry>/intake.json         the intake verdict of a submission (intake.txt: its report)
     provenance/evaluate-<time>.json         what one `harness evaluate` was asked and what came of it
     slurm/                                  submitit's files of Slurm jobs
@@ -166,7 +168,7 @@ class ResultsFileError(ValueError):
 
 
 # ----------------------------------------------------------------------------- layout
-_FOLD = re.compile(r"^fold_(\d+)$")
+_FOLD = re.compile(r"^fold_(\d+)(?:-repeat_[1-9]\d*)?$")
 
 
 @dataclass(frozen=True)
@@ -307,9 +309,14 @@ class ResultsLayout:
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
-    def run(self, entry: str, task: str, setup: str, fold: int) -> RunFolder:
+    def run(self, entry: str, task: str, setup: str, fold: int, repeat: int = 0) -> RunFolder:
+        """The run folder of a job; ``repeat`` r >= 1 is its r-th seed repeat (``fold_<k>-repeat_<r>``),
+        0 the ranked run (``fold_<k>``, as before repeats existed)."""
         names = (path_component(entry, "entry"), path_component(task, "task"), path_component(setup, "setup"))
-        return RunFolder(self._path("runs", *names, f"fold_{int(fold)}"))
+        if int(repeat) < 0:
+            raise ValueError(f"repeat must be >= 0, got {repeat}")
+        fold_name = f"fold_{int(fold)}" + (f"-repeat_{int(repeat)}" if repeat else "")
+        return RunFolder(self._path("runs", *names, fold_name))
 
     def run_folders(self) -> Iterator[RunFolder]:
         """Every run folder that has a job.json, in sorted path order."""
@@ -506,6 +513,8 @@ class JobSpec:
     data_files: dict | None = _kind(dict)
     device: str | None = _kind(str)
     seed: int | None = _kind(int)
+    #: the seed repeat: None or 0 the ranked run, r >= 1 a repeat that measures training noise
+    repeat: int | None = _kind(int)
     job_id: str | None = _kind(str)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 

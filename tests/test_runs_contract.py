@@ -48,6 +48,7 @@ FULL_SPEC = dict(
     data_files={"imagesTr/a_0000.nii.gz": "cd" * 32},
     device="cpu",
     seed=42001,
+    repeat=0,
     job_id="00aa11bb22cc33dd",
 )
 

@@ -49,8 +49,12 @@ class FinetuneJob:
     #: The content hash of every file of the task this job reads (``harness.tasks.preflight``):
     #: part of the identity, so a changed file reruns the job.
     data: TaskData | None = None
+    #: 0: the ranked run; r >= 1: its r-th seed repeat (training noise; never ranked)
+    repeat: int = 0
 
     def __post_init__(self) -> None:
+        if int(self.repeat) < 0:
+            raise ValueError(f"repeat must be >= 0, got {self.repeat}")
         if self.entry is None:
             name = baseline_entry(self.track) if self.submission is None else entry_name(Path(self.submission).stem)
             object.__setattr__(self, "entry", name)
@@ -71,7 +75,7 @@ class FinetuneJob:
     @cached_property
     def run(self) -> RunFolder:
         assert self.entry is not None  # __post_init__ names it
-        return self.layout.run(self.entry, self.task.name, self.setup.name, self.fold)
+        return self.layout.run(self.entry, self.task.name, self.setup.name, self.fold, self.repeat)
 
     @cached_property
     def schedule(self):
@@ -87,7 +91,8 @@ class FinetuneJob:
 
     @property
     def seed(self) -> int:
-        return int(self.task.seed) * 1000 + int(self.fold)
+        """task seed * 1000 + fold for the ranked run; a repeat adds ``REPEAT_SEED_STRIDE`` * r."""
+        return int(self.task.seed) * 1000 + int(self.fold) + REPEAT_SEED_STRIDE * int(self.repeat)
 
     def description(self) -> dict:
         return {
@@ -109,6 +114,7 @@ class FinetuneJob:
             "data_fingerprint": self.data.fingerprint if self.data is not None else None,
             "device": self.device,
             "seed": self.seed,
+            "repeat": int(self.repeat),
         }
 
     def spec(self) -> JobSpec:
@@ -125,7 +131,11 @@ class FinetuneJob:
         return job_id_of(self.description())
 
 
-#: What a job's identity is made of (fields of its description, i.e. of job.json).
+#: A seed repeat's seed lies this far from its ranked run's (beyond any task seed * 1000 + fold).
+REPEAT_SEED_STRIDE = 1_000_003
+
+#: What a job's identity is made of (fields of its description, i.e. of job.json); ``repeat``
+#: only when it is not 0, so the ranked runs keep the ids they had before repeats existed.
 JOB_ID_FIELDS = (
     "entry",
     "track",
@@ -137,12 +147,13 @@ JOB_ID_FIELDS = (
     "recipe_version",
     "recipe_values_hash",
     "data_fingerprint",
+    "repeat",
 )
 
 
 def job_id_of(description: Mapping[str, Any]) -> str:
     """The job id of a job's description (``FinetuneJob.description()`` or job.json's fields)."""
-    key = {k: description.get(k) for k in JOB_ID_FIELDS}
+    key = {k: description.get(k) for k in JOB_ID_FIELDS if k != "repeat" or description.get("repeat")}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

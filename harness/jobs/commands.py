@@ -42,6 +42,17 @@ def register(sub) -> None:
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
     p.add_argument("--executor", choices=list(EXECUTOR_KINDS), default="local", help="default: %(default)s")
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K", help="only these folds")
+    p.add_argument(
+        "--noise-repeats",
+        type=int,
+        default=0,
+        metavar="K",
+        help="fine-tune the baselines (and --noise-entries) K more times with other seeds: the "
+        "leaderboard's noise floor (docs/metrics.md); the repeats are never ranked",
+    )
+    p.add_argument(
+        "--noise-entries", nargs="+", default=(), metavar="ENTRY", help="entries repeated like the baselines"
+    )
     p.add_argument("--retry-failed", action="store_true", help="rerun failed jobs too (default: only pending ones)")
     p.add_argument(
         "--keep-checkpoints",
@@ -101,6 +112,8 @@ def _evaluate(args) -> int:
                 results=results,
                 executor=args.executor,
                 folds=args.folds,
+                noise_repeats=args.noise_repeats,
+                noise_entries=tuple(args.noise_entries),
                 keep_checkpoints=args.keep_checkpoints,
                 retry_failed=args.retry_failed,
                 dry_run=args.dry_run,

@@ -52,6 +52,9 @@ class EvaluateOptions:
     results: Path = Path("results")
     executor: str = "local"
     folds: Sequence[int] | None = None
+    #: seed repeats of the baselines' and ``noise_entries``' jobs (training noise; never ranked)
+    noise_repeats: int = 0
+    noise_entries: Sequence[str] = ()
     #: local executor: jobs at once (None: one per GPU of ``gpus``, else 1)
     jobs: int | None = None
     #: local executor: the GPUs to run on, one job each (None: every visible GPU unless
@@ -140,7 +143,18 @@ def evaluate(opts: EvaluateOptions, stream=None) -> EvaluateOutcome:
         from harness.finetune.run import default_device
 
         device = executor.default_device() or default_device()
-    planner = Planner(layout, recipe, executor, device, opts.folds, opts.dry_run, opts.retry_failed, log=progress_log)
+    planner = Planner(
+        layout,
+        recipe,
+        executor,
+        device,
+        opts.folds,
+        opts.dry_run,
+        opts.retry_failed,
+        log=progress_log,
+        noise_repeats=opts.noise_repeats,
+        noise_entries=opts.noise_entries,
+    )
     task_types = [t.type for t in tasks.values()]
 
     def verdicts(write: bool) -> tuple[list[Entry], list[IntakeRecord], list[IntakeRecord]]:

@@ -1,5 +1,7 @@
 """The job matrix: accepted submissions x tasks x folds, plus one from-scratch baseline per
-track x task x fold, shared by every submission of that track."""
+track x task x fold, shared by every submission of that track; with ``noise_repeats`` K, K seed
+repeats of each baseline job and of the jobs of the entries named in ``noise_entries``
+(training noise, harness/leaderboard/noise.py; never ranked)."""
 
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ class PlannedJob:
 
     @property
     def label(self) -> str:
-        return f"{self.job.entry} / {self.job.task.name} / {self.job.setup.name} / fold {self.job.fold}"
+        repeat = f" / repeat {self.job.repeat}" if self.job.repeat else ""
+        return f"{self.job.entry} / {self.job.task.name} / {self.job.setup.name} / fold {self.job.fold}{repeat}"
 
 
 def selected_folds(tasks: Mapping[str, TaskSpec], folds: Sequence[int] | None) -> dict[str, tuple[int, ...]]:
@@ -75,10 +78,18 @@ def build_matrix(
     device: str = "cpu",
     recipe: Recipe = SSL3D_2025,
     data: Mapping[str, TaskData] | None = None,
+    noise_repeats: int = 0,
+    noise_entries: Sequence[str] = (),
 ) -> list[PlannedJob]:
-    """Jobs in a stable order: per task and fold, the baselines first, then the entries by name.
-    ``data``: each task's data identity from the data check (``harness.tasks.preflight``)."""
+    """Jobs in a stable order: per task and fold, the baselines first, then the entries by name,
+    then the seed repeats (repeat by repeat, in the same order). ``data``: each task's data
+    identity from the data check (``harness.tasks.preflight``)."""
     entries = sorted(entries, key=lambda e: e.entry)
+    if noise_repeats < 0:
+        raise MatrixError(f"noise_repeats must be >= 0, got {noise_repeats}")
+    unknown = sorted(set(noise_entries) - {e.entry for e in entries})
+    if unknown:
+        raise MatrixError(f"noise_entries {unknown}: no accepted entry of that name")
     per_task = selected_folds(tasks, folds)
     tracks = sorted({e.track for e in entries})
     results = Path(results).resolve()
@@ -87,37 +98,42 @@ def build_matrix(
         task = tasks[name]
         task_data = (data or {}).get(name)
         for fold in per_task[name]:
-            for track in tracks:
-                jobs.append(
-                    _planned(
-                        FinetuneJob(
-                            task=task,
-                            fold=fold,
-                            track=track,
-                            results=results,
-                            device=device,
-                            recipe=recipe,
-                            data=task_data,
+            for repeat in range(noise_repeats + 1):
+                for track in tracks:
+                    jobs.append(
+                        _planned(
+                            FinetuneJob(
+                                task=task,
+                                fold=fold,
+                                track=track,
+                                results=results,
+                                device=device,
+                                recipe=recipe,
+                                data=task_data,
+                                repeat=repeat,
+                            )
                         )
                     )
-                )
-            for e in entries:
-                jobs.append(
-                    _planned(
-                        FinetuneJob(
-                            task=task,
-                            fold=fold,
-                            track=e.track,
-                            results=results,
-                            submission=e.path.resolve(),
-                            entry=e.entry,
-                            submission_sha256=e.sha256,
-                            device=device,
-                            recipe=recipe,
-                            data=task_data,
+                for e in entries:
+                    if repeat and e.entry not in noise_entries:
+                        continue
+                    jobs.append(
+                        _planned(
+                            FinetuneJob(
+                                task=task,
+                                fold=fold,
+                                track=e.track,
+                                results=results,
+                                submission=e.path.resolve(),
+                                entry=e.entry,
+                                submission_sha256=e.sha256,
+                                device=device,
+                                recipe=recipe,
+                                data=task_data,
+                                repeat=repeat,
+                            )
                         )
                     )
-                )
     return jobs
 
 

@@ -91,6 +91,9 @@ class Planner:
     dry_run: bool = False
     retry_failed: bool = False
     log: Callable[[str], None] = print
+    #: seed repeats of the baselines' and ``noise_entries``' jobs (training noise; never ranked)
+    noise_repeats: int = 0
+    noise_entries: Sequence[str] = ()
 
     def plan(
         self,
@@ -102,7 +105,15 @@ class Planner:
         """The rows of the matrix: every job of the accepted ``entries`` (and their baselines),
         then the would-be jobs of the ``rejected`` ones."""
         jobs = build_matrix(
-            entries, tasks, self.layout.root, folds=self.folds, device=self.device, recipe=self.recipe, data=data
+            entries,
+            tasks,
+            self.layout.root,
+            folds=self.folds,
+            device=self.device,
+            recipe=self.recipe,
+            data=data,
+            noise_repeats=self.noise_repeats,
+            noise_entries=self.noise_entries,
         )
         rows = [self.row(job) for job in jobs]
         for row in rows:

@@ -86,6 +86,7 @@ def load_job(folder: str | Path) -> FinetuneJob:
         recipe=recipe,
         submission_sha256=spec.submission_sha256,
         data=data,
+        repeat=spec.repeat or 0,
     )
     if job.run.path.resolve() != folder:
         raise JobSpecError(f"{run.job_json}: describes {job.run.path}, not this folder")
