@@ -68,3 +68,80 @@ def test_bad_repeat_requests_are_errors(tmp_path, tasks):
         build_matrix(entries(tmp_path), tasks, tmp_path / "results", noise_repeats=-1)
     with pytest.raises(ValueError, match="repeat must be >= 0"):
         ResultsLayout(Path("r")).run("e", "t", "s", 0, repeat=-1)
+
+
+# --------------------------------------------------------------------------- the leaderboard side
+
+
+def write_run(results: Path, entry: str, task: str, dice: list[float], repeat: int = 0) -> None:
+    """A finished segmentation run (fold 0, repeat ``repeat``) written by hand, one Dice per case."""
+    import pandas as pd
+
+    from harness.runs import RunResult
+
+    run = ResultsLayout(results).run(entry, task, "ssl3d-2025", 0, repeat)
+    JobSpec(
+        entry=entry,
+        track="ResEncL",
+        is_baseline=entry.startswith("baseline-"),
+        task=task,
+        task_type="segmentation",
+        fold=0,
+        recipe="ssl3d-2025",
+        repeat=repeat,
+    ).write(run)
+    cases = pd.DataFrame(
+        [
+            {"case": f"c{i:03d}", "label": 1, "dice": d, "nsd": d, "ref_voxels": 10, "pred_voxels": 10}
+            for i, d in enumerate(dice)
+        ]
+    )
+    RunResult({"ranking_metrics": [{"name": "dice", "higher_is_better": True}], "aggregates": {}}, cases).write(run)
+    run.mark_done()
+
+
+def test_the_leaderboard_reads_repeats_for_the_floor_and_never_ranks_them(tmp_path):
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from harness.leaderboard.build import build_leaderboard
+
+    results = tmp_path / "results"
+    for task, shift in (("T1", 0.0), ("T2", -0.2)):
+        cases = np.array([0.60, 0.62, 0.58, 0.61, 0.59]) + shift
+        # the baseline's runs move by +-0.02 with the seed
+        for repeat, delta in enumerate((0.0, 0.02, -0.02, 0.01)):
+            write_run(results, "baseline-ResEncL", task, list(cases + delta), repeat)
+        write_run(results, "twin_a", task, list(cases + 0.05))
+        write_run(results, "twin_b", task, list(cases + 0.05 + 1e-6))  # far below training noise
+        write_run(results, "tuned", task, list(cases + 0.3))  # far above
+    out = tmp_path / "board"
+    outcome = build_leaderboard(out, results=results, n_bootstrap=200, plots=False)
+    (track,) = outcome.tracks
+    assert set(track.ranking.track.entries) == {"baseline-ResEncL", "twin_a", "twin_b", "tuned"}
+    board = pd.read_csv(out / "leaderboard_ResEncL.csv", keep_default_na=False).set_index("entry")
+    assert board.loc["twin_a", "within_noise_of"] == "twin_b"
+    assert board.loc["twin_b", "within_noise_of"] == "twin_a"
+    assert "tuned" not in board.loc["baseline-ResEncL", "within_noise_of"]
+    assert board.loc["tuned", "within_noise_of"] == ""
+    assert {"noise_rank_lo", "noise_rank_hi", "noise_rank_median"} <= set(board.columns)
+    # the case bootstrap keeps the twins apart (twin_b is better on every case); training noise swaps them
+    assert board.loc["twin_a", "rank_lo"] == board.loc["twin_a", "rank_hi"] == 3
+    assert board.loc["twin_a", "noise_rank_lo"] == 2 and board.loc["twin_b", "noise_rank_hi"] == 3
+    assert board.loc["tuned", "noise_rank_hi"] == 1
+    meta = json.loads((out / "leaderboard.json").read_text())["tracks"]["ResEncL"]
+    runs = [0.0, 0.02, -0.02, 0.01]
+    sd = float(np.std(runs, ddof=1))
+    for task in ("T1", "T2"):
+        assert meta["noise_floor"][task]["dice"]["sd"] == pytest.approx(sd)
+        assert meta["noise_floor"][task]["dice"]["runs"] == 4
+    pairs = {(p["upper"], p["lower"], p["task"]): p["above_floor"] for p in meta["adjacent_above_floor"]}
+    twins = [v for (u, lo, _), v in pairs.items() if {u, lo} == {"twin_a", "twin_b"}]
+    assert twins == [False, False]
+    assert all(v for (u, lo, _), v in pairs.items() if "tuned" in (u, lo))
+    floor_csv = pd.read_csv(out / "noise_ResEncL.csv")
+    assert list(floor_csv["task"]) == ["T1", "T2"]
+    report = outcome.report.read_text()
+    assert "Noise floor" in report and "within_noise_of" in report

@@ -6,7 +6,9 @@ Files in ``out`` (each written atomically, the report last)::
     stability_<track>.csv        public: per task, Kendall's tau of the bootstrap rankings
     significance_<track>.csv     public: pairwise one-sided p-values, Holm-adjusted
     plots/<track>_{blobs,significance,ranks}.png
-    leaderboard.json             provenance: scheme, N, seed, source, notes, warnings, file list
+    noise_<track>.csv            public, with seed repeats: the noise floor per task and metric
+    leaderboard.json             provenance: scheme, N, seed, source, notes, warnings, file list;
+                                 with seed repeats, per track the noise floor and adjacent pairs
     report.html                  everything above in one self-contained page
     private/cases_<track>.csv    PRIVATE: per-case values and flags (hidden test cases)
 """
@@ -23,12 +25,21 @@ import pandas as pd
 from harness import __version__
 from harness.leaderboard import ALPHA, DEFAULT_BOOTSTRAP, DEFAULT_SCHEME, DEFAULT_SEED
 from harness.leaderboard.model import JobProblem, LeaderboardInputError, TrackData
+from harness.leaderboard.noise import TrackNoise, repeat_scores, track_noise
 from harness.leaderboard.plots import blob_plot, rank_heatmap, significance_map
 from harness.leaderboard.private import private_case_table
 from harness.leaderboard.ranking import TrackRanking, check_scheme, rank_track
 from harness.leaderboard.read_csv import collect_csv
 from harness.leaderboard.read_runs import collect_runs
-from harness.leaderboard.report import leaderboard_table, render_html, significance_table, stability_table
+from harness.leaderboard.report import (
+    add_noise_columns,
+    adjacent_pairs_table,
+    leaderboard_table,
+    noise_floor_table,
+    render_html,
+    significance_table,
+    stability_table,
+)
 from harness.leaderboard.rows import write_leaderboard
 from harness.leaderboard.stability import TrackStability, bootstrap_track, significance_track
 from harness.recipes import DEFAULT_RECIPE, RecipeError, get_recipe
@@ -46,6 +57,8 @@ class TrackOutcome:
     stability: TrackStability
     leaderboard: pd.DataFrame
     notes: list[str]
+    #: the noise floor and noise-aware interval, when the track has seed repeats
+    noise: TrackNoise | None = None
 
 
 @dataclass
@@ -80,6 +93,29 @@ def job_problem_note(problem: JobProblem) -> str:
     fold = "" if problem.fold is None else f" fold {problem.fold}"
     detail = f" ({problem.detail})" if problem.detail else ""
     return f"{problem.entry}: {problem.task}{fold} is {problem.status}{detail}; its cases count as worst"
+
+
+def noise_meta(ranking: TrackRanking, noise: TrackNoise) -> dict:
+    """leaderboard.json's noise floor per task and metric, and the adjacent pairs (None for NaN)."""
+
+    def number(x) -> float | None:
+        return None if x is None or x != x else float(x)
+
+    floor = {
+        f.task: {
+            metric: {
+                "sd": number(f.sd[m]),
+                "sd_lo": number(f.sd_lo[m]),
+                "sd_hi": number(f.sd_hi[m]),
+                "threshold": number(f.threshold[m]),
+                "runs": f.n_runs,
+            }
+            for m, metric in enumerate(f.metrics)
+        }
+        for f in noise.floors
+        if f is not None
+    }
+    return {"noise_floor": floor, "adjacent_above_floor": noise.adjacent_above_floor(ranking)}
 
 
 def read_warnings(tracks: list[TrackData]) -> list[str]:
@@ -135,6 +171,14 @@ def build_leaderboard(
         board = leaderboard_table(ranking, stability)
         stab = stability_table(ranking, stability)
         name = track.track
+        repeats = repeat_scores(track)
+        noise = track_noise(ranking, repeats, n_bootstrap, seed) if repeats else None
+        floor = adjacent = None
+        if noise is not None:
+            board = add_noise_columns(board, ranking, noise)
+            floor, adjacent = noise_floor_table(noise), adjacent_pairs_table(ranking, noise)
+            write_text_atomic(out / f"noise_{name}.csv", people_csv_text(floor))
+            outcome.files.append(out / f"noise_{name}.csv")
         text_files = {
             out / f"stability_{name}.csv": people_csv_text(stab),
             out / f"significance_{name}.csv": people_csv_text(significance_table(ranking, tests)),
@@ -157,8 +201,18 @@ def build_leaderboard(
                 path = out / "plots" / f"{name}_{stem}.png"
                 _write_bytes_atomic(path, png)
                 outcome.files.append(path)
-        sections.append({"track": name, "leaderboard": board, "stability": stab, "notes": notes, "figures": figures})
-        outcome.tracks.append(TrackOutcome(name, ranking, stability, board, notes))
+        sections.append(
+            {
+                "track": name,
+                "leaderboard": board,
+                "stability": stab,
+                "notes": notes,
+                "figures": figures,
+                "noise_floor": floor,
+                "adjacent": adjacent,
+            }
+        )
+        outcome.tracks.append(TrackOutcome(name, ranking, stability, board, notes, noise))
     meta = {
         "scheme": scheme,
         "n_bootstrap": n_bootstrap,
@@ -179,6 +233,7 @@ def build_leaderboard(
         "harness_version": __version__,
         "tracks": {
             t.track: {"entries": len(t.ranking.track.entries), "baseline": t.ranking.track.baseline(), "notes": t.notes}
+            | ({} if t.noise is None else noise_meta(t.ranking, t.noise))
             for t in outcome.tracks
         },
         "warnings": outcome.warnings,

@@ -352,6 +352,9 @@ class TrackData:
     #: what collecting found that is not a job problem (a run folder skipped: job.json unreadable
     #: and its path says nothing usable)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: the seed repeats, one track per repeat r >= 1 holding the repeated entries' runs: never
+    #: ranked, read for the noise floor (``harness.leaderboard.noise.repeat_scores``)
+    repeats: tuple[TrackData, ...] = ()
 
     def failed_jobs(self) -> dict[str, int]:
         """Per entry, the jobs that ran and failed (``FLAG_FAILED_JOB``: a FAILED marker, or files

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.leaderboard.model import LeaderboardInputError
+from harness.leaderboard.model import LeaderboardInputError, TaskData, TrackData
 from harness.leaderboard.ranking import TrackRanking, consensus, place_invalid_last, rank_scores
 from harness.leaderboard.scores import full_index
 from harness.leaderboard.stability import QUANTILES, bootstrap_indices
@@ -267,3 +267,34 @@ def track_noise(ranking: TrackRanking, repeats: Mapping[str, RepeatScores], n_bo
     else:
         quantiles = np.full((len(QUANTILES), n_entries), np.nan)
     return TrackNoise(tuple(floors), final, quantiles, within_noise(full_scores, floors))
+
+
+def _run_aggregate(track: TrackData, task_name: str, entry: str, metrics: tuple[str, ...]) -> np.ndarray:
+    """(M,) the oriented full-data aggregate of ``entry`` on ``task_name`` in ``track``; NaN when
+    it has no such run, other metrics, or any job of it failed or is unfinished (a gap would
+    count as the worst value and pass for training noise)."""
+    task: TaskData | None = next((t for t in track.tasks if t.task == task_name), None)
+    if task is None or entry not in task.entries or tuple(m.name for m in task.metrics) != metrics:
+        return np.full(len(metrics), np.nan)
+    if any(p.entry == entry and p.task == task_name for p in track.job_problems):
+        return np.full(len(metrics), np.nan)
+    return task.scores(full_index(len(task.cases)))[:, 0, task.entries.index(entry)]
+
+
+def repeat_scores(track: TrackData) -> dict[str, RepeatScores]:
+    """Per task, the runs of every entry that has seed repeats: its ranked run, then repeat 1, 2, ..."""
+    out = {}
+    for task in track.tasks:
+        metrics = tuple(m.name for m in task.metrics)
+        repeated = sorted(
+            {e for rep in track.repeats for t in rep.tasks if t.task == task.task for e in t.entries}
+            & set(task.entries)
+        )
+        if not repeated or not metrics:
+            continue
+        groups = tuple(
+            np.stack([_run_aggregate(run, task.task, entry, metrics) for run in (track, *track.repeats)], axis=1)
+            for entry in repeated
+        )
+        out[task.task] = RepeatScores(task.task, metrics, tuple(repeated), groups)
+    return out

@@ -15,7 +15,9 @@ task, fold) as another run (then neither counts). A run whose job.json cannot be
 attributed by its path ``runs/<entry>/<task>/<setup>/fold_<k>`` when the setup is one the recipe
 ranks and the other runs tell its track and task type; otherwise it is skipped with a note
 (``TrackData.notes``). ``LeaderboardInputError`` is left for what is global: no run at all, bad
-arguments.
+arguments. Seed repeats (``fold_<k>-repeat_<r>``, job.json ``repeat`` r >= 1) are never ranked:
+each repeat r is read the same way into a track of its own (``TrackData.repeats``) for the noise
+floor (``harness.leaderboard.noise``).
 
 The files are read through the results contract (``harness.runs``: ``JobSpec.read``,
 ``read_cases_csv``) and the run records (``harness.metrics.run_records``: ``RunMetrics.read``, the
@@ -107,6 +109,8 @@ class _Job:
     #: why a finished run no longer counts until evaluate reruns it (its task or data changed):
     #: unfinished, as `harness status` calls it pending, not failed
     stale: str = ""
+    #: 0 the ranked run, r >= 1 a seed repeat (``TrackData.repeats``)
+    repeat: int = 0
 
     @property
     def status(self) -> str:
@@ -135,7 +139,7 @@ def _read_job(run: RunFolder) -> _Job:
     if task_type not in TASK_TYPES:
         raise LeaderboardInputError(f"{where}: task_type {task_type!r} is not one of {', '.join(TASK_TYPES)}")
     check_track_name(track, where)
-    return _Job(run, entry, track, is_baseline, task, task_type, fold, spec.recipe, spec=spec)
+    return _Job(run, entry, track, is_baseline, task, task_type, fold, spec.recipe, spec=spec, repeat=spec.repeat or 0)
 
 
 def _ranking_metrics(job: _Job, pooled: bool) -> tuple[tuple[Metric, ...], tuple[str, ...]]:
@@ -310,9 +314,9 @@ def collect_runs(
             notes.append(job)
         else:
             attributed.append(job)
-    seen: dict[tuple[str, str, str, int], _Job] = {}
+    seen: dict[tuple[str, str, str, int, int], _Job] = {}
     for job in sorted(jobs + attributed, key=lambda j: j.run.path):
-        key = (job.track, job.entry, job.task, job.fold)
+        key = (job.track, job.entry, job.task, job.fold, job.repeat)
         if key in seen:
             # which of the two is the entry's run cannot be told: neither counts
             seen[key] = seen[key].failed(
@@ -322,15 +326,23 @@ def collect_runs(
         else:
             seen[key] = job
     jobs = _mark_stale(list(seen.values()), layout)
+    repeated = [j for j in jobs if j.repeat]
+    jobs = [j for j in jobs if not j.repeat]
     tracks = sorted({job.track for job in jobs})
     expected = entries if isinstance(entries, Mapping) else {}
     return [
-        _track_from_jobs(
-            track,
-            [j for j in jobs if j.track == track],
-            str(results),
-            tuple(notes),
-            expected=tuple(e for e, t in expected.items() if t == track),
+        replace(
+            _track_from_jobs(
+                track,
+                [j for j in jobs if j.track == track],
+                str(results),
+                tuple(notes),
+                expected=tuple(e for e, t in expected.items() if t == track),
+            ),
+            repeats=tuple(
+                _track_from_jobs(track, [j for j in repeated if j.track == track and j.repeat == r], str(results))
+                for r in sorted({j.repeat for j in repeated if j.track == track})
+            ),
         )
         for track in tracks
     ]

@@ -8,6 +8,7 @@ once, and writes and reads the file), best first::
     reported_<task>_<metric>... and ranked_mean_<task>_<metric>...   (segmentation)
     score_<task>_<metric>...                                        (classification, pooled)
     rank_lo, rank_hi, rank_median, failed_jobs, pending_jobs, missing_cases, gain_<task>...
+    noise_rank_lo, noise_rank_hi, noise_rank_median, within_noise_of   (with seed repeats only)
 
 ``reported_`` is the mean as the organizers report it (per label the nan-mean over cases, then the
 mean over labels); the ranking uses per-case values (each case's nan-mean over its labels), and
@@ -37,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from harness.leaderboard.model import FLAG_FAILED_JOB, TrackData
+from harness.leaderboard.noise import TrackNoise
 from harness.leaderboard.ranking import TrackRanking
 from harness.leaderboard.rows import COUNT_COLUMNS, INTERVAL_COLUMNS, LEADING_COLUMNS, gain_column, task_rank_column
 from harness.leaderboard.stability import PairwiseTests, TrackStability, tau_summary
@@ -243,6 +245,55 @@ def table_html(
     )
 
 
+def add_noise_columns(table: pd.DataFrame, ranking: TrackRanking, noise: TrackNoise) -> pd.DataFrame:
+    """The noise-aware rank interval and ``within_noise_of`` (entries joined by "; ") of each row
+    of ``table`` (``leaderboard_table``'s, best first); docs/metrics.md says how."""
+    entries = ranking.track.entries
+    lo, median, hi = noise.rank_quantiles
+    within = noise.within_noise_of(entries)
+    at = [entries.index(e) for e in table["entry"]]
+    table = table.copy()
+    table["noise_rank_lo"], table["noise_rank_hi"] = lo[at], hi[at]
+    table["noise_rank_median"] = median[at]
+    table["within_noise_of"] = ["; ".join(within[i]) for i in at]
+    return table
+
+
+def noise_floor_table(noise: TrackNoise) -> pd.DataFrame:
+    """Per task and metric with seed repeats: the floor (sd), its seed-resampled interval, the
+    smallest difference above it, and the runs it comes from."""
+    rows = [
+        {
+            "task": floor.task,
+            "metric": metric,
+            "noise_sd": floor.sd[m],
+            "noise_sd_lo": floor.sd_lo[m],
+            "noise_sd_hi": floor.sd_hi[m],
+            "above_floor_if_difference_over": floor.threshold[m],
+            "runs": floor.n_runs,
+        }
+        for floor in noise.floors
+        if floor is not None
+        for m, metric in enumerate(floor.metrics)
+    ]
+    columns = ["task", "metric", "noise_sd", "noise_sd_lo", "noise_sd_hi", "above_floor_if_difference_over", "runs"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def adjacent_pairs_table(ranking: TrackRanking, noise: TrackNoise) -> pd.DataFrame:
+    columns = ["upper", "lower", "task", "metric", "difference", "threshold", "above_floor"]
+    return pd.DataFrame(noise.adjacent_above_floor(ranking), columns=columns)
+
+
+_NOISE_NOTE = (
+    "noise_sd: the spread of a task's ranked aggregate over fine-tunings of one checkpoint with other "
+    "seeds (pooled over the repeated entries), with a 95 % interval from resampling the seeds; a "
+    "difference is above the floor when it exceeds 1.96 x sqrt(2) x noise_sd. noise_rank_* resample "
+    "the cases and the training noise; within_noise_of lists the entries whose differences are above "
+    "the floor on no task. Assumption: every entry's training noise is like the repeated entries'."
+)
+
+
 def render_html(sections: list[dict], meta: dict) -> str:
     """One page: per track the leaderboard, notes, stability and the figures (base64 PNGs).
 
@@ -303,6 +354,12 @@ def render_html(sections: list[dict], meta: dict) -> str:
         parts.append(f"<p class='legend'>{html.escape(_COUNTS_NOTE)}</p>")
         parts.append("<h3>Stability (Kendall's tau of bootstrap rankings vs the full one)</h3>")
         parts.append(table_html(section["stability"], lambda x: f"{x:.3f}", "stability"))
+        if section.get("noise_floor") is not None:
+            parts.append("<h3>Noise floor (seed repeats; docs/metrics.md)</h3>")
+            parts.append(f"<p class='legend'>{html.escape(_NOISE_NOTE)}</p>")
+            parts.append(table_html(section["noise_floor"], lambda x: f"{x:.4g}", "noise-floor"))
+            parts.append("<h3>Adjacent entries: is their difference above the floor?</h3>")
+            parts.append(table_html(section["adjacent"], lambda x: f"{x:.4g}", "adjacent"))
         for title, png in section["figures"]:
             parts.append(f"<h3>{html.escape(title)}</h3>{_img(png, title)}")
     parts.append("</body></html>")
