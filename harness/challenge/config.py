@@ -91,6 +91,10 @@ class PhaseSpec(_Frozen):
     #: A CSV of uploads (team, track, file, submitted_at, display_name, method_name), files
     #: relative to its folder; without one, uploads are ``<inbox>/<phase>/<team>/*.pth``.
     manifest: Path | None = None
+    #: Seed repeats of the baselines' jobs (and of ``noise_entries``, entry ids) per task and
+    #: fold: the leaderboard's noise floor (docs/metrics.md); never ranked.
+    noise_repeats: int = Field(0, ge=0)
+    noise_entries: tuple[str, ...] = ()
 
     @field_validator("name")
     @classmethod

@@ -95,6 +95,8 @@ def _evaluate(args) -> int:
         executor_settings = get_executor_kind(args.executor).settings(args)
         if args.challenge is not None or args.phase is not None:
             results, tasks, recipe, entries = _challenge_phase(args)
+            if not args.noise_repeats:  # the phase's, unless the command line says otherwise
+                args.noise_repeats, args.noise_entries = _phase_noise(args)
         else:
             if not args.submissions:
                 raise EvaluateError("no submission given (or give --challenge FILE --phase NAME)")
@@ -126,6 +128,12 @@ def _evaluate(args) -> int:
         print(f"harness evaluate: error: {e}", file=sys.stderr)
         return 2
     return 0 if args.dry_run else outcome.exit_code
+
+
+def _phase_noise(args) -> tuple[int, tuple[str, ...]]:
+    """The seed repeats a challenge phase asks for (``noise_repeats``, ``noise_entries``)."""
+    phase = load_challenge(args.challenge).get_phase(args.phase)
+    return phase.noise_repeats, tuple(phase.noise_entries)
 
 
 def _challenge_phase(args):

@@ -12,10 +12,16 @@ from harness.jobs.planning import MatrixRow
 from harness.jobs.state import FAILED, JobState
 
 
+def _fold_cell(row: MatrixRow) -> str:
+    """The fold, and a seed repeat's number (``0 repeat 2``)."""
+    repeat = row.job.job.repeat if row.job is not None else 0
+    return f"{row.fold} repeat {repeat}" if repeat else str(row.fold)
+
+
 def format_matrix(rows: Sequence[MatrixRow]) -> str:
     header = ("entry", "task", "fold", "state", "action")
     table = [header] + [
-        (r.entry, r.task, str(r.fold), r.state, r.action + (f"  [{r.detail}]" if r.detail else "")) for r in rows
+        (r.entry, r.task, _fold_cell(r), r.state, r.action + (f"  [{r.detail}]" if r.detail else "")) for r in rows
     ]
     widths = [max(len(t[i]) for t in table) for i in range(len(header) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(t[:-1], widths)) + "  " + t[-1] for t in table)

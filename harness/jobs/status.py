@@ -54,6 +54,7 @@ class JobStatus:
     file: str | None = None  # corrupt: the result file that does not parse
     command: str | None = None  # corrupt, failed: what reruns it
     progress: dict | None = None  # running: see ``training_progress``
+    repeat: int = 0  # a seed repeat's number (harness/leaderboard/noise.py); 0 the ranked run
 
 
 @dataclass
@@ -210,6 +211,7 @@ def collect_status(results: Path, now: float | None = None) -> StatusReport:
                 file=state.file,
                 command=command,
                 progress=progress,
+                repeat=spec.repeat or 0,
             )
         )
     for record_path, record in read_intake_records(layout):
@@ -247,7 +249,8 @@ def similar_pairs(layout: ResultsLayout) -> list[dict]:
 
 
 def _label(j: JobStatus) -> str:
-    return " / ".join(str(p) for p in (j.entry, j.task, j.setup, f"fold {j.fold}") if p is not None)
+    repeat = f" repeat {j.repeat}" if j.repeat else ""
+    return " / ".join(str(p) for p in (j.entry, j.task, j.setup, f"fold {j.fold}{repeat}") if p is not None)
 
 
 # ------------------------------------------------------------------------------------ corrupt
