@@ -10,6 +10,7 @@ from jobs_helpers import write_tiny_dataset, write_tiny_task
 from harness.finetune.job import REPEAT_SEED_STRIDE, job_id_of
 from harness.jobs.cost import format_cost_plan
 from harness.jobs.matrix import Entry, MatrixError, build_matrix
+from harness.leaderboard.rows import NOISE_COLUMNS, read_leaderboard, write_leaderboard
 from harness.runs import JobSpec, ResultsLayout
 from harness.tasks.registry import load_registry
 
@@ -126,7 +127,7 @@ def test_the_leaderboard_reads_repeats_for_the_floor_and_never_ranks_them(tmp_pa
     assert board.loc["twin_b", "within_noise_of"] == "twin_a"
     assert "tuned" not in board.loc["baseline-ResEncL", "within_noise_of"]
     assert board.loc["tuned", "within_noise_of"] == ""
-    assert {"noise_rank_lo", "noise_rank_hi", "noise_rank_median"} <= set(board.columns)
+    assert set(NOISE_COLUMNS) <= set(board.columns)
     # the case bootstrap keeps the twins apart (twin_b is better on every case); training noise swaps them
     assert board.loc["twin_a", "rank_lo"] == board.loc["twin_a", "rank_hi"] == 3
     assert board.loc["twin_a", "noise_rank_lo"] == 2 and board.loc["twin_b", "noise_rank_hi"] == 3
@@ -145,3 +146,56 @@ def test_the_leaderboard_reads_repeats_for_the_floor_and_never_ranks_them(tmp_pa
     assert list(floor_csv["task"]) == ["T1", "T2"]
     report = outcome.report.read_text()
     assert "Noise floor" in report and "within_noise_of" in report
+
+
+def test_published_and_feedback_rows_name_no_entry_id_within_noise(tmp_path):
+    import pandas as pd
+
+    from harness.challenge.public import public_rows
+
+    fixed = {"mean_task_rank": 1.0, "rank_lo": 1, "rank_hi": 2, "rank_median": 1}
+    counts = {"failed_jobs": 0, "pending_jobs": 0, "missing_cases": 0}
+    noise = {"noise_rank_lo": 1, "noise_rank_hi": 3, "noise_rank_median": 2}
+    table = pd.DataFrame(
+        [
+            {
+                "rank": 1,
+                "entry": "team1-a",
+                "is_baseline": False,
+                **fixed,
+                "gain_T1": 0.1,
+                **counts,
+                **noise,
+                "within_noise_of": "team2-b; baseline-ResEncL",
+            },
+            {
+                "rank": 2,
+                "entry": "team2-b",
+                "is_baseline": False,
+                **fixed,
+                "gain_T1": 0.1,
+                **counts,
+                **noise,
+                "within_noise_of": "team1-a; team9-withdrawn",
+            },
+            {
+                "rank": 3,
+                "entry": "baseline-ResEncL",
+                "is_baseline": True,
+                **fixed,
+                "gain_T1": 0.0,
+                **counts,
+                **noise,
+                "within_noise_of": "",
+            },
+        ]
+    )
+    write_leaderboard(tmp_path / "leaderboard_ResEncL.csv", table)
+    rows = read_leaderboard(tmp_path / "leaderboard_ResEncL.csv")
+    assert rows[0].within_noise_of == ("team2-b", "baseline-ResEncL") and rows[2].within_noise_of == ()
+    assert rows[0].noise_rank_hi == 3.0
+    labels = {"team1-a": ("Alpha", None), "team2-b": ("Beta", None)}
+    public = public_rows(rows, labels)
+    assert [r["within_noise_of"] for r in public] == ["Beta; from-scratch baseline", "Alpha", ""]
+    # a team's feedback shows a row's scores: no noise column (within_noise_of names other teams)
+    assert not set(NOISE_COLUMNS) & set(rows[0].scores) and "gain_T1" in rows[0].scores

@@ -24,8 +24,8 @@ from harness.challenge.pages import esc, page, read_phase_leaderboard, table
 from harness.challenge.phases import counted_uploads, phase_leaderboard_dir, ranked_entries
 from harness.challenge.teams import load_teams
 from harness.jobs.intake import PhaseRecord, UploadRecord
-from harness.leaderboard.rows import LeaderboardRow
-from harness.runs import ResultsLayout, people_csv_text, write_json_atomic, write_text_atomic
+from harness.leaderboard.rows import WITHIN_NOISE_SEPARATOR, LeaderboardRow
+from harness.runs import BASELINE_PREFIX, ResultsLayout, people_csv_text, write_json_atomic, write_text_atomic
 
 BASELINE_NAME = "from-scratch baseline"
 
@@ -34,9 +34,18 @@ class NotPublicError(ChallengeError):
     """The phase's results are not public (``public: false``) and --publish was not given."""
 
 
+def public_name(entry: str, labels: dict[str, tuple[str, str | None]]) -> str | None:
+    """The public name of an entry id (None: not counted for the phase)."""
+    if entry.startswith(BASELINE_PREFIX):
+        return BASELINE_NAME
+    return labels[entry][0] if entry in labels else None
+
+
 def public_rows(rows: list[LeaderboardRow], labels: dict[str, tuple[str, str | None]]) -> list[dict]:
     """A leaderboard table's rows (plain values) with ``entry`` replaced by ``name`` and
-    ``method``; an entry without a label (not counted for the phase) is left out."""
+    ``method``; an entry without a label (not counted for the phase) is left out.
+    ``within_noise_of`` (entry ids, which hold the team id) names the entries by their public
+    names too."""
     out = []
     for row in rows:
         if row.is_baseline:
@@ -46,6 +55,9 @@ def public_rows(rows: list[LeaderboardRow], labels: dict[str, tuple[str, str | N
         else:
             continue
         values = {k: v for k, v in row.as_dict().items() if k != "entry"}
+        if row.within_noise_of is not None:
+            others = [public_name(e, labels) for e in row.within_noise_of]
+            values["within_noise_of"] = WITHIN_NOISE_SEPARATOR.join(n for n in others if n is not None)
         out.append({"rank": row.rank, "name": name, "method": method, **values})
     return out
 

@@ -40,7 +40,14 @@ import pandas as pd
 from harness.leaderboard.model import FLAG_FAILED_JOB, TrackData
 from harness.leaderboard.noise import TrackNoise
 from harness.leaderboard.ranking import TrackRanking
-from harness.leaderboard.rows import COUNT_COLUMNS, INTERVAL_COLUMNS, LEADING_COLUMNS, gain_column, task_rank_column
+from harness.leaderboard.rows import (
+    COUNT_COLUMNS,
+    INTERVAL_COLUMNS,
+    LEADING_COLUMNS,
+    WITHIN_NOISE_SEPARATOR,
+    gain_column,
+    task_rank_column,
+)
 from harness.leaderboard.stability import PairwiseTests, TrackStability, tau_summary
 
 
@@ -255,7 +262,7 @@ def add_noise_columns(table: pd.DataFrame, ranking: TrackRanking, noise: TrackNo
     table = table.copy()
     table["noise_rank_lo"], table["noise_rank_hi"] = lo[at], hi[at]
     table["noise_rank_median"] = median[at]
-    table["within_noise_of"] = ["; ".join(within[i]) for i in at]
+    table["within_noise_of"] = [WITHIN_NOISE_SEPARATOR.join(within[i]) for i in at]
     return table
 
 

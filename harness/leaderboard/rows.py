@@ -5,10 +5,13 @@ and public pages use.
 Columns, in file order (``harness.leaderboard.report`` says what each means)::
 
     rank, entry, is_baseline, mean_task_rank, rank_<task>..., <the tasks' score columns>...,
-    rank_lo, rank_hi, rank_median, failed_jobs, pending_jobs, missing_cases, gain_<task>...
+    rank_lo, rank_hi, rank_median, failed_jobs, pending_jobs, missing_cases, gain_<task>...,
+    noise_rank_lo, noise_rank_hi, noise_rank_median, within_noise_of   (with seed repeats only)
 
 The columns before and after the per-task ones are every row's (``LeaderboardRow``'s fields); the
-per-task ones (task ranks, scores, gains) are the row's ``scores``, in file order.
+per-task ones (task ranks, scores, gains) are the row's ``scores``, in file order. The noise
+columns (``harness.leaderboard.noise``) are there only when the track has seed repeats;
+``within_noise_of`` holds entry ids, joined by "; ".
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ INTERVAL_COLUMNS = ("rank_lo", "rank_hi", "rank_median")
 RANK_COLUMNS = LEADING_COLUMNS + INTERVAL_COLUMNS
 #: What an entry's jobs left unranked: failed and pending jobs, cases counted as worst.
 COUNT_COLUMNS = ("failed_jobs", "pending_jobs", "missing_cases")
+#: What a track with seed repeats adds: the noise-aware rank interval and the entries whose
+#: differences from this one are above the noise floor on no task (entry ids, "; "-joined).
+NOISE_COLUMNS = ("noise_rank_lo", "noise_rank_hi", "noise_rank_median", "within_noise_of")
+WITHIN_NOISE_SEPARATOR = "; "
 
 
 def task_rank_column(task: str) -> str:
@@ -44,7 +51,8 @@ def gain_column(task: str) -> str:
 @dataclass(frozen=True)
 class LeaderboardRow:
     """One entry's row. ``rank_lo``/``rank_hi``/``rank_median`` are None when the track was not
-    bootstrapped; a score is None where the table has NaN."""
+    bootstrapped; a score is None where the table has NaN; the noise fields are None when the
+    track has no seed repeats."""
 
     rank: int
     entry: str
@@ -60,6 +68,11 @@ class LeaderboardRow:
     scores: Mapping[str, Any]
     #: every column -> value, in file order (what a page shows)
     values: Mapping[str, Any]
+    noise_rank_lo: float | None = None
+    noise_rank_hi: float | None = None
+    noise_rank_median: float | None = None
+    #: the entries within training noise of this one (none: an empty tuple)
+    within_noise_of: tuple[str, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The row as plain values (JSON-ready), in file order."""
@@ -92,7 +105,8 @@ def read_leaderboard(path: Path) -> list[LeaderboardRow]:
     missing = [c for c in RANK_COLUMNS + COUNT_COLUMNS if c not in frame.columns]
     if missing:
         raise ResultsFileError(path, f"missing column(s) {missing}; has {list(frame.columns)}")
-    fixed = set(RANK_COLUMNS + COUNT_COLUMNS)
+    fixed = set(RANK_COLUMNS + COUNT_COLUMNS + NOISE_COLUMNS)
+    noisy = "within_noise_of" in frame.columns
     rows = []
     for line, record in enumerate(frame.to_dict(orient="records"), start=2):
         values = {str(k): _plain(v) for k, v in record.items()}
@@ -111,11 +125,22 @@ def read_leaderboard(path: Path) -> list[LeaderboardRow]:
                     missing_cases=_value(values, "missing_cases", int),
                     scores={k: v for k, v in values.items() if k not in fixed},
                     values=values,
+                    noise_rank_lo=_value(values, "noise_rank_lo", _number) if noisy else None,
+                    noise_rank_hi=_value(values, "noise_rank_hi", _number) if noisy else None,
+                    noise_rank_median=_value(values, "noise_rank_median", _number) if noisy else None,
+                    within_noise_of=split_within_noise(values["within_noise_of"]) if noisy else None,
                 )
             )
         except ValueError as e:
             raise ResultsFileError(path, f"line {line}: {e}") from None
     return rows
+
+
+def split_within_noise(cell: Any) -> tuple[str, ...]:
+    """The entry ids of a ``within_noise_of`` cell (empty or NaN: none)."""
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return ()
+    return tuple(e for e in str(cell).split(WITHIN_NOISE_SEPARATOR) if e)
 
 
 def _value(values: Mapping[str, Any], column: str, kind: Any) -> Any:
