@@ -199,3 +199,16 @@ def test_published_and_feedback_rows_name_no_entry_id_within_noise(tmp_path):
     assert [r["within_noise_of"] for r in public] == ["Beta; from-scratch baseline", "Alpha", ""]
     # a team's feedback shows a row's scores: no noise column (within_noise_of names other teams)
     assert not set(NOISE_COLUMNS) & set(rows[0].scores) and "gain_T1" in rows[0].scores
+
+
+def test_a_phase_asks_for_seed_repeats():
+    from pydantic import ValidationError
+
+    from harness.challenge.config import PhaseSpec
+
+    phase = {"name": "test", "tasks": "/tmp", "submission_limit": 1}
+    assert PhaseSpec.model_validate(phase).noise_repeats == 0
+    asked = PhaseSpec.model_validate({**phase, "noise_repeats": 3, "noise_entries": ["team1-a"]})
+    assert (asked.noise_repeats, asked.noise_entries) == (3, ("team1-a",))
+    with pytest.raises(ValidationError, match="noise_repeats"):
+        PhaseSpec.model_validate({**phase, "noise_repeats": -1})

@@ -96,7 +96,11 @@ def _evaluate(args) -> int:
         if args.challenge is not None or args.phase is not None:
             results, tasks, recipe, entries = _challenge_phase(args)
             if not args.noise_repeats:  # the phase's, unless the command line says otherwise
-                args.noise_repeats, args.noise_entries = _phase_noise(args)
+                args.noise_repeats, named = _phase_noise(args)
+                counted = {e.entry for e in entries}
+                args.noise_entries = tuple(e for e in named if e in counted)
+                for e in sorted(set(named) - counted):
+                    print(f"noise_entries: {e} is not a counted entry of the phase: no repeats for it")
         else:
             if not args.submissions:
                 raise EvaluateError("no submission given (or give --challenge FILE --phase NAME)")
