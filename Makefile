@@ -10,7 +10,7 @@ RECIPE ?= ssl3d-2025
 EVALUATE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint format test test-fast evaluate validate bench bench-gpu clean
+.PHONY: help venv lint format test test-fast evaluate validate bench bench-scale bench-gpu clean
 
 help:
 	@echo "make evaluate SUB=path.pth   evaluate one submission on TASKS ($(TASKS)) with RECIPE ($(RECIPE))"
@@ -18,6 +18,7 @@ help:
 	@echo "make test                    the test suite"
 	@echo "make lint                    ruff (lint + format check) and mypy, as CI runs them"
 	@echo "make bench                   benchmarks -> results/bench/*.json"
+	@echo "make bench-scale             a simulated 100-team challenge: status, leaderboard, feedback -> results/bench/scale.json"
 
 venv: $(STAMP)
 
@@ -67,8 +68,13 @@ evaluate: $(STAMP) $(SUB)
 	$(PY) -m harness leaderboard --results "$(RESULTS)" --recipe "$(RECIPE)" || exit $$?; \
 	exit $$status
 
+# bench_scale.py has its own target (bench-scale): it takes minutes.
 bench: $(STAMP)
-	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+	@set -e; for b in $(filter-out bench/bench_scale.py,$(wildcard bench/bench_*.py)); do echo "== $$b"; $(PY) $$b; done
+
+# A challenge at full size, simulated without training (bench/README.md): minutes on two cores.
+bench-scale: $(STAMP)
+	nice $(PY) bench/bench_scale.py
 
 # Needs a CUDA device (about 10 min on an H200: 4 trainers x compile off/on x fp16/bf16); see bench/gpu_train.py.
 bench-gpu: $(STAMP)

@@ -88,9 +88,10 @@ def read_every_cases_csv(phase_root: Path) -> int:
     import pandas as pd
 
     rows = 0
-    for path in sorted(ResultsLayout(phase_root).runs_dir.glob("*/*/*/fold_*/cases.csv")):
-        with contextlib.suppress(ValueError):  # the simulated corrupt runs
-            rows += len(pd.read_csv(path))
+    for run in ResultsLayout(phase_root).run_folders():
+        if run.cases_csv.is_file():
+            with contextlib.suppress(ValueError):  # the simulated corrupt runs
+                rows += len(pd.read_csv(run.cases_csv))
     return rows
 
 
@@ -173,7 +174,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cases", type=int, default=d.cases)
     p.add_argument("--folds", type=int, default=d.folds)
     p.add_argument("--folder", type=Path, default=None, help="simulate here and keep it (default: a temp folder)")
-    p.add_argument("--limit", type=float, default=120, help="stop a command after this many seconds (default 120)")
+    p.add_argument("--limit", type=float, default=60, help="stop a command after this many seconds (default 60)")
     p.add_argument("--out", type=Path, default=OUT)
     return p.parse_args(argv)
 
