@@ -11,7 +11,6 @@ different ignored key (other bytes, same weights), so only one network is ever b
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -20,10 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from jobs_helpers import write_finished_run
+from jobs_helpers import in_process, write_finished_run
 
 from harness.challenge.config import ChallengeError, load_challenge
-from harness.cli import main
 from harness.runs import ResultsLayout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,13 +38,8 @@ def harness(*args, check: int | None = 0, process: bool = False) -> subprocess.C
         command = [PY, "-m", "harness", *map(str, args)]
         out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     else:
-        stdout, stderr = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), contextlib.chdir(ROOT):
-            try:
-                code = main([str(a) for a in args])
-            except SystemExit as e:  # argparse's usage errors
-                code = e.code if isinstance(e.code, int) else 2
-        out = subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
+        with contextlib.chdir(ROOT):
+            out = in_process(*args, check=None)
     if check is not None:
         assert out.returncode == check, f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
     return out
